@@ -1,0 +1,157 @@
+"""Control steps per second of vla_envs/Lift-v0 next to a bare robosuite env with the same settings.
+
+Modes: state (no cameras), rgb with lean rendering, rgb with full rendering (agentview +
+eye-in-hand at 128x128). The bare robosuite env renders its own camera observations; for the lean
+mode it gets the same lean settings (no MSAA, shadows, reflections, skybox). Rounds alternate
+between the two envs so machine noise hits both alike; the ratio is of medians over rounds.
+Resets are timed separately (robosuite rebuilds the model and, with cameras, its GL context).
+
+    python benchmarks/env_throughput.py [--steps 100] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+import vla_envs  # noqa: F401  (registers the tasks, sets MUJOCO_GL)
+from vla_envs.controllers import controller_config
+
+CAMERAS = ["agentview", "robot0_eye_in_hand"]
+SIZE = 128
+_LEAN_OFF_FLAGS = (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX)
+
+
+def _lean_xml(xml: str) -> str:
+    """robosuite XML processor: no multi-sample anti-aliasing in the offscreen buffer."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(xml)
+    visual = root.find("visual")
+    if visual is None:
+        visual = ET.SubElement(root, "visual")
+    quality = visual.find("quality")
+    if quality is None:
+        quality = ET.SubElement(visual, "quality")
+    quality.set("offsamples", "0")
+    return ET.tostring(root, encoding="unicode")
+
+
+class BareRobosuite:
+    """robosuite.make with the settings vla_envs uses, rendering its own camera observations."""
+
+    def __init__(self, rgb: bool, lean: bool):
+        import robosuite
+
+        self.lean = rgb and lean
+        self.env = robosuite.make(
+            "Lift",
+            robots="Panda",
+            controller_configs=controller_config("OSC_POSE"),
+            control_freq=20,
+            has_renderer=False,
+            has_offscreen_renderer=rgb,
+            use_camera_obs=rgb,
+            camera_names=CAMERAS,
+            camera_heights=SIZE,
+            camera_widths=SIZE,
+            use_object_obs=True,
+            ignore_done=True,
+            hard_reset=True,
+            renderer="mujoco",
+        )
+        if self.lean:
+            self.env._xml_processors.append(_lean_xml)
+
+    def reset(self, seed: int) -> None:
+        self.env.rng = np.random.default_rng(seed)
+        self.env.reset()
+        if self.lean:
+            flags = self.env.sim._render_context_offscreen.scn.flags
+            for flag in _LEAN_OFF_FLAGS:
+                flags[flag] = 0
+
+    def step(self, action: np.ndarray) -> None:
+        self.env.step(action)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class Suite:
+    def __init__(self, rgb: bool, lean: bool):
+        obs_mode = "rgb" if rgb else "state"
+        self.env = gym.make("vla_envs/Lift-v0", obs_mode=obs_mode, image_size=SIZE,
+                            render_quality="lean" if lean else "full", max_episode_steps=-1)
+
+    def reset(self, seed: int) -> None:
+        self.env.reset(seed=seed)
+
+    def step(self, action: np.ndarray) -> None:
+        self.env.step(action)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _time_round(env, seed: int, actions: np.ndarray) -> tuple[float, float]:
+    start = time.perf_counter()
+    env.reset(seed)
+    reset_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for action in actions:
+        env.step(action)
+    return reset_s, len(actions) / (time.perf_counter() - start)
+
+
+def measure(rgb: bool, lean: bool, steps: int, rounds: int) -> dict[str, float]:
+    bare, ours = BareRobosuite(rgb, lean), Suite(rgb, lean)
+    actions = np.random.default_rng(0).uniform(-1, 1, (steps, 7))
+    results = {"bare": ([], []), "ours": ([], [])}
+    try:
+        _time_round(bare, 0, actions[:5])  # warm-up: numba JIT, GL contexts
+        _time_round(ours, 0, actions[:5])
+        for r in range(rounds):
+            order = [("bare", bare), ("ours", ours)] if r % 2 == 0 else [("ours", ours), ("bare", bare)]
+            for name, env in order:
+                reset_s, rate = _time_round(env, r, actions)
+                results[name][0].append(reset_s)
+                results[name][1].append(rate)
+    finally:
+        bare.close()
+        ours.close()
+    med = {f"{name}_{kind}": statistics.median(values[i])
+           for name, values in results.items() for i, kind in enumerate(("reset_s", "steps_per_s"))}
+    med["step_ratio"] = med["ours_steps_per_s"] / med["bare_steps_per_s"]
+    med["reset_ratio"] = med["ours_reset_s"] / med["bare_reset_s"]
+    return med
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100, help="control steps per round")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per mode")
+    args = parser.parse_args()
+    modes = [("state", False, True), ("rgb lean", True, True), ("rgb full", True, False)]
+    print(f"vla_envs/Lift-v0 vs bare robosuite Lift, OSC_POSE, 20 Hz, {args.rounds} rounds x {args.steps} steps, "
+          f"cameras {CAMERAS} at {SIZE}x{SIZE}; medians over rounds")
+    header = f"{'mode':<10} {'bare steps/s':>13} {'ours steps/s':>13} {'ratio':>7} {'bare reset s':>13} {'ours reset s':>13} {'ratio':>7}"
+    print(header)
+    print("-" * len(header))
+    rows = {}
+    for label, rgb, lean in modes:
+        m = measure(rgb, lean, args.steps, args.rounds)
+        rows[label] = m
+        print(f"{label:<10} {m['bare_steps_per_s']:>13.1f} {m['ours_steps_per_s']:>13.1f} {m['step_ratio']:>7.3f} "
+              f"{m['bare_reset_s']:>13.3f} {m['ours_reset_s']:>13.3f} {m['reset_ratio']:>7.3f}", flush=True)
+    print(f"ours rgb lean / ours rgb full steps/s: {rows['rgb lean']['ours_steps_per_s'] / rows['rgb full']['ours_steps_per_s']:.2f}")
+    print(f"ours state / ours rgb lean steps/s:   {rows['state']['ours_steps_per_s'] / rows['rgb lean']['ours_steps_per_s']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Policy adapters: VLA models, their compressed variants, scripted experts."""

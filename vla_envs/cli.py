@@ -1,0 +1,119 @@
+"""The ``vla-envs`` command line."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(help="vla-envs: manipulation tasks that measure how efficiently a robot moves.", no_args_is_help=True)
+console = Console()
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    seed: int
+    steps: int
+    episode_return: float
+    success: bool
+    truncated: bool
+    wall_s: float
+
+
+@app.command()
+def tasks() -> None:
+    """List the registered tasks with their instructions and time limits."""
+    from vla_envs.config import load_task_configs
+
+    table = Table(title="vla-envs tasks")
+    table.add_column("id", no_wrap=True)
+    table.add_column("instruction")
+    for column in ("time limit (steps)", "time limit (s)", "control (Hz)"):
+        table.add_column(column, justify="right")
+    for cfg in load_task_configs().values():
+        table.add_row(
+            cfg.env_id, cfg.instruction, str(cfg.max_episode_steps), f"{cfg.time_limit_s:g}", f"{cfg.control_freq:g}"
+        )
+    console.print(table)
+
+
+@app.command()
+def rollout(
+    task: str = typer.Option("Lift", help="task name, e.g. Lift, Stack, PickPlaceCan"),
+    episodes: int = typer.Option(3, min=1, help="number of episodes"),
+    seed: int = typer.Option(0, help="seed of the first episode; episode i uses seed + i"),
+    obs_mode: str = typer.Option("state", help="state, rgb or state+rgb"),
+    controller: str = typer.Option("OSC_POSE", help="arm controller"),
+    max_steps: int | None = typer.Option(None, min=1, help="override the task's time limit (control steps)"),
+) -> None:
+    """Run seeded episodes with uniformly random actions and print a per-episode table."""
+    import gymnasium as gym
+
+    import vla_envs  # noqa: F401  (registers the tasks)
+    from vla_envs.config import get_task_config
+
+    cfg = get_task_config(task)
+    env = gym.make(cfg.env_id, obs_mode=obs_mode, controller=controller, max_episode_steps=max_steps)
+    limit = env.spec.max_episode_steps
+    results: list[EpisodeResult] = []
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    try:
+        with Progress(*columns, console=console) as progress:
+            bar = progress.add_task(f"{cfg.name} rollout", total=episodes * limit)
+            for i in range(episodes):
+                episode_seed = seed + i
+                env.action_space.seed(episode_seed)
+                env.reset(seed=episode_seed)
+                start, steps, total, done = time.perf_counter(), 0, 0.0, False
+                terminated = truncated = success = False
+                while not done:
+                    _, reward, terminated, truncated, info = env.step(env.action_space.sample())
+                    steps += 1
+                    total += reward
+                    success = success or bool(info["is_success"])
+                    done = terminated or truncated
+                    progress.advance(bar)
+                progress.advance(bar, limit - steps)  # an early success skips the rest of the budget
+                results.append(
+                    EpisodeResult(episode_seed, steps, total, success, truncated, time.perf_counter() - start)
+                )
+    finally:
+        env.close()
+
+    table = Table(title=f"{cfg.env_id}: {episodes} episodes, random actions, '{cfg.instruction}'")
+    for column in ("episode", "seed", "steps", "return", "success", "ended by", "wall (s)", "steps/s"):
+        table.add_column(column, justify="right")
+    for i, r in enumerate(results):
+        table.add_row(
+            str(i),
+            str(r.seed),
+            str(r.steps),
+            f"{r.episode_return:.3f}",
+            "yes" if r.success else "no",
+            "time limit" if r.truncated else "success",
+            f"{r.wall_s:.1f}",
+            f"{r.steps / r.wall_s:.0f}",
+        )
+    console.print(table)
+    rate = sum(r.success for r in results) / len(results)
+    console.print(f"success rate {rate:.0%} over {len(results)} episodes")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

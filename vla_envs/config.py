@@ -1,0 +1,127 @@
+"""Task configuration files (``configs/tasks/*.yaml``): schema and loading.
+
+A task file is validated when it is loaded, so a typo fails at ``import vla_envs`` or
+``load_task_config`` with the file, the field, the offending value and what was expected,
+never half-way through a run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+
+# Environment variable that points the suite at another folder of task files.
+CONFIG_DIR_ENV = "VLA_ENVS_CONFIG_DIR"
+_DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unreadable or invalid."""
+
+
+class CameraConfig(BaseModel):
+    """Which robosuite cameras feed the image observations."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: str = Field("agentview", min_length=1, description="third-person camera -> obs['image']")
+    wrist_image: str = Field(
+        "robot0_eye_in_hand", min_length=1, description="eye-in-hand camera -> obs['wrist_image']"
+    )
+
+
+class TaskConfig(BaseModel):
+    """One manipulation task: which robosuite environment, what to say, how long it may take."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$", description="registered as vla_envs/<name>-v0")
+    robosuite_env: str = Field(min_length=1, description="robosuite environment class name")
+    robot: str = Field("Panda", pattern=r"^Panda$", description="only the Panda arm is supported")
+    instruction: str = Field(min_length=1, description="natural-language instruction for the task")
+    max_episode_steps: PositiveInt = Field(description="time limit in control steps")
+    control_freq: PositiveFloat = Field(20.0, description="control frequency in Hz")
+    cameras: CameraConfig = CameraConfig()
+    render_camera: str = Field("frontview", min_length=1, description="camera used by render()")
+    env_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="extra keyword arguments for robosuite.make"
+    )
+
+    @property
+    def env_id(self) -> str:
+        return f"vla_envs/{self.name}-v0"
+
+    @property
+    def time_limit_s(self) -> float:
+        return self.max_episode_steps / self.control_freq
+
+
+def config_dir() -> Path:
+    """The folder that holds ``tasks/`` (``$VLA_ENVS_CONFIG_DIR`` or the repository's ``configs/``)."""
+    return Path(os.environ.get(CONFIG_DIR_ENV, _DEFAULT_CONFIG_DIR))
+
+
+def format_validation_error(source: str | Path, error: ValidationError) -> str:
+    """One line per problem: ``<file>: field '<a.b>' = <value>: <what was expected>``."""
+    lines = [f"invalid config {source}:"]
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem["loc"]) or "<root>"
+        value = problem.get("input")
+        if problem["type"] == "missing":
+            lines.append(f"  {source}: field '{field}' is missing (required)")
+        else:
+            lines.append(f"  {source}: field '{field}' = {value!r}: expected {problem['msg'].lower()}")
+    return "\n".join(lines)
+
+
+def read_yaml(path: Path) -> Any:
+    """``yaml.safe_load`` a file, turning I/O and syntax errors into ``ConfigError``."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.safe_load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+
+
+def load_task_config(path: str | Path) -> TaskConfig:
+    """Load and validate one task file."""
+    path = Path(path)
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path}: expected a mapping of fields, got {type(raw).__name__}")
+    try:
+        return TaskConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(path, exc)) from None
+
+
+def load_task_configs(directory: str | Path | None = None) -> dict[str, TaskConfig]:
+    """All task files under ``<directory>/tasks`` keyed by task name, sorted by name."""
+    tasks_dir = Path(directory) / "tasks" if directory is not None else config_dir() / "tasks"
+    if not tasks_dir.is_dir():
+        raise ConfigError(f"task config folder {tasks_dir} does not exist (set ${CONFIG_DIR_ENV})")
+    configs: dict[str, TaskConfig] = {}
+    for path in sorted(tasks_dir.glob("*.yaml")):
+        cfg = load_task_config(path)
+        if cfg.name in configs:
+            raise ConfigError(f"config {path}: field 'name' = {cfg.name!r}: expected a unique task name")
+        configs[cfg.name] = cfg
+    return dict(sorted(configs.items()))
+
+
+def get_task_config(task: str | TaskConfig) -> TaskConfig:
+    """A task's config by name (``"Lift"``), by file path, or passed through."""
+    if isinstance(task, TaskConfig):
+        return task
+    if task.endswith((".yaml", ".yml")):
+        return load_task_config(task)
+    configs = load_task_configs()
+    if task not in configs:
+        raise ConfigError(f"unknown task {task!r}: expected one of {sorted(configs)}")
+    return configs[task]

@@ -1,0 +1,225 @@
+"""A Gymnasium environment over a robosuite manipulation task (Panda arm).
+
+Why not robosuite's ``GymWrapper``: it reports the horizon as ``terminated``, returns float64
+observations against a float32 space, and ``reset(seed)`` only seeds numpy's global RNG. Here:
+
+- ``terminated`` is True only when the task succeeds (and ``terminate_on_success``); the time
+  limit is a ``TimeLimit`` wrapper from the registry (``env.spec.max_episode_steps``), so a
+  time-out is ``truncated`` and never ``terminated``.
+- Observations are exactly the dtypes of ``observation_space``.
+- ``reset(seed=s)`` seeds the env's own ``np_random``, which robosuite then draws every
+  initial-state sample from (object placements, object sizes, joint noise): the same seed and
+  actions give the same trajectory bit for bit, in any process. ``reset()`` without a seed
+  continues that generator.
+
+Observation layout by ``obs_mode``:
+
+=============  ==============================================================================
+``state``      ``{"state": float32 (n,)}``: robot proprioception followed by object state
+``rgb``        ``{"image": uint8 (S, S, 3), "wrist_image": uint8 (S, S, 3), "proprio": float32 (m,)}``
+``state+rgb``  all four keys
+=============  ==============================================================================
+
+``S`` is ``image_size``; images are upright. ``info`` always has ``"is_success"``; ``reset``
+also returns ``"instruction"`` (the task's natural-language instruction).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from vla_envs.config import TaskConfig, get_task_config
+from vla_envs.controllers import DEFAULT_CONTROLLER, controller_config
+from vla_envs.rendering import CameraRenderer, RenderQuality
+
+ObsMode = Literal["state", "rgb", "state+rgb"]
+OBS_MODES: tuple[str, ...] = ("state", "rgb", "state+rgb")
+_PROPRIO_KEY = "robot0_proprio-state"
+_OBJECT_KEY = "object-state"
+
+
+class RobosuiteEnv(gym.Env[dict, np.ndarray]):
+    """One robosuite task behind the Gymnasium API. Prefer ``gym.make("vla_envs/<Task>-v0")``.
+
+    Args:
+        task: task name (``"Lift"``), path to a task YAML, or a ``TaskConfig``.
+        obs_mode: ``"state"``, ``"rgb"`` or ``"state+rgb"`` (see the module docstring).
+        image_size: side of the square camera images in pixels.
+        controller: robosuite arm controller (``vla_envs.controllers.CONTROLLERS``).
+        control_freq: control frequency in Hz; defaults to the task config's.
+        render_mode: ``None`` or ``"rgb_array"``.
+        render_quality: ``"lean"`` (fast) or ``"full"`` (robosuite's look), for all cameras.
+        render_size: side of the ``render()`` frame in pixels.
+        terminate_on_success: end the episode (``terminated=True``) when the task succeeds.
+        reward_shaping: robosuite's dense staged reward instead of its sparse success reward.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(
+        self,
+        task: str | TaskConfig = "Lift",
+        *,
+        obs_mode: ObsMode = "state",
+        image_size: int = 128,
+        controller: str = DEFAULT_CONTROLLER,
+        control_freq: float | None = None,
+        render_mode: str | None = None,
+        render_quality: RenderQuality = "lean",
+        render_size: int = 256,
+        terminate_on_success: bool = True,
+        reward_shaping: bool = False,
+    ):
+        self.task_config = get_task_config(task)
+        if obs_mode not in OBS_MODES:
+            raise ValueError(f"obs_mode={obs_mode!r} is not supported: expected one of {OBS_MODES}")
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode={render_mode!r} is not supported: expected None or 'rgb_array'")
+        for field, value in (("image_size", image_size), ("render_size", render_size)):
+            if not isinstance(value, (int, np.integer)) or not 8 <= value <= 1024:
+                raise ValueError(f"{field}={value!r}: expected an integer number of pixels in [8, 1024]")
+        self.control_freq = float(control_freq if control_freq is not None else self.task_config.control_freq)
+        if self.control_freq <= 0:
+            raise ValueError(f"control_freq={control_freq!r}: expected a positive frequency in Hz")
+
+        self.obs_mode = obs_mode
+        self.image_size = int(image_size)
+        self.controller = controller
+        self.render_mode = render_mode
+        self.render_quality = render_quality
+        self.render_size = int(render_size)
+        self.terminate_on_success = terminate_on_success
+        self.instruction = self.task_config.instruction
+        self.metadata = {**self.metadata, "render_fps": self.control_freq}
+
+        self._use_state = obs_mode in ("state", "state+rgb")
+        self._use_images = obs_mode in ("rgb", "state+rgb")
+        needs_renderer = self._use_images or render_mode == "rgb_array"
+        size = max(self.image_size if self._use_images else 0, self.render_size if render_mode else 0)
+        self._renderer = CameraRenderer(render_quality, size, size) if needs_renderer else None
+
+        import robosuite
+
+        self._rs = robosuite.make(
+            self.task_config.robosuite_env,
+            robots=self.task_config.robot,
+            controller_configs=controller_config(controller, self.task_config.robot),
+            control_freq=self.control_freq,
+            has_renderer=False,
+            # Cameras are rendered by CameraRenderer, which keeps its GL context across resets.
+            has_offscreen_renderer=False,
+            use_camera_obs=False,
+            use_object_obs=True,
+            reward_shaping=reward_shaping,
+            ignore_done=True,  # the registry's TimeLimit owns the time limit
+            hard_reset=True,
+            renderer="mujoco",
+            **self.task_config.env_kwargs,
+        )
+        for camera in self._camera_names():
+            if camera not in self._rs.sim.model.camera_names:
+                raise ValueError(
+                    f"task {self.task_config.name}: camera {camera!r} does not exist: "
+                    f"expected one of {list(self._rs.sim.model.camera_names)}"
+                )
+
+        low, high = self._rs.action_spec
+        self.action_space = spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
+        raw = self._rs._get_observations(force_update=True)
+        obs_spaces: dict[str, spaces.Space] = {}
+        if self._use_state:
+            n = raw[_PROPRIO_KEY].size + raw[_OBJECT_KEY].size
+            obs_spaces["state"] = spaces.Box(-np.inf, np.inf, (n,), np.float32)
+        if self._use_images:
+            image_space = spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
+            obs_spaces["image"] = image_space
+            obs_spaces["wrist_image"] = image_space
+            obs_spaces["proprio"] = spaces.Box(-np.inf, np.inf, (raw[_PROPRIO_KEY].size,), np.float32)
+        self.observation_space = spaces.Dict(obs_spaces)
+
+    # -- robosuite access -------------------------------------------------------------------
+    @property
+    def robosuite_env(self):
+        """The underlying robosuite environment (its ``sim`` is replaced on every reset)."""
+        return self._rs
+
+    def _camera_names(self) -> list[str]:
+        names = []
+        if self._use_images:
+            names += [self.task_config.cameras.image, self.task_config.cameras.wrist_image]
+        if self.render_mode == "rgb_array":
+            names.append(self.task_config.render_camera)
+        return names
+
+    def _share_rng(self, rng: np.random.Generator) -> None:
+        """Make robosuite draw every initial-state sample from ``rng``.
+
+        robosuite reads ``env.rng`` when it rebuilds objects and resets the robot, and each
+        placement sampler holds the generator it was built with.
+        """
+        self._rs.rng = rng
+        samplers = [getattr(self._rs, "placement_initializer", None)]
+        while samplers:
+            sampler = samplers.pop()
+            if sampler is None:
+                continue
+            sampler.rng = rng
+            samplers.extend(getattr(sampler, "samplers", {}).values())
+
+    def _observation(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        obs: dict[str, np.ndarray] = {}
+        proprio = np.asarray(raw[_PROPRIO_KEY], dtype=np.float32)
+        if self._use_state:
+            obs["state"] = np.concatenate([proprio, np.asarray(raw[_OBJECT_KEY], dtype=np.float32)])
+        if self._use_images:
+            sim = self._rs.sim
+            cams = self.task_config.cameras
+            obs["image"] = self._renderer.render(sim.data._data, cams.image, self.image_size, self.image_size)
+            obs["wrist_image"] = self._renderer.render(
+                sim.data._data, cams.wrist_image, self.image_size, self.image_size
+            )
+            obs["proprio"] = proprio
+        return obs
+
+    # -- Gymnasium API ----------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self._share_rng(self.np_random)
+        raw = self._rs.reset()
+        if self._renderer is not None:
+            self._renderer.bind(self._rs.sim.model._model)
+        info = {"instruction": self.instruction, "is_success": bool(self._rs._check_success())}
+        return self._observation(raw), info
+
+    def step(self, action: np.ndarray):
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != self.action_space.shape:
+            raise ValueError(
+                f"action has shape {action.shape}, expected {self.action_space.shape} "
+                f"for controller {self.controller}"
+            )
+        if not np.all(np.isfinite(action)):
+            bad = np.flatnonzero(~np.isfinite(action)).tolist()
+            raise ValueError(f"action has non-finite values at indices {bad}: {action.tolist()}")
+        raw, reward, _, _ = self._rs.step(action)
+        success = bool(self._rs._check_success())
+        terminated = success and self.terminate_on_success
+        return self._observation(raw), float(reward), terminated, False, {"is_success": success}
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        self._renderer.bind(self._rs.sim.model._model)  # no-op unless a reset rebuilt the model
+        size = self.render_size
+        return self._renderer.render(self._rs.sim.data._data, self.task_config.render_camera, size, size)
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+        if getattr(self, "_rs", None) is not None:
+            self._rs.close()
+            self._rs = None

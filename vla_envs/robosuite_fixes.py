@@ -1,0 +1,58 @@
+"""Run-time fixes for robosuite 1.5.2 bugs the suite depends on (nothing is edited on disk).
+
+- ``JointVelocityController.__init__`` assigns its ``use_torque_compensation`` flag to the
+  read-only ``torque_compensation`` property (gravity torques), so constructing it raises
+  ``AttributeError``, and ``run_controller`` then tests that torque array for truth.
+  ``JointVelocityControllerFixed`` keeps the flag apart and adds the gravity torques when set,
+  which is what the upstream code means.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from robosuite.controllers.parts import generic
+from robosuite.controllers.parts.controller import Controller
+from robosuite.controllers.parts.generic.joint_vel import JointVelocityController
+
+
+class JointVelocityControllerFixed(JointVelocityController):
+    use_torque_compensation: bool = True
+
+    @property
+    def torque_compensation(self) -> np.ndarray:
+        """Gravity (bias) torques at the arm's dofs."""
+        return self.sim.data.qfrc_bias[self.qvel_index]
+
+    @torque_compensation.setter
+    def torque_compensation(self, flag: bool) -> None:
+        self.use_torque_compensation = bool(flag)
+
+    def run_controller(self) -> np.ndarray:
+        if self.goal_vel is None:
+            self.set_goal(np.zeros(self.joint_dim))
+        self.update()
+        if self.interpolator is not None:
+            if self.interpolator.order == 1:
+                self.current_vel = self.interpolator.get_interpolated_goal()
+        else:
+            self.current_vel = np.array(self.goal_vel)
+
+        err = self.current_vel - self.joint_vel
+        derr = err - self.last_err
+        self.last_err = err
+        self.derr_buf.push(derr)
+        if not self.saturated:  # anti-windup
+            self.summed_err += err
+
+        torques = self.kp * err + self.ki * self.summed_err + self.kd * self.derr_buf.average
+        if self.use_torque_compensation:
+            torques = torques + self.torque_compensation
+        self.torques = self.clip_torques(torques)
+        self.saturated = bool(np.sum(np.abs(self.torques - torques)) != 0)
+        Controller.run_controller(self)
+        return self.torques
+
+
+def apply() -> None:
+    """Install the fixes (idempotent). robosuite's controller factory looks classes up on ``generic``."""
+    generic.JointVelocityController = JointVelocityControllerFixed

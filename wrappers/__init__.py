@@ -1,0 +1,1 @@
+"""Gymnasium wrappers that record joint state and torques and report embodied cost."""
