@@ -15,11 +15,11 @@ import argparse
 import statistics
 import time
 
+import vla_envs  # noqa: F401,I001  (first: sets MUJOCO_GL before mujoco picks a GL backend)
 import gymnasium as gym
 import mujoco
 import numpy as np
 
-import vla_envs  # noqa: F401  (registers the tasks, sets MUJOCO_GL)
 from vla_envs.controllers import controller_config
 
 CAMERAS = ["agentview", "robot0_eye_in_hand"]
@@ -70,6 +70,7 @@ class BareRobosuite:
 
     def reset(self, seed: int) -> None:
         self.env.rng = np.random.default_rng(seed)
+        self._make_current()  # robosuite frees its old MjrContext in whatever context is current
         self.env.reset()
         if self.lean:
             flags = self.env.sim._render_context_offscreen.scn.flags
@@ -77,7 +78,15 @@ class BareRobosuite:
                 flags[flag] = 0
 
     def step(self, action: np.ndarray) -> None:
+        self._make_current()  # robosuite renders into whatever GL context is current
         self.env.step(action)
+
+    def _make_current(self) -> None:
+        # robosuite makes its GL context current only when creating it; the suite's renderer
+        # in this same process makes its own current on every frame.
+        context = getattr(self.env.sim, "_render_context_offscreen", None)
+        if context is not None:
+            context.gl_ctx.make_current()
 
     def close(self) -> None:
         self.env.close()

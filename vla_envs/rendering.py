@@ -14,6 +14,13 @@ Quality presets:
 - ``"full"``: the model's own visual settings (robosuite's look).
 
 Images come out upright (row 0 is the top of the picture), uint8, H x W x 3.
+
+One caveat when mixing renderers in one process: robosuite makes its GL context current only
+when it creates it, and frees it on a hard reset without making it current, so its renders and
+deletions land in whichever context is current. This renderer makes its own context current
+for every frame; the suite's environments never create robosuite render contexts. Code that
+also steps robosuite camera envs in the same process should make robosuite's context current
+before their ``step`` and ``reset`` (``benchmarks/env_throughput.py`` shows how).
 """
 
 from __future__ import annotations
@@ -165,6 +172,8 @@ class CameraRenderer:
             raise ValueError(f"camera {camera!r} does not exist in this scene: expected one of {names}")
         self._camera.fixedcamid = camera_id
         self._gl_context.make_current()
+        # Another GL context in this process (e.g. a robosuite renderer) may have been current.
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN.value, self._mjr_context)
         mujoco.mjv_updateScene(
             self._model, data, self._option, None, self._camera, mujoco.mjtCatBit.mjCAT_ALL.value, self._scene
         )
