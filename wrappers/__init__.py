@@ -1,1 +1,32 @@
-"""Gymnasium wrappers that record joint state and torques and report embodied cost."""
+"""Gymnasium wrappers that record joint state and torques and report embodied cost.
+
+- ``EmbodiedCost``: the running embodied metrics of the episode in ``info["embodied"]``.
+- ``JointStateRecorder``: per-step (and per-substep) arrays of each episode; Parquet files.
+- ``EfficiencyReward``: task reward minus weighted per-step costs, plus a success bonus.
+
+Stack them in any order: they share one measurement probe per environment.
+"""
+
+from wrappers.efficiency_reward import EfficiencyReward, RewardConfig, load_reward_config
+from wrappers.embodied_cost import EmbodiedCost
+from wrappers.episode_buffer import EpisodeArrays
+from wrappers.joint_state_recorder import JointStateRecorder
+from wrappers.metrics import METRIC_KEYS, episode_metrics
+from wrappers.parquet_io import read_episode, write_episode
+from wrappers.robot_readout import RobotNotFoundError, RobotReadout, read_robot
+
+__all__ = [
+    "METRIC_KEYS",
+    "EfficiencyReward",
+    "EmbodiedCost",
+    "EpisodeArrays",
+    "JointStateRecorder",
+    "RewardConfig",
+    "RobotNotFoundError",
+    "RobotReadout",
+    "episode_metrics",
+    "load_reward_config",
+    "read_episode",
+    "read_robot",
+    "write_episode",
+]

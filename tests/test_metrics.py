@@ -1,0 +1,105 @@
+"""The metric functions against trajectories whose answers are known in closed form."""
+
+import math
+
+import numpy as np
+import pytest
+
+from wrappers import metrics
+from wrappers.running_metrics import RunningMetrics
+
+F = 20.0  # control frequency, Hz
+H = 1.0 / F
+
+
+def test_constant_velocity_has_zero_jerk_and_linear_path():
+    v = np.array([0.3, -0.1, 0.2])
+    t = np.arange(41)[:, None] * H
+    q = 0.5 + v * t
+    qd = np.tile(v, (41, 1))
+    assert metrics.jerk_ms(qd, F) == pytest.approx(0.0, abs=1e-18)
+    assert metrics.joint_path_rad(q) == pytest.approx(40 * H * np.linalg.norm(v))
+    assert metrics.joint_rotation_rad(q) == pytest.approx(40 * H * np.abs(v).sum())
+
+
+def test_sinusoid_jerk_and_total_rotation():
+    # q = A sin(w t) sampled at k/f, k = 0..N-1, one full period over the interior samples
+    A, K = 0.4, 100
+    w = 2 * math.pi / (K * H)
+    k = np.arange(K + 2)
+    q = (A * np.sin(w * k * H))[:, None]
+    qd = (A * w * np.cos(w * k * H))[:, None]
+    # second difference of cos: -4 sin^2(wh/2) cos(w t_k); mean of cos^2 over a full period = 1/2
+    expected = F**4 * 16 * A**2 * w**2 * math.sin(w * H / 2) ** 4 / 2
+    assert metrics.jerk_ms(qd, F) == pytest.approx(expected, rel=1e-9)
+    # ... which tends to the continuous mean squared jerk A^2 w^6 / 2
+    assert expected == pytest.approx(A**2 * w**6 / 2, rel=0.01)
+    # samples 0..K hit both extrema (k = 25, 75): total variation of one period = 4A
+    assert metrics.joint_rotation_rad(q[: K + 1]) == pytest.approx(4 * A, rel=1e-12)
+    assert metrics.joint_path_rad(q[: K + 1]) == pytest.approx(4 * A, rel=1e-12)  # one joint: L2 = L1
+
+
+def test_circle_end_effector_path_is_a_sum_of_chords():
+    r, n, dtheta = 0.2, 50, 2 * math.pi / 50
+    theta = np.arange(n + 1) * dtheta
+    p = np.stack([r * np.cos(theta), r * np.sin(theta), np.full_like(theta, 0.9)], axis=1)
+    assert metrics.ee_path_m(p) == pytest.approx(n * 2 * r * math.sin(dtheta / 2), rel=1e-12)
+
+
+def test_constant_torque_at_known_velocity():
+    tau = np.array([2.0, -3.0])
+    qd = np.array([0.5, 0.25])
+    dt, substeps = 0.002, 250
+    torque = np.tile(tau, (substeps, 1))
+    qvel = np.tile(qd, (substeps, 1))
+    assert metrics.energy_j(torque, qvel, dt) == pytest.approx(substeps * dt * (1.0 + 0.75))
+    assert metrics.effort_nm2s(torque, dt) == pytest.approx(substeps * dt * (4.0 + 9.0))
+    # negative work counts too: |tau qd|, not tau qd
+    assert metrics.energy_j(torque, -qvel, dt) == metrics.energy_j(torque, qvel, dt)
+
+
+def test_action_rate_and_completion_time():
+    a = np.array([[1.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    assert metrics.action_rate(a) == pytest.approx((2 + 2 + 0) / 3)
+    assert metrics.completion_time_s(30, 20.0) == 1.5
+
+
+def test_short_episodes_are_zero_not_nan():
+    assert metrics.jerk_ms(np.zeros((2, 3)), F) == 0.0
+    assert metrics.action_rate(np.zeros((1, 7))) == 0.0
+    assert metrics.ee_path_m(np.zeros((1, 3))) == 0.0
+    assert metrics.joint_rotation_rad(np.zeros((1, 7))) == 0.0
+
+
+def test_bad_shapes_are_named():
+    with pytest.raises(ValueError, match=r"qvel must be a 2-D array.*\(5,\)"):
+        metrics.jerk_ms(np.zeros(5), F)
+    with pytest.raises(ValueError, match=r"torque \(4, 2\) and substep_qvel \(4, 3\)"):
+        metrics.energy_j(np.zeros((4, 2)), np.zeros((4, 3)), 0.002)
+    with pytest.raises(ValueError, match="control_freq_hz must be positive"):
+        metrics.completion_time_s(3, 0.0)
+
+
+@pytest.mark.parametrize("n_steps", [0, 1, 2, 3, 57])
+def test_running_metrics_equal_the_batch_functions(n_steps):
+    rng = np.random.default_rng(n_steps)
+    q = rng.normal(size=(n_steps + 1, 7))
+    qd = rng.normal(size=(n_steps + 1, 7))
+    p = rng.normal(size=(n_steps + 1, 3))
+    a = rng.uniform(-1, 1, size=(n_steps, 7))
+    substeps, dt = 25, 0.002
+    torque = rng.normal(size=(n_steps * substeps, 7))
+    sub_qd = rng.normal(size=(n_steps * substeps, 7))
+    running = RunningMetrics(F)
+    running.reset(q[0], qd[0], p[0])
+    for t in range(n_steps):
+        s = slice(t * substeps, (t + 1) * substeps)
+        running.update(
+            q[t + 1], qd[t + 1], p[t + 1], a[t],
+            metrics.energy_j(torque[s], sub_qd[s], dt), metrics.effort_nm2s(torque[s], dt),
+        )
+    expected = metrics.episode_metrics(q, qd, p, a, torque, sub_qd, F, dt)
+    got = running.values()
+    assert list(got) == list(metrics.METRIC_KEYS)
+    for key in metrics.METRIC_KEYS:
+        assert got[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key

@@ -1,0 +1,58 @@
+"""Plumbing shared by the embodied wrappers: who drives the probe, instability handling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+from wrappers.probe import EmbodiedProbe, find_probe
+
+
+class EmbodiedWrapper(gym.Wrapper):
+    """Base class: the innermost embodied wrapper of a stack owns and drives the shared probe.
+
+    The owner checks each action before it reaches the simulator (``ValueError`` on a wrong
+    shape, NaN or inf), samples the arm after ``reset`` and every ``step``, and turns an unstable
+    simulation (MuJoCo instability warnings or a non-finite joint state) into ``truncated=True``
+    with ``info["sim_unstable"] = True``. ``info["sim_unstable"]`` is present on every step.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        joint_names: list[str] | tuple[str, ...] | None = None,
+        ee_site: str | None = None,
+        ee_body: str | None = None,
+    ):
+        super().__init__(env)
+        probe = find_probe(env)
+        if probe is None:
+            self.embodied_probe = EmbodiedProbe(joint_names, ee_site, ee_body)
+            self._owns_probe = True
+        else:
+            probe.check_settings(joint_names, ee_site, ee_body)
+            self.embodied_probe = probe
+            self._owns_probe = False
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        if self._owns_probe:
+            self.embodied_probe.after_reset(self.env, seed)
+        return obs, info
+
+    def step(self, action):
+        probe = self.embodied_probe
+        if self._owns_probe:
+            action = probe.before_step(action, self.env.action_space)
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self._owns_probe:
+            if probe.after_step(action, float(reward)):
+                truncated = True
+            info["sim_unstable"] = probe.sim_unstable
+        return obs, reward, terminated, truncated, info
+
+    def close(self):
+        if self._owns_probe:
+            self.embodied_probe.close()
+        super().close()

@@ -1,0 +1,65 @@
+"""``EmbodiedCost``: the running embodied cost of the episode in ``info``."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from wrappers.base import EmbodiedWrapper
+
+
+class EmbodiedCost(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
+    """Adds the episode-so-far embodied metrics to ``info`` after ``reset`` and every ``step``.
+
+    Works on the suite's robosuite tasks and on gymnasium ``MujocoEnv`` arms (``Pusher-v5``,
+    ``Reacher-v5``); see ``wrappers.robot_readout`` for how the arm is found, and
+    ``docs/metrics.md`` for every formula and unit. Torques and velocities for ``energy_j`` and
+    ``effort_nm2s`` are integrated over every physics substep.
+
+    ``info`` layout (the same float keys on every step, 0.0 at reset)::
+
+        info["embodied"] = {
+            "completion_time_s": T / f,
+            "ee_path_m": sum ||p_{t+1} - p_t||,
+            "joint_path_rad": sum ||q_{t+1} - q_t||,
+            "joint_rotation_rad": sum_t sum_j |q_{t+1,j} - q_{t,j}|,
+            "jerk_ms": f^4 mean ||qd_{t+1} - 2 qd_t + qd_{t-1}||^2,   # rad^2/s^6
+            "action_rate": mean ||a_{t+1} - a_t||,
+            "energy_j": sum_substeps sum_j |tau_j qd_j| dt,
+            "effort_nm2s": sum_substeps sum_j tau_j^2 dt,
+            "n_steps": T,
+        }
+        info["sim_unstable"] = False   # True (with truncated=True) if the simulation blew up
+
+    Example::
+
+        >>> env = EmbodiedCost(gym.make("vla_envs/Lift-v0"))
+        >>> obs, info = env.reset(seed=0)
+        >>> obs, r, terminated, truncated, info = env.step(env.action_space.sample())
+        >>> info["embodied"]["energy_j"]
+
+    Args:
+        env: the environment.
+        joint_names: arm joints to measure (default: the robot's arm / the actuated joints).
+        ee_site, ee_body: end-effector site or body (default: robosuite's grip site / the last
+            body of the arm chain).
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        joint_names: list[str] | tuple[str, ...] | None = None,
+        ee_site: str | None = None,
+        ee_body: str | None = None,
+    ):
+        gym.utils.RecordConstructorArgs.__init__(self, joint_names=joint_names, ee_site=ee_site, ee_body=ee_body)
+        EmbodiedWrapper.__init__(self, env, joint_names, ee_site, ee_body)
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed, options=options)
+        info["embodied"] = self.embodied_probe.running.values()
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        info["embodied"] = self.embodied_probe.running.values()
+        return obs, reward, terminated, truncated, info

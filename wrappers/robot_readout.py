@@ -1,0 +1,213 @@
+"""Find the robot inside a (wrapped) MuJoCo-backed Gymnasium environment.
+
+Supported environments:
+
+- the suite's robosuite tasks (``vla_envs.robosuite_env.RobosuiteEnv``): the robot's arm joints,
+  robosuite's grip site as end effector, robosuite's control and physics rates;
+- gymnasium ``MujocoEnv`` subclasses (``Pusher-v5``, ``Reacher-v5``, ...): the hinge/slide joints
+  driven by actuators, the last body of that joint chain as end effector (or a site/body you
+  name), ``1 / (timestep * frame_skip)`` as control frequency.
+
+``joint_names=`` overrides the joint choice for either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+_ONE_DOF_JOINTS = (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE)
+
+
+class RobotNotFoundError(ValueError):
+    """The environment does not expose what the embodied wrappers need."""
+
+
+@dataclass(frozen=True)
+class RobotReadout:
+    """Where the arm lives in a MuJoCo model, and the rates it is driven at."""
+
+    source: str  # "robosuite" or "mujoco_env"
+    joint_names: tuple[str, ...]
+    qpos_index: np.ndarray  # int, into data.qpos
+    dof_index: np.ndarray  # int, into data.qvel / qacc / qfrc_actuator
+    ee_kind: str  # "site" or "body"
+    ee_name: str
+    ee_id: int
+    control_freq_hz: float
+    physics_dt_s: float
+    n_substeps: int  # physics substeps per control step
+    get_model_data: Callable[[], tuple[mujoco.MjModel, mujoco.MjData]]
+
+    @property
+    def n_joints(self) -> int:
+        return len(self.joint_names)
+
+    @property
+    def model(self) -> mujoco.MjModel:
+        return self.get_model_data()[0]
+
+    @property
+    def data(self) -> mujoco.MjData:
+        return self.get_model_data()[1]
+
+    def ee_position(self, data: mujoco.MjData) -> np.ndarray:
+        return (data.site_xpos if self.ee_kind == "site" else data.xpos)[self.ee_id]
+
+    def settings(self) -> dict:
+        """Plain-data description (for episode metadata)."""
+        return {
+            "source": self.source,
+            "joint_names": list(self.joint_names),
+            "ee": f"{self.ee_kind}:{self.ee_name}",
+            "control_freq_hz": self.control_freq_hz,
+            "physics_dt_s": self.physics_dt_s,
+            "n_substeps": self.n_substeps,
+        }
+
+
+def _joint_indices(model: mujoco.MjModel, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    qpos, dofs = [], []
+    for name in names:
+        jid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, name)
+        if jid < 0:
+            known = [model.joint(i).name for i in range(model.njnt)]
+            raise RobotNotFoundError(f"joint {name!r} does not exist: expected one of {known}")
+        if model.jnt_type[jid] not in _ONE_DOF_JOINTS:
+            raise RobotNotFoundError(
+                f"joint {name!r} has type {mujoco.mjtJoint(model.jnt_type[jid]).name}: expected a hinge or slide joint"
+            )
+        qpos.append(model.jnt_qposadr[jid])
+        dofs.append(model.jnt_dofadr[jid])
+    return np.asarray(qpos, dtype=np.intp), np.asarray(dofs, dtype=np.intp)
+
+
+def _actuated_joints(model: mujoco.MjModel) -> list[str]:
+    names: list[str] = []
+    for a in range(model.nu):
+        if model.actuator_trntype[a] != mujoco.mjtTrn.mjTRN_JOINT:
+            continue
+        jid = int(model.actuator_trnid[a, 0])
+        if model.jnt_type[jid] in _ONE_DOF_JOINTS and model.joint(jid).name not in names:
+            names.append(model.joint(jid).name)
+    return names
+
+
+def _chain_end_body(model: mujoco.MjModel, joint_names: list[str]) -> int:
+    """The deepest body carrying an arm joint, followed down while the chain has one child."""
+
+    def depth(body: int) -> int:
+        d = 0
+        while body != 0:
+            body, d = int(model.body_parentid[body]), d + 1
+        return d
+
+    bodies = [int(model.jnt_bodyid[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, n)]) for n in joint_names]
+    body = max(bodies, key=depth)
+    while True:
+        children = [b for b in range(model.nbody) if b != body and model.body_parentid[b] == body]
+        if len(children) != 1:
+            return body
+        body = children[0]
+
+
+def _resolve_ee(model: mujoco.MjModel, ee_site: str | None, ee_body: str | None, default_body: int) -> tuple[str, str, int]:
+    if ee_site is not None and ee_body is not None:
+        raise ValueError("pass ee_site or ee_body, not both")
+    if ee_site is not None:
+        sid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, ee_site)
+        if sid < 0:
+            known = [model.site(i).name for i in range(model.nsite)]
+            raise RobotNotFoundError(f"ee_site {ee_site!r} does not exist: expected one of {known}")
+        return "site", ee_site, sid
+    if ee_body is not None:
+        bid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, ee_body)
+        if bid < 0:
+            known = [model.body(i).name for i in range(model.nbody)]
+            raise RobotNotFoundError(f"ee_body {ee_body!r} does not exist: expected one of {known}")
+        return "body", ee_body, bid
+    return "body", model.body(default_body).name, default_body
+
+
+def read_robot(
+    env: gym.Env,
+    joint_names: list[str] | tuple[str, ...] | None = None,
+    ee_site: str | None = None,
+    ee_body: str | None = None,
+) -> RobotReadout:
+    """Locate the arm of ``env`` (any wrapper depth). Re-run after a reset that rebuilds the model."""
+    base = env.unwrapped
+    rs = getattr(base, "robosuite_env", None)
+    if rs is not None:
+        return _read_robosuite(rs, joint_names, ee_site, ee_body)
+    model, data = getattr(base, "model", None), getattr(base, "data", None)
+    if isinstance(model, mujoco.MjModel) and isinstance(data, mujoco.MjData):
+        frame_skip = getattr(base, "frame_skip", None)
+        if not isinstance(frame_skip, (int, np.integer)) or frame_skip < 1:
+            raise RobotNotFoundError(
+                f"{type(base).__name__} has no positive integer frame_skip (got {frame_skip!r}): "
+                "expected a gymnasium MujocoEnv"
+            )
+        names = list(joint_names) if joint_names is not None else _actuated_joints(model)
+        if not names:
+            raise RobotNotFoundError(f"{type(base).__name__} has no actuated hinge or slide joints: pass joint_names=")
+        qpos_index, dof_index = _joint_indices(model, names)
+        kind, ee_name, ee_id = _resolve_ee(model, ee_site, ee_body, _chain_end_body(model, names))
+        dt = float(model.opt.timestep)
+        return RobotReadout(
+            source="mujoco_env",
+            joint_names=tuple(names),
+            qpos_index=qpos_index,
+            dof_index=dof_index,
+            ee_kind=kind,
+            ee_name=ee_name,
+            ee_id=ee_id,
+            control_freq_hz=1.0 / (dt * int(frame_skip)),
+            physics_dt_s=dt,
+            n_substeps=int(frame_skip),
+            get_model_data=lambda: (base.model, base.data),
+        )
+    raise RobotNotFoundError(
+        f"cannot find a MuJoCo model in {env}: expected a vla_envs robosuite task or a gymnasium MujocoEnv "
+        "(with .model, .data and .frame_skip)"
+    )
+
+
+def _read_robosuite(rs, joint_names, ee_site, ee_body) -> RobotReadout:
+    if len(rs.robots) != 1:
+        raise RobotNotFoundError(f"expected a single-robot robosuite env, found {len(rs.robots)} robots")
+    robot = rs.robots[0]
+    model = rs.sim.model._model
+
+    def model_data():  # robosuite's hard reset replaces the sim: always read the current one
+        return rs.sim.model._model, rs.sim.data._data
+
+    if joint_names is None:
+        names = list(robot.robot_joints)
+        qpos_index = np.asarray(robot._ref_joint_pos_indexes, dtype=np.intp)
+        dof_index = np.asarray(robot._ref_joint_vel_indexes, dtype=np.intp)
+    else:
+        names = list(joint_names)
+        qpos_index, dof_index = _joint_indices(model, names)
+    if ee_site is None and ee_body is None:
+        arm = robot.arms[0]
+        ee_site = robot.gripper[arm].important_sites["grip_site"]
+    kind, ee_name, ee_id = _resolve_ee(model, ee_site, ee_body, default_body=0)
+    n_substeps = int(round(rs.control_timestep / rs.model_timestep))
+    return RobotReadout(
+        source="robosuite",
+        joint_names=tuple(names),
+        qpos_index=qpos_index,
+        dof_index=dof_index,
+        ee_kind=kind,
+        ee_name=ee_name,
+        ee_id=ee_id,
+        control_freq_hz=float(rs.control_freq),
+        physics_dt_s=float(rs.model_timestep),
+        n_substeps=n_substeps,
+        get_model_data=model_data,
+    )
