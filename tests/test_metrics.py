@@ -90,14 +90,11 @@ def test_running_metrics_equal_the_batch_functions(n_steps):
     substeps, dt = 25, 0.002
     torque = rng.normal(size=(n_steps * substeps, 7))
     sub_qd = rng.normal(size=(n_steps * substeps, 7))
-    running = RunningMetrics(F)
+    running = RunningMetrics(F, n_joints=7, action_dim=7)
     running.reset(q[0], qd[0], p[0])
     for t in range(n_steps):
         s = slice(t * substeps, (t + 1) * substeps)
-        running.update(
-            q[t + 1], qd[t + 1], p[t + 1], a[t],
-            metrics.energy_j(torque[s], sub_qd[s], dt), metrics.effort_nm2s(torque[s], dt),
-        )
+        running.update(q[t + 1], qd[t + 1], p[t + 1], a[t], torque[s], sub_qd[s], dt)
     expected = metrics.episode_metrics(q, qd, p, a, torque, sub_qd, F, dt)
     got = running.values()
     assert list(got) == list(metrics.METRIC_KEYS)

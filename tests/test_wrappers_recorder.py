@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from wrappers import EmbodiedCost, JointStateRecorder, read_episode
-from wrappers.episode_buffer import GrowableArray
 from wrappers.parquet_io import METADATA_KEY
 
 
@@ -27,14 +26,18 @@ def _run(env, n_steps, seed):
     return info
 
 
-def test_growable_array_doubles_and_keeps_rows():
-    buffer = GrowableArray((3,), capacity=2)
-    for i in range(9):
-        buffer.append([i, i, i])
-    assert buffer.capacity == 16
-    np.testing.assert_array_equal(buffer.view()[:, 0], np.arange(9))
-    buffer.clear()
-    assert len(buffer) == 0 and buffer.capacity == 16
+def test_recording_buffer_doubles_and_keeps_rows():
+    env = JointStateRecorder(gym.make("Reacher-v5", max_episode_steps=-1))  # no time limit
+    probe = env.embodied_probe
+    env.reset(seed=0)
+    initial = probe.rows_capacity
+    for _ in range(2 * initial):
+        env.step(np.zeros(2, np.float32))
+    assert probe.rows_capacity == 4 * initial  # 2 * initial + 1 rows needed: doubled twice
+    episode = probe.episode_arrays()
+    assert episode.n_steps == 2 * initial and len(episode.qpos) == 2 * initial + 1
+    np.testing.assert_allclose(episode.time_s, np.arange(2 * initial + 1) / 50.0)
+    env.close()
 
 
 def test_episode_ends_on_truncation_and_files_round_trip(tmp_path):

@@ -42,14 +42,14 @@ class EmbodiedWrapper(gym.Wrapper):
         return obs, info
 
     def step(self, action):
+        if not self._owns_probe:
+            return self.env.step(action)
         probe = self.embodied_probe
-        if self._owns_probe:
-            action = probe.before_step(action, self.env.action_space)
+        action = probe.before_step(action)
         obs, reward, terminated, truncated, info = self.env.step(action)
-        if self._owns_probe:
-            if probe.after_step(action, float(reward)):
-                truncated = True
-            info["sim_unstable"] = probe.sim_unstable
+        if probe.after_step(reward):
+            truncated = True
+        info["sim_unstable"] = probe.sim_unstable
         return obs, reward, terminated, truncated, info
 
     def close(self):

@@ -118,9 +118,12 @@ class EfficiencyReward(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
             if value is not None
         }
         self.config = RewardConfig.model_validate({**cfg.model_dump(), **overrides}) if overrides else cfg
-        # (term, weight / scale) for the weighted terms only: the per-step loop stays short
-        self._coefficients = [
-            (key, w / self.config.scales.get(key, 1.0)) for key, w in self.config.weights.items() if w != 0.0
+        probe = self.embodied_probe
+        if probe.penalty_coefficients.any():
+            raise ValueError("this env already has an EfficiencyReward: stack at most one")
+        # -weight / scale per term (STEP_TERM_KEYS order): the probe's kernel applies them each step
+        probe.penalty_coefficients[:] = [
+            -self.config.weights.get(key, 0.0) / self.config.scales.get(key, 1.0) for key in STEP_TERM_KEYS
         ]
         self._succeeded = False
 
@@ -138,17 +141,14 @@ class EfficiencyReward(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
 
     def step(self, action):
         obs, task_reward, terminated, truncated, info = super().step(action)
-        step_terms = self.embodied_probe.running.step_terms
-        terms = self._zero_terms()
-        shaped = float(task_reward)
-        for key, coefficient in self._coefficients:
-            penalty = -coefficient * step_terms[key]
-            terms[key] = penalty
-            shaped += penalty
+        penalties, penalty_total = self.embodied_probe.penalties()
+        bonus = 0.0
         if info.get("is_success") and not self._succeeded:
             self._succeeded = True
-            terms["success_bonus"] = self.config.success_bonus
-            shaped += self.config.success_bonus
-        info["task_reward"] = float(task_reward)
+            bonus = self.config.success_bonus
+        terms = dict(zip(STEP_TERM_KEYS, penalties))
+        terms["success_bonus"] = bonus
+        task_reward = float(task_reward)
+        info["task_reward"] = task_reward
         info["reward_terms"] = terms
-        return obs, shaped, terminated, truncated, info
+        return obs, task_reward + penalty_total + bonus, terminated, truncated, info

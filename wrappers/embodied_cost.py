@@ -56,10 +56,10 @@ class EmbodiedCost(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
 
     def reset(self, *, seed=None, options=None):
         obs, info = super().reset(seed=seed, options=options)
-        info["embodied"] = self.embodied_probe.running.values()
+        info["embodied"] = self.embodied_probe.values()
         return obs, info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = super().step(action)
-        info["embodied"] = self.embodied_probe.running.values()
+        info["embodied"] = self.embodied_probe.values()
         return obs, reward, terminated, truncated, info

@@ -109,7 +109,7 @@ class JointStateRecorder(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
         }
         # the running values equal metrics.episode_metrics on these arrays (tested), with energy
         # and effort integrated over every substep whether or not substeps are recorded
-        metadata["metrics"] = probe.running.values()
+        metadata["metrics"] = probe.values()
         episode = probe.episode_arrays(metadata)
         self.last_episode = episode
         if self.out_dir is not None:

@@ -4,6 +4,7 @@ One ``EmbodiedProbe`` per environment instance: the innermost of the suite's wra
 and drives it (action check, substep hook, sampling after reset and each step); wrappers above
 find it with ``env.get_wrapper_attr("embodied_probe")`` and read its results, so stacking
 ``EmbodiedCost``, ``JointStateRecorder`` and ``EfficiencyReward`` measures everything once.
+The per-step arithmetic runs in the compiled kernels of ``wrappers.running_metrics``.
 """
 
 from __future__ import annotations
@@ -11,40 +12,56 @@ from __future__ import annotations
 import math
 
 import gymnasium as gym
-import mujoco
 import numpy as np
 
-from wrappers.episode_buffer import EpisodeArrays, GrowableArray
+from wrappers.episode_buffer import EpisodeArrays
 from wrappers.robot_readout import RobotReadout, read_robot
-from wrappers.running_metrics import RunningMetrics
-from wrappers.substep_capture import SubstepCapture, fast_index
-
-_INSTABILITY_WARNINGS = (
-    mujoco.mjtWarning.mjWARN_BADQACC,
-    mujoco.mjtWarning.mjWARN_BADQPOS,
-    mujoco.mjtWarning.mjWARN_BADQVEL,
-    mujoco.mjtWarning.mjWARN_BADCTRL,
+from wrappers.running_metrics import (
+    I_IDX,
+    I_M,
+    I_N,
+    I_RECORD,
+    I_STORE_SUB,
+    S_TERMS,
+    S_VALUES,
+    STEP_TERM_KEYS,
+    RowLayout,
+    I_ROW,
+    ROWS_FULL,
+    S_PENALTIES,
+    S_PENALTY_TOTAL,
+    UNSTABLE,
+    accept_action,
+    advance_step,
+    finish_hooked_step,
+    reset_episode,
+    state_size,
+    step_terms,
 )
+from wrappers.metrics import METRIC_KEYS
+from wrappers.substep_capture import SubstepCapture
+
+_INITIAL_ROWS = 256
+
+
+def _non_finite_error(array: np.ndarray) -> ValueError:
+    bad = np.flatnonzero(~np.isfinite(array)).tolist()
+    return ValueError(f"action has non-finite values at indices {bad}: {array.tolist()}")
 
 
 def check_action(action, space: gym.Space) -> np.ndarray:
     """Reject an action the simulator must not see: wrong shape, NaN or inf (ValueError)."""
-    array = np.asarray(action)
+    array = action if type(action) is np.ndarray else np.asarray(action)
     if isinstance(space, gym.spaces.Box):
         if array.shape != space.shape:
             raise ValueError(f"action has shape {array.shape}, expected {space.shape}")
         if array.dtype.kind in "fc" and not np.isfinite(array).all():
-            bad = np.flatnonzero(~np.isfinite(array)).tolist()
-            raise ValueError(f"action has non-finite values at indices {bad}: {array.tolist()}")
+            raise _non_finite_error(array)
     return array
 
 
-def _warning_count(data: mujoco.MjData) -> int:
-    return sum(int(data.warning[w].number) for w in _INSTABILITY_WARNINGS)
-
-
 class EmbodiedProbe:
-    """Samples the arm after reset and every control step; keeps running metrics and (optionally) arrays."""
+    """Samples the arm after reset and every control step; keeps running metrics and (optionally) rows."""
 
     def __init__(
         self,
@@ -55,14 +72,21 @@ class EmbodiedProbe:
         self.robot_settings = (tuple(joint_names) if joint_names else None, ee_site, ee_body)
         self.readout: RobotReadout | None = None
         self.capture = SubstepCapture()
-        self.running: RunningMetrics | None = None
         self.record_steps = False
         self.record_substeps = False
         self.seed: int | None = None
         self.episode_index = -1
         self.sim_unstable = False
-        self._warnings = 0
-        self._buffers: dict[str, GrowableArray] = {}
+        self.layout: RowLayout | None = None
+        self._ints = np.zeros(I_IDX, dtype=np.int64)
+        self._state = np.zeros(state_size(0, 0))
+        self._rows = np.zeros((1, 1))
+        self._action = np.zeros(0)
+        self._action_shape = None
+        self._action_space: gym.Space | None = None
+        # per-term coefficients for EfficiencyReward's penalties (STEP_TERM_KEYS order)
+        self.penalty_coefficients = np.zeros(len(STEP_TERM_KEYS))
+        self._values = self._state[S_VALUES : S_VALUES + len(METRIC_KEYS)]
 
     # -- configuration ----------------------------------------------------------------------
     def check_settings(self, joint_names, ee_site, ee_body) -> None:
@@ -81,114 +105,139 @@ class EmbodiedProbe:
     def after_reset(self, env: gym.Env, seed: int | None) -> None:
         readout = read_robot(env, *self.robot_settings)
         self.readout = readout
-        self.capture.attach(env, readout)
-        self._q_index = fast_index(readout.qpos_index)
-        self._dof_index = fast_index(readout.dof_index)
-        if self.running is None or self.running.control_freq_hz != readout.control_freq_hz:
-            self.running = RunningMetrics(readout.control_freq_hz)
+        n = readout.n_joints
+        m = int(np.prod(env.action_space.shape)) if env.action_space.shape else 1
+        ints = np.zeros(I_IDX + 2 * n, dtype=np.int64)
+        ints[I_N], ints[I_M] = n, m
+        ints[I_STORE_SUB] = readout.n_substeps if self.record_substeps else 0
+        ints[I_RECORD] = int(self.record_steps)
+        ints[I_IDX : I_IDX + n] = readout.qpos_index
+        ints[I_IDX + n :] = readout.dof_index
+        self._ints = ints
+        self.layout = RowLayout(n, m, int(ints[I_STORE_SUB]))
+        if self._state.shape != (state_size(n, m),):
+            self._state = np.zeros(state_size(n, m))
+        rows = _INITIAL_ROWS if self.record_steps else 1
+        if self._rows.shape[1] != self.layout.width or len(self._rows) < rows:
+            self._rows = np.zeros((rows, self.layout.width))
+        self._action = np.zeros(m)
+        self._action_space = env.action_space
+        self._action_shape = env.action_space.shape if isinstance(env.action_space, gym.spaces.Box) else None
+        self.capture.attach(env, readout, ints)
+
+        model, data = readout.get_model_data()
+        ee_xyz = data.site_xpos if readout.ee_kind == "site" else data.xpos
+        # views stay valid for the life of this MjData (robosuite builds a new one per reset)
+        self._arrays = (data.qpos, data.qvel, data.qacc, data.qfrc_actuator, ee_xyz, ints)
+        self._warnings = data.warning.number
+        self._values = self._state[S_VALUES : S_VALUES + len(METRIC_KEYS)]
         self._dt = readout.physics_dt_s
+        self._f = readout.control_freq_hz
         self.seed = seed
         self.episode_index += 1
         self.sim_unstable = False
-        data = readout.data
-        self._data = data
-        self._warnings = _warning_count(data)
-        q, qd, p = self._sample(data)
-        self.running.reset(q, qd, p)
-        if self.record_steps:
-            self._reset_buffers(env)
-            self._append_sample(0.0, q, qd, data)
+        self._reward_col = self.layout.columns["reward"].start
+        self._share_accounting_args()
+        reset_episode(*self._arrays, self._state, self._rows, self._warnings)
 
-    def before_step(self, action, space: gym.Space) -> np.ndarray:
-        array = check_action(action, space)
-        self.capture.begin_step()
+    def before_step(self, action) -> np.ndarray:
+        """Check the action (shape, finiteness) and keep a float64 copy for the metrics."""
+        array = action if type(action) is np.ndarray else np.asarray(action)
+        if array.shape != self._action_shape or array.dtype.kind != "f":
+            return self._before_step_general(array, self._action_space)
+        flat = array if array.ndim == 1 else array.reshape(-1)
+        if not accept_action(flat, self._action, self._ints):
+            raise _non_finite_error(array)
         return array
 
-    def after_step(self, action: np.ndarray, reward: float) -> bool:
-        """Sample after a control step; returns True when the simulation went unstable."""
-        data = self._data
-        q, qd, p = self._sample(data)
-        n = self.capture.count
-        tau = self.capture.torque[:n]
-        qd_sub = self.capture.qvel[:n]
-        energy = float(np.abs(tau * qd_sub).sum()) * self._dt
-        effort = float(np.einsum("ij,ij->", tau, tau)) * self._dt
-        action = np.asarray(action, dtype=np.float64).reshape(-1)
-        self.running.update(q, qd, p, action, energy, effort)
-        warnings = _warning_count(data)
-        unstable = warnings > self._warnings or not (math.isfinite(float(q.sum())) and math.isfinite(float(qd.sum())))
-        self._warnings = warnings
-        self.sim_unstable = self.sim_unstable or unstable
-        if self.record_steps:
-            self._append_sample(self.running.n_steps / self.running.control_freq_hz, q, qd, data)
-            self._buffers["action"].append(action)
-            self._buffers["reward"].append(reward)
-            if self.record_substeps:
-                self._buffers["substep_torque"].append(self.capture.torque[: self._n_sub])
-                self._buffers["substep_qvel"].append(self.capture.qvel[: self._n_sub])
-        return unstable
+    def _before_step_general(self, array: np.ndarray, space: gym.Space) -> np.ndarray:
+        array = check_action(array, space)
+        accept_action(np.asarray(array, dtype=np.float64).reshape(-1), self._action, self._ints)
+        return array
 
-    # -- sampling and recording -------------------------------------------------------------
-    def _sample(self, data: mujoco.MjData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return data.qpos[self._q_index], data.qvel[self._dof_index], self.readout.ee_position(data)
+    def after_step(self, reward) -> bool:
+        """Account the control step just taken; returns True when the simulation went unstable."""
+        code = finish_hooked_step(self._ints, self._rows, reward, self._reward_col)
+        if code == -1:  # no simulator hook did the accounting (robosuite's Python substep loop)
+            code = advance_step(
+                *self._arrays, self._state, self._rows, self.capture.sub, self._action, reward,
+                self.penalty_coefficients, self._dt, self._f, self._warnings,
+            )
+        if code == 0:
+            return False
+        if code == -2:
+            raise RuntimeError(
+                "the environment simulated more than once in one step; the embodied wrappers expect "
+                "one _step_mujoco_simulation call per env.step"
+            )
+        if code & ROWS_FULL:  # double the recording buffer (amortised O(1) per step)
+            rows = self._rows
+            grown = np.empty((2 * len(rows), rows.shape[1]))
+            grown[: len(rows)] = rows
+            self._rows = grown
+            self._share_accounting_args()
+        if code & UNSTABLE:
+            self.sim_unstable = True
+            return True
+        return False
 
-    def _reset_buffers(self, env: gym.Env) -> None:
-        n = self.readout.n_joints
-        action_dim = int(np.prod(env.action_space.shape)) if env.action_space.shape else 1
-        shapes = {
-            "time_s": (),
-            "qpos": (n,),
-            "qvel": (n,),
-            "qacc": (n,),
-            "torque": (n,),
-            "ee_pos": (3,),
-            "action": (action_dim,),
-            "reward": (),
-        }
-        self._n_sub = self.readout.n_substeps
-        if self.record_substeps:
-            shapes["substep_torque"] = (self._n_sub, n)
-            shapes["substep_qvel"] = (self._n_sub, n)
-        for key, shape in shapes.items():
-            buffer = self._buffers.get(key)
-            if buffer is None or buffer.row_shape != shape:
-                self._buffers[key] = GrowableArray(shape)
-            else:
-                buffer.clear()
-        for key in set(self._buffers) - set(shapes):
-            del self._buffers[key]
-
-    def _append_sample(self, time_s: float, q: np.ndarray, qd: np.ndarray, data: mujoco.MjData) -> None:
-        b = self._buffers
-        b["time_s"].append(time_s)
-        b["qpos"].append(q)
-        b["qvel"].append(qd)
-        b["qacc"].append(data.qacc[self._dof_index])
-        b["torque"].append(data.qfrc_actuator[self._dof_index])
-        b["ee_pos"].append(self.readout.ee_position(data))
-
-    def episode_arrays(self, metadata: dict | None = None) -> EpisodeArrays:
-        """A copy of the current episode's recorded arrays."""
-        if not self.record_steps or not self._buffers:
-            raise RuntimeError("nothing recorded: recording is off or no episode has started")
-        b = {key: buffer.view().copy() for key, buffer in self._buffers.items()}
-        return EpisodeArrays(
-            time_s=b["time_s"],
-            qpos=b["qpos"],
-            qvel=b["qvel"],
-            qacc=b["qacc"],
-            torque=b["torque"],
-            ee_pos=b["ee_pos"],
-            action=b["action"],
-            reward=b["reward"],
-            substep_torque=b.get("substep_torque"),
-            substep_qvel=b.get("substep_qvel"),
-            metadata=dict(metadata or {}),
+    def _share_accounting_args(self) -> None:
+        self.capture.accounting_args = (
+            *self._arrays, self._state, self._rows, self.capture.sub, self._action,
+            self.penalty_coefficients, self._dt, self._f, self._warnings,
         )
+
+    # -- results ----------------------------------------------------------------------------
+    def values(self) -> dict[str, float]:
+        """The episode-so-far metrics, keyed by ``METRIC_KEYS``."""
+        return dict(zip(METRIC_KEYS, self._values.tolist()))
+
+    @property
+    def rows_capacity(self) -> int:
+        """Allocated recording rows (doubles when full)."""
+        return len(self._rows)
+
+    @property
+    def step_term_values(self) -> np.ndarray:
+        """The last step's cost terms (``STEP_TERM_KEYS`` order), a view."""
+        return self._state[S_TERMS : S_TERMS + len(STEP_TERM_KEYS)]
+
+    def step_terms(self) -> dict[str, float]:
+        return step_terms(self._state)
+
+    def penalties(self) -> tuple[list[float], float]:
+        """The last step's weighted cost terms and their sum (see ``penalty_coefficients``)."""
+        state = self._state
+        return state[S_PENALTIES : S_PENALTIES + len(STEP_TERM_KEYS)].tolist(), float(state[S_PENALTY_TOTAL])
 
     @property
     def n_recorded_steps(self) -> int:
-        return len(self._buffers["action"]) if self._buffers else 0
+        return int(self._ints[I_ROW]) if self.record_steps else 0
+
+    def episode_arrays(self, metadata: dict | None = None) -> EpisodeArrays:
+        """A copy of the current episode's recorded arrays."""
+        if not self.record_steps or self.layout is None:
+            raise RuntimeError("nothing recorded: recording is off or no episode has started")
+        rows = self._rows[: self.n_recorded_steps + 1]
+        cols = self.layout.columns
+        n, s = self.layout.n, self.layout.substeps
+
+        def take(name: str, skip_first: bool = False) -> np.ndarray:
+            return rows[1 if skip_first else 0 :, cols[name]].copy()
+
+        return EpisodeArrays(
+            time_s=take("time_s")[:, 0],
+            qpos=take("qpos"),
+            qvel=take("qvel"),
+            qacc=take("qacc"),
+            torque=take("torque"),
+            ee_pos=take("ee_pos"),
+            action=take("action", True),
+            reward=take("reward", True)[:, 0],
+            substep_torque=take("substep_torque", True).reshape(-1, s, n) if s else None,
+            substep_qvel=take("substep_qvel", True).reshape(-1, s, n) if s else None,
+            metadata=dict(metadata or {}),
+        )
 
     def close(self) -> None:
         self.capture.detach()
@@ -201,3 +250,5 @@ def find_probe(env: gym.Env) -> EmbodiedProbe | None:
     except AttributeError:
         return None
     return probe if isinstance(probe, EmbodiedProbe) else None
+
+

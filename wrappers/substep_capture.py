@@ -17,10 +17,58 @@ substep) and ``qd = data.qvel[arm dofs]`` (the velocity after it).
 
 from __future__ import annotations
 
+import ctypes
+import glob
+import os
+
 import mujoco
+import numba
 import numpy as np
 
 from wrappers.robot_readout import RobotReadout
+from wrappers.running_metrics import I_COUNT, I_EXTRA, I_IDX, I_N, I_PENDING, advance_step, capture_substep
+
+
+def _load_mujoco_function(name: str):
+    paths = sorted(glob.glob(os.path.join(os.path.dirname(mujoco.__file__), "libmujoco*.so*")))
+    paths += sorted(glob.glob(os.path.join(os.path.dirname(mujoco.__file__), "libmujoco*.dylib")))
+    if not paths:
+        return None
+    function = getattr(ctypes.CDLL(paths[0]), name)
+    function.argtypes = (ctypes.c_size_t, ctypes.c_size_t)  # (const mjModel*, mjData*)
+    function.restype = None
+    return function
+
+
+_mj_step = _load_mujoco_function("mj_step")
+_mj_rne_post_constraint = _load_mujoco_function("mj_rnePostConstraint")
+
+
+# Not cacheable (it embeds the addresses of MuJoCo's C functions): compiled once per process.
+@numba.njit(cache=False)
+def _mujoco_env_step(
+    model_ptr, data_ptr, n_frames, ctrl_in, ctrl,
+    qpos, qvel, qacc, qfrc, ee_xyz, ints, state, rows, sub, action, coefficients, dt, f, warnings,
+):  # pragma: no cover - compiled
+    """gymnasium's _step_mujoco_simulation one mj_step at a time, capturing after each; then,
+    if the wrapper's step is pending, the control-step accounting (saves a second call)."""
+    for k in range(ctrl.shape[0]):
+        ctrl[k] = ctrl_in[k]
+    n = ints[I_N]
+    for _ in range(n_frames):
+        _mj_step(model_ptr, data_ptr)
+        i = ints[I_COUNT]
+        if i < sub.shape[0]:
+            for k in range(n):
+                d = ints[I_IDX + n + k]
+                sub[i, k] = qfrc[d]
+                sub[i, n + k] = qvel[d]
+        ints[I_COUNT] = i + 1
+    _mj_rne_post_constraint(model_ptr, data_ptr)
+    if ints[I_PENDING] != 0:
+        advance_step(qpos, qvel, qacc, qfrc, ee_xyz, ints, state, rows, sub, action, np.nan, coefficients, dt, f, warnings)
+    else:
+        ints[I_EXTRA] += 1
 
 
 def fast_index(index: np.ndarray) -> slice | np.ndarray:
@@ -32,45 +80,36 @@ def fast_index(index: np.ndarray) -> slice | np.ndarray:
 
 
 class SubstepCapture:
-    """Per-substep torque/velocity buffer for the current control step."""
+    """Hooks a simulator's substep loop; fills ``sub`` (substeps, 2n) = [tau | qd] per substep.
+
+    ``ints`` is the probe's int array (joint count, dof indices, the substep counter). For a
+    gymnasium MujocoEnv the hook also runs the probe's step accounting (``accounting_args``,
+    set by the probe) in the same compiled call.
+    """
 
     def __init__(self) -> None:
-        self.torque = np.zeros((0, 0))
-        self.qvel = np.zeros((0, 0))
-        self.count = 0
-        self._dofs: slice | np.ndarray = slice(0, 0)
-        self._data: mujoco.MjData | None = None
-        self._undo = None  # restores the hooked object
+        self.sub = np.zeros((0, 0))
+        self.ints = np.zeros(I_IDX, dtype=np.int64)
+        self.accounting_args: tuple = ()
+        self._undo = None  # (object, attribute) whose instance attribute shadows the original
 
-    def _size(self, n_substeps: int, n_dofs: int) -> None:
-        if self.torque.shape != (n_substeps, n_dofs):
-            self.torque = np.zeros((n_substeps, n_dofs))
-            self.qvel = np.zeros((n_substeps, n_dofs))
+    @property
+    def count(self) -> int:
+        return int(self.ints[I_COUNT])
 
-    def record(self) -> None:
-        """Called by the hook after each physics substep."""
-        i = self.count
-        if i == len(self.torque):  # more substeps than announced: grow rather than lose samples
-            self.torque = np.concatenate([self.torque, np.zeros_like(self.torque)])
-            self.qvel = np.concatenate([self.qvel, np.zeros_like(self.qvel)])
-        data = self._data
-        self.torque[i] = data.qfrc_actuator[self._dofs]
-        self.qvel[i] = data.qvel[self._dofs]
-        self.count = i + 1
-
-    def begin_step(self) -> None:
-        self.count = 0
-
-    def attach(self, env, readout: RobotReadout) -> None:
+    def attach(self, env, readout: RobotReadout, ints: np.ndarray) -> None:
         """Hook the substep loop of ``env`` (call after every reset; idempotent)."""
-        self._size(readout.n_substeps, readout.n_joints)
-        self._dofs = fast_index(readout.dof_index)
+        self.ints = ints
+        # room for twice the announced substeps: a step that runs more is still captured
+        shape = (2 * readout.n_substeps, 2 * readout.n_joints)
+        if self.sub.shape != shape:
+            self.sub = np.zeros(shape)
         base = env.unwrapped
         if readout.source == "robosuite":
             self._attach_robosuite(base.robosuite_env)
         else:
             self._attach_mujoco_env(base)
-        self.count = 0
+        ints[I_COUNT] = 0
 
     def _attach_robosuite(self, rs) -> None:
         sim = rs.sim
@@ -79,32 +118,40 @@ class SubstepCapture:
         self.detach()
         name = "step2" if rs.lite_physics else "step"
         original = getattr(sim, name)
-        record = self.record
+        data = sim.data._data
+        qfrc, qvel = data.qfrc_actuator, data.qvel
+        capture = self
 
         def hooked_step(*args, **kwargs):
             result = original(*args, **kwargs)
-            record()
+            capture_substep(qfrc, qvel, capture.ints, capture.sub)
             return result
 
         setattr(sim, name, hooked_step)
-        self._data = sim.data._data
         self._undo = (sim, name)
 
     def _attach_mujoco_env(self, base) -> None:
-        self._data = base.data
         if self._undo is not None and self._undo[0] is base:
             return
         self.detach()
-        record = self.record
+        capture = self
+        model, data = base.model, base.data
+        model_ptr, data_ptr = model._address, data._address
+        ctrl, qfrc, qvel = data.ctrl, data.qfrc_actuator, data.qvel
 
-        def hooked_simulation(ctrl, n_frames):
-            model, data = base.model, base.data
-            self._data = data
-            data.ctrl[:] = ctrl
-            for _ in range(n_frames):
-                mujoco.mj_step(model, data)
-                record()
-            mujoco.mj_rnePostConstraint(model, data)
+        def hooked_simulation(ctrl_in, n_frames):
+            if base.model is not model or base.data is not data:  # the env swapped its model
+                raise RuntimeError("the MuJoCo model/data of this env changed; re-attach the capture")
+            if _mj_step is None:  # no MuJoCo shared library to call from compiled code
+                ctrl[:] = ctrl_in
+                for _ in range(n_frames):
+                    mujoco.mj_step(model, data)
+                    capture_substep(qfrc, qvel, capture.ints, capture.sub)
+                mujoco.mj_rnePostConstraint(model, data)
+                return
+            if type(ctrl_in) is not np.ndarray or ctrl_in.ndim != 1:
+                ctrl_in = np.asarray(ctrl_in, dtype=np.float64).reshape(-1)
+            _mujoco_env_step(model_ptr, data_ptr, n_frames, ctrl_in, ctrl, *capture.accounting_args)
 
         base._step_mujoco_simulation = hooked_simulation
         self._undo = (base, "_step_mujoco_simulation")
