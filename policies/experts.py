@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from policies.base import Policy
+
 # OSC_POSE maps a unit action to 0.05 m of end-effector motion per control step.
 _OSC_POS_SCALE_M = 0.05
 _GRIPPER_OPEN, _GRIPPER_CLOSED = -1.0, 1.0
@@ -19,8 +21,11 @@ def _move_action(target: np.ndarray, eef: np.ndarray, gripper: float, gain: floa
     return action
 
 
-class LiftExpert:
+class LiftExpert(Policy):
     """Lift: hover above the cube, descend, close the gripper, raise the cube 0.2 m."""
+
+    action_dim = 7
+    chunk_size = 1
 
     hover_m = 0.10
     lift_m = 0.20
@@ -30,7 +35,8 @@ class LiftExpert:
         self._rs = env.unwrapped.robosuite_env
         self.reset()
 
-    def reset(self, instruction: str | None = None) -> None:
+    def reset(self, instruction: str = "") -> None:
+        super().reset(instruction)
         self.phase = "hover"
         self._grasp_count = 0
         self._lift_target: np.ndarray | None = None

@@ -1,0 +1,38 @@
+"""The policy interface: an instruction at reset, an action chunk per observation."""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+
+class Policy(abc.ABC):
+    """A policy maps an observation to a chunk of ``chunk_size`` actions, shape (H, action_dim).
+
+    Single-step policies have ``chunk_size == 1``. ``reset`` starts an episode with its
+    natural-language instruction (``info["instruction"]`` from the env's ``reset``).
+    """
+
+    action_dim: int
+    chunk_size: int = 1
+
+    def reset(self, instruction: str = "") -> None:
+        self.instruction = instruction
+
+    @abc.abstractmethod
+    def act(self, obs) -> np.ndarray:
+        """Return an (H, action_dim) float32 array of actions."""
+
+
+def check_chunk(chunk, action_dim: int, source: str = "policy") -> np.ndarray:
+    """Validate a policy output: a finite (H, action_dim) array with H >= 1 (ValueError otherwise)."""
+    array = np.asarray(chunk, dtype=np.float32)
+    if array.ndim == 1 and array.shape[0] == action_dim:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] != action_dim:
+        raise ValueError(f"{source} returned an action chunk of shape {np.shape(chunk)}, expected (H, {action_dim})")
+    if not np.isfinite(array).all():
+        rows = sorted(set(np.argwhere(~np.isfinite(array))[:, 0].tolist()))
+        raise ValueError(f"{source} returned non-finite actions in chunk rows {rows}")
+    return array
