@@ -21,15 +21,19 @@ def _move_action(target: np.ndarray, eef: np.ndarray, gripper: float, gain: floa
     return action
 
 
-class LiftExpert(Policy):
-    """Lift: hover above the cube, descend, close the gripper, raise the cube 0.2 m."""
+class _PickPlaceExpert(Policy):
+    """Pick an object and put it down at a target: hover, descend, grasp, lift, carry, lower,
+    release, retreat. Subclasses say where the object and the target are; with
+    ``releases = False`` the expert stops after lifting and holds the object up."""
 
     action_dim = 7
     chunk_size = 1
-
     hover_m = 0.10
-    lift_m = 0.20
+    carry_height_m = 0.15  # above the release point while carrying
     grasp_steps = 8
+    release_steps = 6
+    grasp_offset_m = -0.005  # how far below the object's centre the grip site goes
+    releases = True
 
     def __init__(self, env):
         self._rs = env.unwrapped.robosuite_env
@@ -38,34 +42,111 @@ class LiftExpert(Policy):
     def reset(self, instruction: str = "") -> None:
         super().reset(instruction)
         self.phase = "hover"
-        self._grasp_count = 0
-        self._lift_target: np.ndarray | None = None
+        self._count = 0
+        self._hold: np.ndarray | None = None
+        self._last_eef: np.ndarray | None = None
+        self._grasp_point: np.ndarray | None = None
 
-    def _state(self) -> tuple[np.ndarray, np.ndarray]:
-        rs = self._rs
-        cube = np.array(rs.sim.data.body_xpos[rs.cube_body_id])
-        robot = rs.robots[0]
-        eef = np.array(rs.sim.data.site_xpos[robot.eef_site_id[robot.arms[0]]])
-        return cube, eef
+    def _eef(self) -> np.ndarray:
+        robot = self._rs.robots[0]
+        return np.array(self._rs.sim.data.site_xpos[robot.eef_site_id[robot.arms[0]]])
+
+    def _object(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _release_point(self) -> np.ndarray:
+        raise NotImplementedError
 
     def act(self, obs=None) -> np.ndarray:
-        cube, eef = self._state()
+        eef, obj = self._eef(), self._object()
+        action = self._act(eef, obj)
+        self._last_eef = eef
+        return action
+
+    def _act(self, eef: np.ndarray, obj: np.ndarray) -> np.ndarray:
         if self.phase == "hover":
-            target = cube + [0.0, 0.0, self.hover_m]
+            target = obj + [0.0, 0.0, self.hover_m]
             if np.linalg.norm(target - eef) < 0.01:
                 self.phase = "descend"
             action = _move_action(target, eef, _GRIPPER_OPEN)
         if self.phase == "descend":
-            target = cube + [0.0, 0.0, -0.005]
-            if np.linalg.norm((target - eef)[:3]) < 0.008:
-                self.phase = "grasp"
+            target = obj + [0.0, 0.0, self.grasp_offset_m]
+            # reached, or stopped by the table with the fingers around the object
+            stalled = self._last_eef is not None and abs(self._last_eef[2] - eef[2]) < 5e-4
+            aligned = np.linalg.norm((target - eef)[:2]) < 0.01
+            if np.linalg.norm(target - eef) < 0.008 or (stalled and aligned and eef[2] - target[2] < 0.03):
+                self.phase, self._count = "grasp", 0
             action = _move_action(target, eef, _GRIPPER_OPEN)
         if self.phase == "grasp":
-            self._grasp_count += 1
-            if self._grasp_count >= self.grasp_steps:
+            self._count += 1
+            if self._count >= self.grasp_steps:
                 self.phase = "lift"
-                self._lift_target = eef + [0.0, 0.0, self.lift_m]
+                self._grasp_point = eef
             action = _move_action(eef, eef, _GRIPPER_CLOSED)
-        if self.phase == "lift":
-            action = _move_action(self._lift_target, eef, _GRIPPER_CLOSED)
+        if self.phase in ("lift", "carry", "lower"):
+            place = self._release_point()
+            above = place + [0.0, 0.0, self.carry_height_m]
+            if self.phase == "lift":
+                target = np.array([eef[0], eef[1], above[2]])
+                if abs(target[2] - eef[2]) < 0.02 and self.releases:
+                    self.phase = "carry"
+            if self.phase == "carry":
+                target = above
+                if np.linalg.norm(target - eef) < 0.015:
+                    self.phase = "lower"
+            if self.phase == "lower":
+                target = place
+                if np.linalg.norm(target - eef) < 0.01:
+                    self.phase, self._count = "release", 0
+            action = _move_action(target, eef, _GRIPPER_CLOSED)
+        if self.phase == "release":
+            self._count += 1
+            if self._count >= self.release_steps:
+                self.phase = "retreat"
+                self._hold = eef + [0.0, 0.0, 0.10]
+            action = _move_action(eef, eef, _GRIPPER_OPEN)
+        if self.phase == "retreat":
+            action = _move_action(self._hold, eef, _GRIPPER_OPEN)
         return action[None, :].astype(np.float32)
+
+
+class StackExpert(_PickPlaceExpert):
+    """Stack: pick the red cube (A) and set it down on the green cube (B)."""
+
+    def _object(self) -> np.ndarray:
+        return np.array(self._rs.sim.data.body_xpos[self._rs.cubeA_body_id])
+
+    def _release_point(self) -> np.ndarray:
+        rs = self._rs
+        b = np.array(rs.sim.data.body_xpos[rs.cubeB_body_id])
+        # cube half-heights: the grip site holds A at its centre
+        half_a = rs.cubeA.size[2] if hasattr(rs.cubeA, "size") else 0.02
+        half_b = rs.cubeB.size[2] if hasattr(rs.cubeB, "size") else 0.025
+        return b + [0.0, 0.0, half_a + half_b + 0.01 + self.grasp_offset_m]
+
+
+class PickPlaceCanExpert(_PickPlaceExpert):
+    """PickPlaceCan: pick the can and drop it into its bin."""
+
+    carry_height_m = 0.05
+
+    def _object(self) -> np.ndarray:
+        return np.array(self._rs.sim.data.body_xpos[self._rs.obj_body_id["Can"]])
+
+    def _release_point(self) -> np.ndarray:
+        rs = self._rs
+        bin_xyz = np.array(rs.target_bin_placements[rs.object_to_id["can"]])
+        return bin_xyz + [0.0, 0.0, 0.12]
+
+
+class LiftExpert(_PickPlaceExpert):
+    """Lift: hover above the cube, descend, close the gripper, raise the cube 0.2 m and hold it."""
+
+    carry_height_m = 0.20
+    releases = False
+
+    def _object(self) -> np.ndarray:
+        return np.array(self._rs.sim.data.body_xpos[self._rs.cube_body_id])
+
+    def _release_point(self) -> np.ndarray:
+        return self._grasp_point  # lift straight up from where the cube was grasped

@@ -97,3 +97,22 @@ def test_scripted_lift_expert_solves_a_seeded_episode():
     env.close()
     assert terminated and info["is_success"]
     assert executor.inference_calls == executor.t < 60
+
+
+@pytest.mark.parametrize(
+    "task, expert_name, max_steps",
+    [("Stack", "StackExpert", 150), ("PickPlaceCan", "PickPlaceCanExpert", 200)],
+)
+def test_pick_and_place_experts_solve_seeded_episodes(task, expert_name, max_steps):
+    from policies import experts
+
+    env = gym.make(f"vla_envs/{task}-v0")
+    expert = getattr(experts, expert_name)(env)
+    obs, info = env.reset(seed=3)
+    expert.reset(info["instruction"])
+    for step in range(max_steps):
+        obs, _, terminated, truncated, info = env.step(expert.act(obs)[0])
+        if terminated or truncated:
+            break
+    env.close()
+    assert terminated and info["is_success"], f"{task} not solved; expert ended in phase {expert.phase}"

@@ -10,7 +10,6 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import pytest
 
 from wrappers import EmbodiedCost, JointStateRecorder, read_episode
 from wrappers.parquet_io import METADATA_KEY

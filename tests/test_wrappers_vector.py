@@ -1,7 +1,6 @@
 """Wrappers under gymnasium vector envs and stable-baselines3 SubprocVecEnv + Monitor."""
 
 import csv
-import json
 
 import gymnasium as gym
 import numpy as np

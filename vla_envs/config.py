@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, V
 # Environment variable that points the suite at another folder of task files.
 CONFIG_DIR_ENV = "VLA_ENVS_CONFIG_DIR"
 _DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -89,16 +92,22 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
 
 
-def load_task_config(path: str | Path) -> TaskConfig:
-    """Load and validate one task file."""
+def load_config(path: str | Path, schema: type[ModelT]) -> ModelT:
+    """``safe_load`` a YAML file and validate it against a pydantic ``schema``; ``ConfigError``
+    naming the file, field, value and expectation otherwise."""
     path = Path(path)
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path}: expected a mapping of fields, got {type(raw).__name__}")
     try:
-        return TaskConfig.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(path, exc)) from None
+
+
+def load_task_config(path: str | Path) -> TaskConfig:
+    """Load and validate one task file."""
+    return load_config(path, TaskConfig)
 
 
 def load_task_configs(directory: str | Path | None = None) -> dict[str, TaskConfig]:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wrappers.base import EmbodiedWrapper
 from wrappers.running_metrics import STEP_TERM_KEYS
@@ -42,15 +42,9 @@ class RewardConfig(BaseModel):
 
 def load_reward_config(path: str | Path) -> RewardConfig:
     """Load ``configs/rewards/*.yaml``; errors name the file, field and value."""
-    from vla_envs.config import ConfigError, format_validation_error, read_yaml
+    from vla_envs.config import load_config
 
-    raw = read_yaml(Path(path))
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config {path}: expected a mapping of fields, got {type(raw).__name__}")
-    try:
-        return RewardConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(path, exc)) from None
+    return load_config(path, RewardConfig)
 
 
 def default_reward_config() -> RewardConfig:

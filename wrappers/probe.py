@@ -9,7 +9,6 @@ The per-step arithmetic runs in the compiled kernels of ``wrappers.running_metri
 
 from __future__ import annotations
 
-import math
 
 import gymnasium as gym
 import numpy as np

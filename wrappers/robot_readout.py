@@ -118,18 +118,16 @@ def _chain_end_body(model: mujoco.MjModel, joint_names: list[str]) -> int:
 def _resolve_ee(model: mujoco.MjModel, ee_site: str | None, ee_body: str | None, default_body: int) -> tuple[str, str, int]:
     if ee_site is not None and ee_body is not None:
         raise ValueError("pass ee_site or ee_body, not both")
-    if ee_site is not None:
-        sid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, ee_site)
-        if sid < 0:
-            known = [model.site(i).name for i in range(model.nsite)]
-            raise RobotNotFoundError(f"ee_site {ee_site!r} does not exist: expected one of {known}")
-        return "site", ee_site, sid
-    if ee_body is not None:
-        bid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, ee_body)
-        if bid < 0:
-            known = [model.body(i).name for i in range(model.nbody)]
-            raise RobotNotFoundError(f"ee_body {ee_body!r} does not exist: expected one of {known}")
-        return "body", ee_body, bid
+    for kind, name, obj, count, accessor in (
+        ("site", ee_site, mujoco.mjtObj.mjOBJ_SITE, model.nsite, model.site),
+        ("body", ee_body, mujoco.mjtObj.mjOBJ_BODY, model.nbody, model.body),
+    ):
+        if name is not None:
+            ident = mujoco.mj_name2id(model, obj, name)
+            if ident < 0:
+                known = [accessor(i).name for i in range(count)]
+                raise RobotNotFoundError(f"ee_{kind} {name!r} does not exist: expected one of {known}")
+            return kind, name, ident
     return "body", model.body(default_body).name, default_body
 
 

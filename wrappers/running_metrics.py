@@ -111,7 +111,7 @@ def _sample_into(qpos, qvel, qacc, qfrc, ee_xyz, ints, row):  # pragma: no cover
 @numba.njit(cache=True)
 def reset_episode(qpos, qvel, qacc, qfrc, ee_xyz, ints, state, rows, warnings):  # pragma: no cover
     """Start an episode from the state after reset: sample t = 0, zero the sums."""
-    n, m = ints[I_N], ints[I_M]
+    n = ints[I_N]
     for i in range(S_PREV):
         state[i] = 0.0
     row = rows[0]

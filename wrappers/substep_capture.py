@@ -26,7 +26,7 @@ import numba
 import numpy as np
 
 from wrappers.robot_readout import RobotReadout
-from wrappers.running_metrics import I_COUNT, I_EXTRA, I_IDX, I_N, I_PENDING, advance_step, capture_substep
+from wrappers.running_metrics import I_COUNT, I_EXTRA, I_IDX, I_PENDING, advance_step, capture_substep
 
 
 def _load_mujoco_function(name: str):
@@ -54,16 +54,9 @@ def _mujoco_env_step(
     if the wrapper's step is pending, the control-step accounting (saves a second call)."""
     for k in range(ctrl.shape[0]):
         ctrl[k] = ctrl_in[k]
-    n = ints[I_N]
     for _ in range(n_frames):
         _mj_step(model_ptr, data_ptr)
-        i = ints[I_COUNT]
-        if i < sub.shape[0]:
-            for k in range(n):
-                d = ints[I_IDX + n + k]
-                sub[i, k] = qfrc[d]
-                sub[i, n + k] = qvel[d]
-        ints[I_COUNT] = i + 1
+        capture_substep(qfrc, qvel, ints, sub)
     _mj_rne_post_constraint(model_ptr, data_ptr)
     if ints[I_PENDING] != 0:
         advance_step(qpos, qvel, qacc, qfrc, ee_xyz, ints, state, rows, sub, action, np.nan, coefficients, dt, f, warnings)
