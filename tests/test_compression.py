@@ -1,0 +1,113 @@
+"""Each compression method changes what it should and nothing else."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from policies.compression import (
+    dct_compress,
+    dynamic_int8,
+    fake_quantize,
+    fake_quantize_weight,
+    magnitude_prune,
+    structured_prune_rows,
+    temporal_downsample,
+)
+
+
+@pytest.fixture
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 16))
+
+
+@pytest.mark.parametrize("bits, levels", [(4, 16), (8, 256)])
+def test_fake_quantization_levels_per_channel(mlp, bits, levels):
+    q = fake_quantize(mlp, bits)
+    for original, layer in ((mlp[0], q[0]), (mlp[2], q[2])):
+        for row_q, row in zip(layer.weight, original.weight):
+            distinct = torch.unique(row_q).numel()
+            assert distinct <= levels
+            # the largest magnitude survives exactly; every value within half a step
+            step = row.abs().max() / (2 ** (bits - 1) - 1)
+            assert torch.isclose(row_q.abs().max(), row.abs().max())
+            assert (row_q - row).abs().max() <= step / 2 + 1e-6
+        assert torch.equal(layer.bias, original.bias)  # biases untouched
+    assert torch.equal(mlp[0].weight, mlp[0].weight.clone())  # original not modified
+    assert not torch.equal(q[0].weight, mlp[0].weight)
+
+
+def test_fake_quantization_int4_levels_on_a_ramp():
+    w = torch.linspace(-1, 1, 1000).reshape(1, -1)
+    levels = torch.unique(fake_quantize_weight(w, 4))
+    # symmetric scaling maps +-max to +-7 steps: 15 of the 16 int4 codes are used
+    assert levels.numel() == 15
+    torch.testing.assert_close(levels, torch.arange(-7, 8) / 7.0)
+    with pytest.raises(ValueError, match="bits=1"):
+        fake_quantize_weight(w, 1)
+
+
+def test_dynamic_int8_is_real_int8_and_close(mlp):
+    q = dynamic_int8(mlp)
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    assert isinstance(q[0], DynamicQuantizedLinear) and isinstance(q[2], DynamicQuantizedLinear)
+    assert q[0].weight().dtype == torch.qint8
+    x = torch.randn(8, 32)
+    with torch.no_grad():
+        assert torch.allclose(q(x), mlp(x), atol=0.05)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.05, 0.3, 0.9])
+def test_magnitude_pruning_fraction_is_exact(mlp, fraction):
+    pruned = magnitude_prune(mlp, fraction)
+    for original, layer in ((mlp[0], pruned[0]), (mlp[2], pruned[2])):
+        n = layer.weight.numel()
+        zero = layer.weight == 0
+        assert int(zero.sum()) == int(fraction * n)
+        kept = ~zero
+        assert torch.equal(layer.weight[kept], original.weight[kept])  # survivors unchanged
+        if zero.any():  # the zeroed weights are the smallest ones
+            assert original.weight[zero].abs().max() <= original.weight[kept].abs().min()
+
+
+def test_structured_pruning_zeroes_whole_rows(mlp):
+    pruned = structured_prune_rows(mlp, 0.25)
+    layer = pruned[0]
+    dead = (layer.weight == 0).all(dim=1)
+    assert int(dead.sum()) == 16 and torch.all(layer.bias[dead] == 0)
+    norms = mlp[0].weight.norm(dim=1)
+    assert norms[dead].max() <= norms[~dead].min()
+    with pytest.raises(ValueError, match="fraction=1.0"):
+        structured_prune_rows(mlp, 1.0)
+
+
+def test_dct_with_all_coefficients_is_the_identity():
+    chunk = np.random.default_rng(0).normal(size=(8, 7)).astype(np.float32)
+    np.testing.assert_allclose(dct_compress(chunk, keep=8), chunk, atol=1e-6)
+
+
+def test_dct_truncation_keeps_smooth_signals_and_drops_wiggles():
+    t = np.arange(16)[:, None]
+    smooth = np.cos(np.pi * (t + 0.5) * 1 / 16)  # exactly DCT basis 1
+    wiggle = np.cos(np.pi * (t + 0.5) * 12 / 16)  # basis 12
+    np.testing.assert_allclose(dct_compress(smooth, keep=4), smooth, atol=1e-6)
+    np.testing.assert_allclose(dct_compress(smooth + wiggle, keep=4), smooth, atol=1e-6)
+    coarse = dct_compress(smooth, keep=16, quantization_scale=4.0)
+    from scipy.fft import dct
+
+    coefficients = dct(coarse.astype(np.float64), norm="ortho", axis=0) * 4.0
+    np.testing.assert_allclose(coefficients, np.round(coefficients), atol=1e-4)  # multiples of 1/4
+    assert 0 < np.abs(coarse - smooth).max()
+    with pytest.raises(ValueError, match=r"keep=9: expected 1..8"):
+        dct_compress(np.zeros((8, 2)), keep=9)
+
+
+def test_temporal_downsampling_interpolates_linearly():
+    chunk = np.stack([np.arange(8.0) ** 2, np.arange(8.0)], axis=1)
+    out = temporal_downsample(chunk, 2)
+    np.testing.assert_array_equal(out[[0, 2, 4, 6, 7]], chunk[[0, 2, 4, 6, 7]])
+    assert out[1, 0] == (0 + 4) / 2 and out[3, 0] == (4 + 16) / 2
+    np.testing.assert_array_equal(out[:, 1], chunk[:, 1])  # linear signals are untouched
+    np.testing.assert_array_equal(temporal_downsample(chunk, 1), chunk)
