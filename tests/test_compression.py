@@ -111,3 +111,66 @@ def test_temporal_downsampling_interpolates_linearly():
     assert out[1, 0] == (0 + 4) / 2 and out[3, 0] == (4 + 16) / 2
     np.testing.assert_array_equal(out[:, 1], chunk[:, 1])  # linear signals are untouched
     np.testing.assert_array_equal(temporal_downsample(chunk, 1), chunk)
+
+
+def _adapter(mlp_model):
+    from policies.adapters import ModuleAdapter
+
+    return ModuleAdapter(mlp_model, action_dim=2, chunk_size=8)
+
+
+def test_compress_from_a_spec_changes_only_what_it_names(mlp, tmp_path):
+    from policies import ChunkExecutor
+    from policies.compression import compress
+
+    policy = _adapter(mlp)
+    obs = {"state": np.linspace(-1, 1, 32).astype(np.float32)}
+    base_chunk = policy.act(obs)
+
+    pruned = compress(policy, {"pruning": {"fraction": 0.3}}, base_name="mlp")
+    assert pruned.variant_card == {
+        "base_model": "mlp", "methods": ["pruning"], "parameters": {"pruning": {"fraction": 0.3, "structured": False}},
+    }
+    assert int((pruned.model[0].weight == 0).sum()) == int(0.3 * 32 * 64)
+    assert torch.equal(policy.model[0].weight, mlp[0].weight)  # the base policy is untouched
+
+    spec_file = tmp_path / "int4_dct.yaml"
+    spec_file.write_text("quantization: {method: fake, bits: 4}\naction_codec: {dct_keep: 8}\nexecution: {open_loop_steps: 4}\n")
+    variant = compress(policy, spec_file)
+    assert variant.variant_card["methods"] == ["quantization", "action_codec", "execution"]
+    assert torch.unique(variant.model[0].weight[0]).numel() <= 16
+    chunk = variant.act(obs)
+    assert chunk.shape == base_chunk.shape and not np.array_equal(chunk, base_chunk)
+    executor = ChunkExecutor(variant, execute_steps=variant.execute_steps)
+    for t in range(8):
+        executor.step(obs)
+    assert executor.inference_calls == 2
+
+    codec_only = compress(policy, {"action_codec": {"dct_keep": 8}})
+    np.testing.assert_allclose(codec_only.act(obs), base_chunk, atol=1e-5)  # all coefficients: identity
+    assert codec_only.base is policy  # no weight method: no copy
+
+
+def test_compress_rejects_what_it_cannot_do(mlp, tmp_path):
+    from policies.compression import compress
+    from vla_envs.config import ConfigError
+
+    policy = _adapter(mlp)
+    with pytest.raises(ValueError, match="does not support token sparsification"):
+        compress(policy, {"token_sparsification": {"keep": 0.5}})
+    with pytest.raises(Exception, match="fraction"):
+        compress(policy, {"pruning": {"fraction": 1.5}})
+    with pytest.raises(Exception, match="Extra inputs"):
+        compress(policy, {"distillation": {}})
+    with pytest.raises(ValueError, match=r"open_loop_steps=9: expected <= chunk size 8"):
+        compress(policy, {"execution": {"open_loop_steps": 9}})
+
+    class NoModel:
+        action_dim, chunk_size = 2, 1
+
+    with pytest.raises(ValueError, match="has no .model"):
+        compress(NoModel(), {"quantization": {"bits": 8}})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("quantization: {bits: 3}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: field 'quantization.bits' = 3"):
+        compress(policy, bad)

@@ -4,13 +4,18 @@
 - ``pruning``: unstructured magnitude pruning; structured (whole output rows) pruning.
 - ``action_codec``: DCT action-chunk compression (FAST-style coefficient quantization) and
   temporal down-sampling with interpolation.
+- ``compress``: ``compress(policy, spec)`` combines them from a dict/YAML spec.
 """
 
 from policies.compression.action_codec import dct_compress, temporal_downsample
+from policies.compression.compress import CompressedPolicy, CompressionSpec, compress
 from policies.compression.pruning import magnitude_prune, structured_prune_rows
 from policies.compression.quantization import dynamic_int8, fake_quantize, fake_quantize_weight
 
 __all__ = [
+    "CompressedPolicy",
+    "CompressionSpec",
+    "compress",
     "dct_compress",
     "dynamic_int8",
     "fake_quantize",

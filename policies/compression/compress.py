@@ -1,0 +1,138 @@
+"""``compress(policy, spec) -> Policy``: compression as configuration, not forks.
+
+A spec (dict, or YAML under ``configs/``) selects any combination of::
+
+    quantization: {method: fake, bits: 8 | 4}   # per-channel quantize-dequantize
+                | {method: dynamic_int8}         # real int8 linears (torch.ao)
+    pruning: {fraction: 0.05, structured: false} # magnitude (or whole output rows)
+    token_sparsification: {keep: 0.5, method: attention | norm | random}
+    action_codec: {dct_keep: 4, quantization_scale: 10.0}  # and/or
+                  {downsample: 2}
+    execution: {open_loop_steps: 4}              # the ChunkExecutor's k
+
+Weight methods need ``policy.model`` (a torch module); token sparsification needs a policy
+with ``set_token_sparsification(keep, method)``; action codecs and execution work on any
+policy. The result carries ``variant_card``: method, parameters and base model, plain data.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from policies.base import Policy
+from policies.compression.action_codec import dct_compress, temporal_downsample
+from policies.compression.pruning import magnitude_prune, structured_prune_rows
+from policies.compression.quantization import dynamic_int8, fake_quantize
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QuantizationSpec(_Strict):
+    method: Literal["fake", "dynamic_int8"] = "fake"
+    bits: Literal[4, 8] = 8
+
+
+class PruningSpec(_Strict):
+    fraction: float = Field(ge=0.0, lt=1.0)
+    structured: bool = False
+
+
+class TokenSpec(_Strict):
+    keep: float = Field(gt=0.0, le=1.0)
+    method: Literal["attention", "norm", "random"] = "attention"
+
+
+class ActionCodecSpec(_Strict):
+    dct_keep: int | None = Field(None, ge=1)
+    quantization_scale: float | None = Field(None, gt=0.0)
+    downsample: int | None = Field(None, ge=1)
+
+
+class ExecutionSpec(_Strict):
+    open_loop_steps: int = Field(ge=1)
+
+
+class CompressionSpec(_Strict):
+    quantization: QuantizationSpec | None = None
+    pruning: PruningSpec | None = None
+    token_sparsification: TokenSpec | None = None
+    action_codec: ActionCodecSpec | None = None
+    execution: ExecutionSpec | None = None
+
+
+class CompressedPolicy(Policy):
+    """A base policy with a transformed model and/or post-processed action chunks."""
+
+    def __init__(self, base: Policy, spec: CompressionSpec, variant_card: dict):
+        self.base = base
+        self.spec = spec
+        self.variant_card = variant_card
+        self.action_dim = base.action_dim
+        self.chunk_size = base.chunk_size
+        if spec.execution is not None and spec.execution.open_loop_steps > base.chunk_size:
+            raise ValueError(
+                f"execution.open_loop_steps={spec.execution.open_loop_steps}: expected <= chunk size {base.chunk_size}"
+            )
+        self.execute_steps = spec.execution.open_loop_steps if spec.execution else None
+
+    @property
+    def model(self):
+        return getattr(self.base, "model", None)
+
+    def reset(self, instruction: str = "") -> None:
+        super().reset(instruction)
+        self.base.reset(instruction)
+
+    def act(self, obs):
+        chunk = self.base.act(obs)
+        codec = self.spec.action_codec
+        if codec is not None:
+            if codec.dct_keep is not None or codec.quantization_scale is not None:
+                chunk = dct_compress(chunk, codec.dct_keep or len(chunk), codec.quantization_scale)
+            if codec.downsample is not None:
+                chunk = temporal_downsample(chunk, codec.downsample)
+        return chunk
+
+
+def load_spec(spec: dict | str | Path | CompressionSpec) -> CompressionSpec:
+    if isinstance(spec, CompressionSpec):
+        return spec
+    if isinstance(spec, (str, Path)):
+        from vla_envs.config import load_config
+
+        return load_config(spec, CompressionSpec)
+    return CompressionSpec.model_validate(spec)
+
+
+def compress(policy: Policy, spec: dict | str | Path | CompressionSpec, base_name: str | None = None) -> CompressedPolicy:
+    """A compressed variant of ``policy`` (the original is left untouched)."""
+    spec = load_spec(spec)
+    weight_methods = spec.quantization is not None or spec.pruning is not None
+    model = getattr(policy, "model", None)
+    if weight_methods and model is None:
+        raise ValueError(f"{type(policy).__name__} has no .model: weight quantization/pruning need a torch module")
+    base = copy.deepcopy(policy) if (weight_methods or spec.token_sparsification) else policy
+    if spec.pruning is not None:
+        prune = structured_prune_rows if spec.pruning.structured else magnitude_prune
+        base.model = prune(base.model, spec.pruning.fraction)
+    if spec.quantization is not None:
+        q = spec.quantization
+        base.model = dynamic_int8(base.model) if q.method == "dynamic_int8" else fake_quantize(base.model, q.bits)
+    if spec.token_sparsification is not None:
+        setter = getattr(base, "set_token_sparsification", None)
+        if setter is None:
+            raise ValueError(f"{type(policy).__name__} does not support token sparsification "
+                             "(expected a set_token_sparsification(keep, method) method)")
+        setter(spec.token_sparsification.keep, spec.token_sparsification.method)
+    card = {
+        "base_model": base_name or type(policy).__name__,
+        "methods": [name for name, value in spec.model_dump().items() if value is not None],
+        "parameters": spec.model_dump(exclude_none=True),
+    }
+    return CompressedPolicy(base, spec, card)
