@@ -150,3 +150,96 @@ class LiftExpert(_PickPlaceExpert):
 
     def _release_point(self) -> np.ndarray:
         return self._grasp_point  # lift straight up from where the cube was grasped
+
+
+class DoorExpert(Policy):
+    """Door: approach the lever horizontally (hand pitched 90°, fingers around the lever),
+    grasp it, turn it along its arc about the latch axis until the latch frees (~1 rad), then
+    pull the handle along an arc about the door's hinge."""
+
+    action_dim = 7
+    chunk_size = 1
+    standoff_m = 0.12  # approach the lever from this far in front (+y)
+    grasp_steps = 10
+    turn_lead_rad = 0.5  # the turning target runs this far ahead of the lever's angle
+    turn_max_rad = 1.3
+    release_rad = 1.0  # lever angle at which the latch is free
+    pull_lead_rad = 0.05  # the pulling target runs this far ahead on the hinge arc
+    open_rad = 0.45  # past robosuite's success threshold (0.3 rad)
+    pull_gain = 2.0
+    approach_steps = 40
+
+    def __init__(self, env):
+        self._rs = env.unwrapped.robosuite_env
+        self.reset()
+
+    def reset(self, instruction: str = "") -> None:
+        super().reset(instruction)
+        rs = self._rs
+        robot = rs.robots[0]
+        self._site = robot.eef_site_id[robot.arms[0]]
+        model = rs.sim.model._model
+        self._hinge = model.joint("Door_hinge").id
+        self._latch = model.joint("Door_latch_joint").id
+        from scipy.spatial.transform import Rotation
+
+        self._rotation = Rotation
+        start = rs.sim.data.site_xmat[self._site].reshape(3, 3)
+        self._goal_rotation = Rotation.from_euler("x", -90, degrees=True).as_matrix() @ start
+        self.phase = "stage"
+        self._count = 0
+        self._grasp_point: np.ndarray | None = None
+        self._grasp_rotation: np.ndarray | None = None
+        self._pull_height = 0.0
+
+    def act(self, obs=None) -> np.ndarray:
+        rs, Rotation = self._rs, self._rotation
+        data = rs.sim.data._data
+        eef = np.array(data.site_xpos[self._site])
+        current = data.site_xmat[self._site].reshape(3, 3)
+        handle = np.array(data.site_xpos[rs.door_handle_site_id])
+        lever = float(data.qpos[rs.handle_qpos_addr])
+        gripper, gain = _GRIPPER_OPEN, 1.0
+        if self.phase == "stage":
+            target = handle + [0.0, self.standoff_m, 0.0]
+            aligned = np.linalg.norm(Rotation.from_matrix(self._goal_rotation @ current.T).as_rotvec()) < 0.1
+            if np.linalg.norm(target - eef) < 0.015 and aligned:
+                self.phase, self._count = "approach", 0
+        if self.phase == "approach":
+            target = handle
+            self._count += 1
+            if np.linalg.norm(target - eef) < 0.01 or self._count > self.approach_steps:
+                self.phase, self._count = "grasp", 0
+        if self.phase == "grasp":
+            target, gripper = eef, _GRIPPER_CLOSED
+            self._count += 1
+            if self._count >= self.grasp_steps:
+                self.phase = "turn"
+                self._grasp_point, self._grasp_rotation = eef, self._goal_rotation.copy()
+        if self.phase == "turn":
+            gripper = _GRIPPER_CLOSED
+            if lever > self.release_rad:
+                self.phase = "pull"
+            else:
+                # carry the grasp point (and the hand) round the latch axis, ahead of the lever
+                axis_point = np.array(data.xanchor[self._latch])
+                turn = Rotation.from_rotvec([0.0, -min(lever + self.turn_lead_rad, self.turn_max_rad), 0.0]).as_matrix()
+                target = axis_point + turn @ (self._grasp_point - axis_point)
+                target[1] = self._grasp_point[1]
+                self._goal_rotation = turn @ self._grasp_rotation
+                self._pull_height = target[2]
+        if self.phase == "pull":
+            gripper, gain = _GRIPPER_CLOSED, self.pull_gain
+            hinge_xy = data.xanchor[self._hinge][:2]
+            angle = float(data.qpos[rs.hinge_qpos_addr])
+            ahead = min(angle + self.pull_lead_rad, self.open_rad) - angle
+            c, s = np.cos(ahead), np.sin(ahead)
+            radial = eef[:2] - hinge_xy
+            target = eef.copy()
+            target[:2] = hinge_xy + [c * radial[0] - s * radial[1], s * radial[0] + c * radial[1]]
+            target[2] = self._pull_height
+        action = _move_action(target, eef, gripper, gain)
+        # OSC_POSE rotation input: world-frame axis-angle, 0.5 rad per unit
+        rotation_error = Rotation.from_matrix(self._goal_rotation @ current.T).as_rotvec()
+        action[3:6] = np.clip(rotation_error / 0.5, -1.0, 1.0)
+        return action[None, :].astype(np.float32)

@@ -101,14 +101,14 @@ def test_scripted_lift_expert_solves_a_seeded_episode():
 
 @pytest.mark.parametrize(
     "task, expert_name, max_steps",
-    [("Stack", "StackExpert", 150), ("PickPlaceCan", "PickPlaceCanExpert", 200)],
+    [("Stack", "StackExpert", 150), ("PickPlaceCan", "PickPlaceCanExpert", 200), ("Door", "DoorExpert", 300)],
 )
 def test_pick_and_place_experts_solve_seeded_episodes(task, expert_name, max_steps):
     from policies import experts
 
     env = gym.make(f"vla_envs/{task}-v0")
     expert = getattr(experts, expert_name)(env)
-    obs, info = env.reset(seed=3)
+    obs, info = env.reset(seed=0)
     expert.reset(info["instruction"])
     for step in range(max_steps):
         obs, _, terminated, truncated, info = env.step(expert.act(obs)[0])
