@@ -17,14 +17,13 @@ import time
 
 import vla_envs  # noqa: F401,I001  (first: sets MUJOCO_GL before mujoco picks a GL backend)
 import gymnasium as gym
-import mujoco
 import numpy as np
 
 from vla_envs.controllers import controller_config
+from vla_envs.rendering import LEAN_OFF_FLAGS
 
 CAMERAS = ["agentview", "robot0_eye_in_hand"]
 SIZE = 128
-_LEAN_OFF_FLAGS = (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX)
 
 
 def _lean_xml(xml: str) -> str:
@@ -74,7 +73,7 @@ class BareRobosuite:
         self.env.reset()
         if self.lean:
             flags = self.env.sim._render_context_offscreen.scn.flags
-            for flag in _LEAN_OFF_FLAGS:
+            for flag in LEAN_OFF_FLAGS:
                 flags[flag] = 0
 
     def step(self, action: np.ndarray) -> None:

@@ -37,7 +37,7 @@ import numpy as np
 RenderQuality = Literal["lean", "full"]
 RENDER_QUALITIES: tuple[str, ...] = ("lean", "full")
 
-_LEAN_OFF_FLAGS = (
+LEAN_OFF_FLAGS = (
     mujoco.mjtRndFlag.mjRND_SHADOW,
     mujoco.mjtRndFlag.mjRND_REFLECTION,
     mujoco.mjtRndFlag.mjRND_SKYBOX,
@@ -154,7 +154,7 @@ class CameraRenderer:
             self.context_builds += 1
         self._scene = mujoco.MjvScene(model, maxgeom=10000)
         if self.quality == "lean":
-            for flag in _LEAN_OFF_FLAGS:
+            for flag in LEAN_OFF_FLAGS:
                 self._scene.flags[flag] = 0
         self._model = model
 

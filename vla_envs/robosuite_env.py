@@ -32,6 +32,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from vla_envs.actions import check_action
 from vla_envs.config import TaskConfig, get_task_config
 from vla_envs.controllers import DEFAULT_CONTROLLER, controller_config
 from vla_envs.rendering import CameraRenderer, RenderQuality
@@ -196,16 +197,8 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
         return self._observation(raw), info
 
     def step(self, action: np.ndarray):
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != self.action_space.shape:
-            raise ValueError(
-                f"action has shape {action.shape}, expected {self.action_space.shape} "
-                f"for controller {self.controller}"
-            )
-        if not np.all(np.isfinite(action)):
-            bad = np.flatnonzero(~np.isfinite(action)).tolist()
-            raise ValueError(f"action has non-finite values at indices {bad}: {action.tolist()}")
-        raw, reward, _, _ = self._rs.step(action)
+        action = check_action(action, self.action_space, f" for controller {self.controller}")
+        raw, reward, _, _ = self._rs.step(np.asarray(action, dtype=np.float64))
         success = bool(self._rs._check_success())
         terminated = success and self.terminate_on_success
         return self._observation(raw), float(reward), terminated, False, {"is_success": success}

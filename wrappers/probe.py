@@ -13,6 +13,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from vla_envs.actions import check_action, non_finite_error
 from wrappers.episode_buffer import EpisodeArrays
 from wrappers.robot_readout import RobotReadout, read_robot
 from wrappers.running_metrics import (
@@ -21,7 +22,6 @@ from wrappers.running_metrics import (
     I_N,
     I_RECORD,
     I_STORE_SUB,
-    S_TERMS,
     S_VALUES,
     STEP_TERM_KEYS,
     RowLayout,
@@ -35,28 +35,11 @@ from wrappers.running_metrics import (
     finish_hooked_step,
     reset_episode,
     state_size,
-    step_terms,
 )
 from wrappers.metrics import METRIC_KEYS
 from wrappers.substep_capture import SubstepCapture
 
 _INITIAL_ROWS = 256
-
-
-def _non_finite_error(array: np.ndarray) -> ValueError:
-    bad = np.flatnonzero(~np.isfinite(array)).tolist()
-    return ValueError(f"action has non-finite values at indices {bad}: {array.tolist()}")
-
-
-def check_action(action, space: gym.Space) -> np.ndarray:
-    """Reject an action the simulator must not see: wrong shape, NaN or inf (ValueError)."""
-    array = action if type(action) is np.ndarray else np.asarray(action)
-    if isinstance(space, gym.spaces.Box):
-        if array.shape != space.shape:
-            raise ValueError(f"action has shape {array.shape}, expected {space.shape}")
-        if array.dtype.kind in "fc" and not np.isfinite(array).all():
-            raise _non_finite_error(array)
-    return array
 
 
 class EmbodiedProbe:
@@ -146,7 +129,7 @@ class EmbodiedProbe:
             return self._before_step_general(array, self._action_space)
         flat = array if array.ndim == 1 else array.reshape(-1)
         if not accept_action(flat, self._action, self._ints):
-            raise _non_finite_error(array)
+            raise non_finite_error(array)
         return array
 
     def _before_step_general(self, array: np.ndarray, space: gym.Space) -> np.ndarray:
@@ -195,14 +178,6 @@ class EmbodiedProbe:
     def rows_capacity(self) -> int:
         """Allocated recording rows (doubles when full)."""
         return len(self._rows)
-
-    @property
-    def step_term_values(self) -> np.ndarray:
-        """The last step's cost terms (``STEP_TERM_KEYS`` order), a view."""
-        return self._state[S_TERMS : S_TERMS + len(STEP_TERM_KEYS)]
-
-    def step_terms(self) -> dict[str, float]:
-        return step_terms(self._state)
 
     def penalties(self) -> tuple[list[float], float]:
         """The last step's weighted cost terms and their sum (see ``penalty_coefficients``)."""

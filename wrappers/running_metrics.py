@@ -175,9 +175,7 @@ def advance_step(
     n, m = ints[I_N], ints[I_M]
     t = ints[I_ROW] + 1
     record = ints[I_RECORD] != 0
-    row = rows[t] if record else rows[0]
-    if not record:  # rows[0] is scratch space for the sample when not recording
-        row = rows[0]
+    row = rows[t] if record else rows[0]  # rows[0] is scratch space when not recording
     row[0] = (state[S_SUMS] + 1.0) / f
     _sample_into(qpos, qvel, qacc, qfrc, ee_xyz, ints, row)
 

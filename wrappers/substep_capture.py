@@ -64,14 +64,6 @@ def _mujoco_env_step(
         ints[I_EXTRA] += 1
 
 
-def fast_index(index: np.ndarray) -> slice | np.ndarray:
-    """A slice when the indices are contiguous (a view, cheaper than fancy indexing)."""
-    index = np.asarray(index, dtype=np.intp)
-    if len(index) and np.array_equal(index, np.arange(index[0], index[0] + len(index))):
-        return slice(int(index[0]), int(index[0]) + len(index))
-    return index
-
-
 class SubstepCapture:
     """Hooks a simulator's substep loop; fills ``sub`` (substeps, 2n) = [tau | qd] per substep.
 
@@ -85,10 +77,6 @@ class SubstepCapture:
         self.ints = np.zeros(I_IDX, dtype=np.int64)
         self.accounting_args: tuple = ()
         self._undo = None  # (object, attribute) whose instance attribute shadows the original
-
-    @property
-    def count(self) -> int:
-        return int(self.ints[I_COUNT])
 
     def attach(self, env, readout: RobotReadout, ints: np.ndarray) -> None:
         """Hook the substep loop of ``env`` (call after every reset; idempotent)."""
