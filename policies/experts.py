@@ -153,21 +153,31 @@ class LiftExpert(_PickPlaceExpert):
 
 
 class DoorExpert(Policy):
-    """Door: approach the lever horizontally (hand pitched 90°, fingers around the lever),
-    grasp it, turn it along its arc about the latch axis until the latch frees (~1 rad), then
-    pull the handle along an arc about the door's hinge."""
+    """Door: approach the lever along the door's normal (hand pitched 90°, fingers around the
+    lever), grasp it, turn it about the latch axis until the latch tip clears the frame, then
+    pull the door open about its hinge while holding the lever turned.
+
+    The hand is driven along a kinematic model of the door captured at the grasp: the grasp
+    point and hand orientation are carried round the latch axis by the wanted lever angle and
+    then round the hinge axis by the wanted door angle. This matters because the door has a
+    random yaw (up to 0.25 rad): turning about the world y axis instead of the real latch axis
+    drags the door ajar while the lever turns, the latch tip then jams against the frame post
+    and the door sticks near 0.04 rad. So the turn uses the real axis, the door is held shut
+    until the latch is free, and the lever is kept turned while the door swings."""
 
     action_dim = 7
     chunk_size = 1
-    standoff_m = 0.12  # approach the lever from this far in front (+y)
+    standoff_m = 0.12  # approach the lever from this far in front, along the door's normal
     grasp_steps = 10
-    turn_lead_rad = 0.5  # the turning target runs this far ahead of the lever's angle
-    turn_max_rad = 1.3
-    release_rad = 1.0  # lever angle at which the latch is free
-    pull_lead_rad = 0.05  # the pulling target runs this far ahead on the hinge arc
+    approach_steps = 40
+    turn_lead_rad = 0.5  # the wanted lever angle runs this far ahead of the lever's angle
+    turn_max_rad = 1.5  # the latch joint's limit is 1.57 rad
+    # The latch tip only clears the frame post once the lever is past ~1.16 rad (door_lock.xml
+    # geometry); pulling earlier wedges the tip against the post and the door stays shut.
+    release_rad = 1.25
+    pull_lead_rad = 0.05  # the wanted door angle runs this far ahead of the hinge's angle
     open_rad = 0.45  # past robosuite's success threshold (0.3 rad)
     pull_gain = 2.0
-    approach_steps = 40
 
     def __init__(self, env):
         self._rs = env.unwrapped.robosuite_env
@@ -175,22 +185,34 @@ class DoorExpert(Policy):
 
     def reset(self, instruction: str = "") -> None:
         super().reset(instruction)
-        rs = self._rs
-        robot = rs.robots[0]
-        self._site = robot.eef_site_id[robot.arms[0]]
-        model = rs.sim.model._model
-        self._hinge = model.joint("Door_hinge").id
-        self._latch = model.joint("Door_latch_joint").id
         from scipy.spatial.transform import Rotation
 
         self._rotation = Rotation
-        start = rs.sim.data.site_xmat[self._site].reshape(3, 3)
-        self._goal_rotation = Rotation.from_euler("x", -90, degrees=True).as_matrix() @ start
+        rs = self._rs
+        robot = rs.robots[0]
+        self._site = robot.eef_site_id[robot.arms[0]]
+        model, data = rs.sim.model._model, rs.sim.data._data
+        self._hinge = model.joint("Door_hinge").id
+        self._latch = model.joint("Door_latch_joint").id
+        # The door is placed with a random yaw: face it square by turning the hand about z so
+        # its pointing direction (pitched from straight down to horizontal) is the latch axis.
+        into_door = np.array(data.xaxis[self._latch])
+        yaw = np.arctan2(into_door[0], -into_door[1])
+        start = data.site_xmat[self._site].reshape(3, 3)
+        pitch = Rotation.from_euler("x", -90, degrees=True).as_matrix()
+        self._goal_rotation = Rotation.from_euler("z", yaw).as_matrix() @ pitch @ start
         self.phase = "stage"
         self._count = 0
-        self._grasp_point: np.ndarray | None = None
-        self._grasp_rotation: np.ndarray | None = None
-        self._pull_height = 0.0
+        self._grasp: dict | None = None
+
+    def _door_pose(self, lever_rad: float, hinge_rad: float) -> tuple[np.ndarray, np.ndarray]:
+        """Where the grasp point and the hand would be with the lever and door at these angles."""
+        g, Rotation = self._grasp, self._rotation
+        turn = Rotation.from_rotvec((lever_rad - g["lever"]) * g["latch_axis"]).as_matrix()
+        swing = Rotation.from_rotvec((hinge_rad - g["hinge"]) * g["hinge_axis"]).as_matrix()
+        on_lever = g["latch_anchor"] + turn @ (g["point"] - g["latch_anchor"])
+        point = g["hinge_anchor"] + swing @ (on_lever - g["hinge_anchor"])
+        return point, swing @ turn @ g["rotation"]
 
     def act(self, obs=None) -> np.ndarray:
         rs, Rotation = self._rs, self._rotation
@@ -199,9 +221,10 @@ class DoorExpert(Policy):
         current = data.site_xmat[self._site].reshape(3, 3)
         handle = np.array(data.site_xpos[rs.door_handle_site_id])
         lever = float(data.qpos[rs.handle_qpos_addr])
+        hinge = float(data.qpos[rs.hinge_qpos_addr])
         gripper, gain = _GRIPPER_OPEN, 1.0
         if self.phase == "stage":
-            target = handle + [0.0, self.standoff_m, 0.0]
+            target = handle - self.standoff_m * np.array(data.xaxis[self._latch])
             aligned = np.linalg.norm(Rotation.from_matrix(self._goal_rotation @ current.T).as_rotvec()) < 0.1
             if np.linalg.norm(target - eef) < 0.015 and aligned:
                 self.phase, self._count = "approach", 0
@@ -215,31 +238,45 @@ class DoorExpert(Policy):
             self._count += 1
             if self._count >= self.grasp_steps:
                 self.phase = "turn"
-                self._grasp_point, self._grasp_rotation = eef, self._goal_rotation.copy()
-        if self.phase == "turn":
+                self._grasp = {
+                    "point": eef,
+                    "rotation": self._goal_rotation.copy(),
+                    "lever": lever,
+                    "hinge": hinge,
+                    "latch_axis": np.array(data.xaxis[self._latch]),
+                    "latch_anchor": np.array(data.xanchor[self._latch]),
+                    "hinge_axis": np.array(data.xaxis[self._hinge]),
+                    "hinge_anchor": np.array(data.xanchor[self._hinge]),
+                }
+        if self.phase in ("turn", "pull"):
             gripper = _GRIPPER_CLOSED
-            if lever > self.release_rad:
+            if self.phase == "turn" and lever > self.release_rad:
                 self.phase = "pull"
+            # keep turning during the pull too, so the latch tip cannot drop back onto the post
+            lever_goal = min(lever + self.turn_lead_rad, self.turn_max_rad)
+            if self.phase == "turn":
+                hinge_goal = self._grasp["hinge"]  # keep the door shut so the latch tip turns freely
             else:
-                # carry the grasp point (and the hand) round the latch axis, ahead of the lever
-                axis_point = np.array(data.xanchor[self._latch])
-                turn = Rotation.from_rotvec([0.0, -min(lever + self.turn_lead_rad, self.turn_max_rad), 0.0]).as_matrix()
-                target = axis_point + turn @ (self._grasp_point - axis_point)
-                target[1] = self._grasp_point[1]
-                self._goal_rotation = turn @ self._grasp_rotation
-                self._pull_height = target[2]
-        if self.phase == "pull":
-            gripper, gain = _GRIPPER_CLOSED, self.pull_gain
-            hinge_xy = data.xanchor[self._hinge][:2]
-            angle = float(data.qpos[rs.hinge_qpos_addr])
-            ahead = min(angle + self.pull_lead_rad, self.open_rad) - angle
-            c, s = np.cos(ahead), np.sin(ahead)
-            radial = eef[:2] - hinge_xy
-            target = eef.copy()
-            target[:2] = hinge_xy + [c * radial[0] - s * radial[1], s * radial[0] + c * radial[1]]
-            target[2] = self._pull_height
+                hinge_goal, gain = min(hinge + self.pull_lead_rad, self.open_rad), self.pull_gain
+            target, self._goal_rotation = self._door_pose(lever_goal, hinge_goal)
         action = _move_action(target, eef, gripper, gain)
         # OSC_POSE rotation input: world-frame axis-angle, 0.5 rad per unit
         rotation_error = Rotation.from_matrix(self._goal_rotation @ current.T).as_rotvec()
         action[3:6] = np.clip(rotation_error / 0.5, -1.0, 1.0)
         return action[None, :].astype(np.float32)
+
+
+EXPERTS: dict[str, type[Policy]] = {
+    "Lift": LiftExpert,
+    "Stack": StackExpert,
+    "PickPlaceCan": PickPlaceCanExpert,
+    "Door": DoorExpert,
+}
+
+
+def expert_for_task(task: str, env) -> Policy:
+    """The scripted expert of ``task`` (a suite task name such as ``"Lift"``), bound to ``env``."""
+    try:
+        return EXPERTS[task](env)
+    except KeyError:
+        raise ValueError(f"task={task!r}: no scripted expert; expected one of {sorted(EXPERTS)}") from None
