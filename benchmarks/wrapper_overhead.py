@@ -9,7 +9,7 @@ in steps/s (memory layout), which is the size of the effect measured. So each ro
 fresh bare env and a fresh wrapped env, times them alternately (best of a few repeats each, to
 drop scheduler noise), and the reported slowdown is the median over rounds of the paired ratio.
 
-    python benchmarks/wrapper_overhead.py [--rounds 9]
+    python benchmarks/wrapper_overhead.py [--rounds 9] [--env Pusher-v5]
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def compare(env_id: str, n_steps: int, rounds: int, repeats: int, record_substep
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9, help="fresh bare/wrapped pairs per case")
+    parser.add_argument("--env", action="append", help="only these env ids (repeatable; default: all)")
     args = parser.parse_args()
     cases = [  # env id, steps per pass, passes (best of), substeps stored, budget
         ("vla_envs/Lift-v0", 300, 3, False, 0.02),
@@ -83,6 +84,8 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for env_id, n_steps, repeats, substeps, budget in cases:
+        if args.env and env_id not in args.env:
+            continue
         m = compare(env_id, n_steps, args.rounds, repeats, substeps)
         budget_text = f"{budget:.0%}" if budget is not None else "-"
         spread = f"{m['spread'][0]:+.1%}..{m['spread'][1]:+.1%}"

@@ -23,8 +23,9 @@ def _robosuite_reference(actions):
     robot = rs.robots[0]
     dofs = np.asarray(robot._ref_joint_vel_indexes)
     qidx = np.asarray(robot._ref_joint_pos_indexes)
+    grip = rs.sim.model.site_name2id("gripper0_right_grip_site")
     n_sub = int(round(rs.control_timestep / rs.model_timestep))
-    torque, qvel, qpos = [], [], [rs.sim.data.qpos[qidx].copy()]
+    torque, qvel, qpos, ee = [], [], [rs.sim.data.qpos[qidx].copy()], [rs.sim.data.site_xpos[grip].copy()]
     for action in actions:
         for i in range(n_sub):
             rs.sim.step1()
@@ -33,8 +34,9 @@ def _robosuite_reference(actions):
             torque.append(rs.sim.data.qfrc_actuator[dofs].copy())
             qvel.append(rs.sim.data.qvel[dofs].copy())
         qpos.append(rs.sim.data.qpos[qidx].copy())
+        ee.append(rs.sim.data.site_xpos[grip].copy())
     env.close()
-    return np.array(torque), np.array(qvel), np.array(qpos), rs.model_timestep
+    return np.array(torque), np.array(qvel), np.array(qpos), np.array(ee), rs.model_timestep
 
 
 def _pusher_reference(actions):
@@ -42,7 +44,8 @@ def _pusher_reference(actions):
     env.reset(seed=SEED)
     base = env.unwrapped
     dofs = np.arange(7)
-    torque, qvel, qpos = [], [], [base.data.qpos[:7].copy()]
+    tips = base.model.body("tips_arm").id
+    torque, qvel, qpos, ee = [], [], [base.data.qpos[:7].copy()], [base.data.xpos[tips].copy()]
     for action in actions:
         base.data.ctrl[:] = action
         for _ in range(base.frame_skip):
@@ -51,8 +54,9 @@ def _pusher_reference(actions):
             qvel.append(base.data.qvel[dofs].copy())
         mujoco.mj_rnePostConstraint(base.model, base.data)
         qpos.append(base.data.qpos[:7].copy())
+        ee.append(base.data.xpos[tips].copy())
     env.close()
-    return np.array(torque), np.array(qvel), np.array(qpos), base.model.opt.timestep
+    return np.array(torque), np.array(qvel), np.array(qpos), np.array(ee), base.model.opt.timestep
 
 
 @pytest.mark.parametrize("env_id, reference", [("vla_envs/Lift-v0", _robosuite_reference), ("Pusher-v5", _pusher_reference)])
@@ -67,9 +71,13 @@ def test_energy_and_effort_equal_an_independent_substep_loop(env_id, reference):
     readout = env.embodied_probe.readout
     env.close()
 
-    ref_torque, ref_qvel, ref_qpos, dt = reference(actions)
+    ref_torque, ref_qvel, ref_qpos, ref_ee, dt = reference(actions)
     # the wrapped env followed exactly the same physics as the hand-driven loop
     np.testing.assert_array_equal(episode.qpos, ref_qpos)
+    # ... and sampled the end effector named in the readout (grip site / last arm body)
+    np.testing.assert_array_equal(episode.ee_pos, ref_ee)
+    ee_path = np.linalg.norm(np.diff(ref_ee, axis=0), axis=1).sum()
+    assert ee_path > 0.0 and info["embodied"]["ee_path_m"] == pytest.approx(ee_path, rel=1e-12)
     np.testing.assert_array_equal(episode.substep_torque.reshape(-1, 7), ref_torque)
     np.testing.assert_array_equal(episode.substep_qvel.reshape(-1, 7), ref_qvel)
     embodied = info["embodied"]
@@ -84,7 +92,7 @@ def test_kinematic_metrics_equal_the_functions_on_recorded_arrays(env_id):
     env.reset(seed=0)
     for action in _actions(env.action_space, 25, seed=1):
         _, _, terminated, truncated, info = env.step(action)
-        assert set(info["embodied"]) == set(metrics.METRIC_KEYS)
+        assert list(info["embodied"]) == list(metrics.METRIC_KEYS)
     episode = env.embodied_probe.episode_arrays()
     readout = env.embodied_probe.readout
     env.close()

@@ -1,4 +1,9 @@
-"""Bad actions, unstable simulations, re-making a wrapped env from its spec, stacking rules."""
+"""Bad actions, unstable simulations, re-making a wrapped env from its spec, stacking rules,
+and the lifetime rules of the probe's raw-address kernel table."""
+
+import copy
+import gc
+import pickle
 
 import gymnasium as gym
 import numpy as np
@@ -73,3 +78,32 @@ def test_stacked_wrappers_share_one_probe_and_refuse_conflicting_settings():
     with pytest.raises(ValueError, match="already measured with joint_names"):
         EfficiencyReward(outer, joint_names=["joint0"])
     outer.close()
+
+
+def test_step_before_reset_raises_instead_of_running_unbound_kernels():
+    env = EmbodiedCost(gym.make("Pusher-v5").unwrapped)  # no OrderEnforcing to catch it first
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step(np.zeros(7, np.float32))
+    env.close()
+
+
+def test_probe_refuses_copies_that_would_share_its_raw_addresses():
+    env = JointStateRecorder(EmbodiedCost(gym.make("Pusher-v5")))
+    env.reset(seed=0)
+    for clone in (copy.deepcopy, pickle.dumps):
+        with pytest.raises(TypeError, match="raw addresses"):
+            clone(env.embodied_probe)
+    env.close()
+
+
+def test_the_hook_keeps_its_arrays_alive_when_only_the_bare_env_is_kept():
+    env = EfficiencyReward(JointStateRecorder(EmbodiedCost(gym.make("Pusher-v5"))))
+    env.reset(seed=0)
+    base = env.unwrapped
+    del env
+    gc.collect()
+    junk = [np.ones((64, 64)) for _ in range(200)]  # reuse whatever memory was freed
+    for _ in range(50):  # still hooked (never closed): the kernels must write only to live arrays
+        base.step(np.zeros(7, np.float32))
+    assert all(float(block.sum()) == 64 * 64 for block in junk)
+    assert np.isfinite(base.data.qpos).all()

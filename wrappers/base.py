@@ -42,8 +42,14 @@ class EmbodiedWrapper(gym.Wrapper):
         return obs, info
 
     def step(self, action):
-        if not self._owns_probe:
-            return self.env.step(action)
+        return self._owner_step(action) if self._owns_probe else self.env.step(action)
+
+    def _owner_step(self, action):
+        """``env.step`` with the probe driven around it (the innermost embodied wrapper only).
+
+        Subclasses call this or ``self.env.step`` directly rather than ``super().step``: the
+        wrappers run on every step of cheap simulators, where each extra frame shows.
+        """
         probe = self.embodied_probe
         action = probe.before_step(action)
         obs, reward, terminated, truncated, info = self.env.step(action)

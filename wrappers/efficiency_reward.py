@@ -134,15 +134,27 @@ class EfficiencyReward(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
         return obs, info
 
     def step(self, action):
-        obs, task_reward, terminated, truncated, info = super().step(action)
-        penalties, penalty_total = self.embodied_probe.penalties()
+        obs, task_reward, terminated, truncated, info = (
+            self._owner_step(action) if self._owns_probe else self.env.step(action)
+        )
+        p = self.embodied_probe.penalties()  # STEP_TERM_KEYS order, then their sum
         bonus = 0.0
         if info.get("is_success") and not self._succeeded:
             self._succeeded = True
             bonus = self.config.success_bonus
-        terms = dict(zip(STEP_TERM_KEYS, penalties))
-        terms["success_bonus"] = bonus
         task_reward = float(task_reward)
         info["task_reward"] = task_reward
-        info["reward_terms"] = terms
-        return obs, task_reward + penalty_total + bonus, terminated, truncated, info
+        # a dict display (keys: STEP_TERM_KEYS, then the bonus) builds in half the time of
+        # dict(zip(...)), and this runs on every step
+        info["reward_terms"] = {
+            "time_s": p[0],
+            "ee_path_m": p[1],
+            "joint_path_rad": p[2],
+            "joint_rotation_rad": p[3],
+            "jerk_sq": p[4],
+            "action_change": p[5],
+            "energy_j": p[6],
+            "effort_nm2s": p[7],
+            "success_bonus": bonus,
+        }
+        return obs, task_reward + p[8] + bonus, terminated, truncated, info

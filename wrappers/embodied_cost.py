@@ -60,6 +60,8 @@ class EmbodiedCost(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
         return obs, info
 
     def step(self, action):
-        obs, reward, terminated, truncated, info = super().step(action)
+        obs, reward, terminated, truncated, info = (
+            self._owner_step(action) if self._owns_probe else self.env.step(action)
+        )
         info["embodied"] = self.embodied_probe.values()
         return obs, reward, terminated, truncated, info

@@ -76,7 +76,9 @@ class JointStateRecorder(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
         return obs, info
 
     def step(self, action):
-        obs, reward, terminated, truncated, info = super().step(action)
+        obs, reward, terminated, truncated, info = (
+            self._owner_step(action) if self._owns_probe else self.env.step(action)
+        )
         if terminated or truncated:
             if info.get("sim_unstable"):
                 reason = "sim_unstable"

@@ -18,21 +18,24 @@ from wrappers.episode_buffer import EpisodeArrays
 from wrappers.robot_readout import RobotReadout, read_robot
 from wrappers.running_metrics import (
     I_IDX,
-    I_M,
-    I_N,
     I_RECORD,
-    I_STORE_SUB,
-    S_VALUES,
-    STEP_TERM_KEYS,
-    RowLayout,
     I_ROW,
+    I_STORE_SUB,
     ROWS_FULL,
+    S_DT,
+    S_F,
     S_PENALTIES,
     S_PENALTY_TOTAL,
+    S_VALUES,
+    STEP_TERM_KEYS,
     UNSTABLE,
+    RowLayout,
     accept_action,
     advance_step,
+    bind_arrays,
+    bind_rows,
     finish_hooked_step,
+    new_ints,
     reset_episode,
     state_size,
 )
@@ -60,15 +63,17 @@ class EmbodiedProbe:
         self.episode_index = -1
         self.sim_unstable = False
         self.layout: RowLayout | None = None
-        self._ints = np.zeros(I_IDX, dtype=np.int64)
+        self._ints = new_ints(0, 0)
         self._state = np.zeros(state_size(0, 0))
         self._rows = np.zeros((1, 1))
+        self._sub = np.zeros((0, 0))  # (substeps, 2n) = [tau | qd] of each physics substep
         self._action = np.zeros(0)
         self._action_shape = None
         self._action_space: gym.Space | None = None
         # per-term coefficients for EfficiencyReward's penalties (STEP_TERM_KEYS order)
         self.penalty_coefficients = np.zeros(len(STEP_TERM_KEYS))
         self._values = self._state[S_VALUES : S_VALUES + len(METRIC_KEYS)]
+        self._penalties = self._state[S_PENALTIES : S_PENALTY_TOTAL + 1]
 
     # -- configuration ----------------------------------------------------------------------
     def check_settings(self, joint_names, ee_site, ee_body) -> None:
@@ -86,41 +91,47 @@ class EmbodiedProbe:
     # -- driven by the owning wrapper -------------------------------------------------------
     def after_reset(self, env: gym.Env, seed: int | None) -> None:
         readout = read_robot(env, *self.robot_settings)
-        self.readout = readout
         n = readout.n_joints
         m = int(np.prod(env.action_space.shape)) if env.action_space.shape else 1
-        ints = np.zeros(I_IDX + 2 * n, dtype=np.int64)
-        ints[I_N], ints[I_M] = n, m
+        ints = new_ints(n, m)
         ints[I_STORE_SUB] = readout.n_substeps if self.record_substeps else 0
         ints[I_RECORD] = int(self.record_steps)
         ints[I_IDX : I_IDX + n] = readout.qpos_index
         ints[I_IDX + n :] = readout.dof_index
-        self._ints = ints
-        self.layout = RowLayout(n, m, int(ints[I_STORE_SUB]))
+        layout = RowLayout(n, m, int(ints[I_STORE_SUB]))
         if self._state.shape != (state_size(n, m),):
             self._state = np.zeros(state_size(n, m))
+        self._state[S_DT] = readout.physics_dt_s
+        self._state[S_F] = readout.control_freq_hz
         rows = _INITIAL_ROWS if self.record_steps else 1
-        if self._rows.shape[1] != self.layout.width or len(self._rows) < rows:
-            self._rows = np.zeros((rows, self.layout.width))
+        if self._rows.shape[1] != layout.width or len(self._rows) < rows:
+            self._rows = np.zeros((rows, layout.width))
+        # room for twice the announced substeps: a step that runs more is still captured
+        if self._sub.shape != (2 * readout.n_substeps, 2 * n):
+            self._sub = np.zeros((2 * readout.n_substeps, 2 * n))
         self._action = np.zeros(m)
-        self._action_space = env.action_space
-        self._action_shape = env.action_space.shape if isinstance(env.action_space, gym.spaces.Box) else None
-        self.capture.attach(env, readout, ints)
 
         model, data = readout.get_model_data()
-        ee_xyz = data.site_xpos if readout.ee_kind == "site" else data.xpos
+        ee_pos = (data.site_xpos if readout.ee_kind == "site" else data.xpos)[readout.ee_id]
         # views stay valid for the life of this MjData (robosuite builds a new one per reset)
-        self._arrays = (data.qpos, data.qvel, data.qacc, data.qfrc_actuator, ee_xyz, ints)
-        self._warnings = data.warning.number
+        arrays = (data.qpos, data.qvel, data.qacc, data.qfrc_actuator, ee_pos, data.warning.number,
+                  self._state, self._sub, self._action, self.penalty_coefficients)
+        bind_arrays(ints, *arrays)
+        bind_rows(ints, self._rows)
+        # only a complete table reaches the hooks and the kernels: an unbound one would make
+        # them dereference null addresses
+        self.capture.attach(env, readout, ints, arrays, self._rows)
+        self._ints = ints
+        self.readout = readout
+        self.layout = layout
+        self._action_space = env.action_space
+        self._action_shape = env.action_space.shape if isinstance(env.action_space, gym.spaces.Box) else None
         self._values = self._state[S_VALUES : S_VALUES + len(METRIC_KEYS)]
-        self._dt = readout.physics_dt_s
-        self._f = readout.control_freq_hz
+        self._penalties = self._state[S_PENALTIES : S_PENALTY_TOTAL + 1]
         self.seed = seed
         self.episode_index += 1
         self.sim_unstable = False
-        self._reward_col = self.layout.columns["reward"].start
-        self._share_accounting_args()
-        reset_episode(*self._arrays, self._state, self._rows, self._warnings)
+        reset_episode(ints)
 
     def before_step(self, action) -> np.ndarray:
         """Check the action (shape, finiteness) and keep a float64 copy for the metrics."""
@@ -128,23 +139,22 @@ class EmbodiedProbe:
         if array.shape != self._action_shape or array.dtype.kind != "f":
             return self._before_step_general(array, self._action_space)
         flat = array if array.ndim == 1 else array.reshape(-1)
-        if not accept_action(flat, self._action, self._ints):
+        if not accept_action(self._ints, flat):
             raise non_finite_error(array)
         return array
 
     def _before_step_general(self, array: np.ndarray, space: gym.Space) -> np.ndarray:
+        if self.layout is None:  # nothing is bound for the kernels yet
+            raise gym.error.ResetNeeded("Cannot call env.step() before calling env.reset()")
         array = check_action(array, space)
-        accept_action(np.asarray(array, dtype=np.float64).reshape(-1), self._action, self._ints)
+        accept_action(self._ints, np.asarray(array, dtype=np.float64).reshape(-1))
         return array
 
     def after_step(self, reward) -> bool:
         """Account the control step just taken; returns True when the simulation went unstable."""
-        code = finish_hooked_step(self._ints, self._rows, reward, self._reward_col)
+        code = finish_hooked_step(self._ints, reward)
         if code == -1:  # no simulator hook did the accounting (robosuite's Python substep loop)
-            code = advance_step(
-                *self._arrays, self._state, self._rows, self.capture.sub, self._action, reward,
-                self.penalty_coefficients, self._dt, self._f, self._warnings,
-            )
+            code = advance_step(self._ints, reward)
         if code == 0:
             return False
         if code == -2:
@@ -157,32 +167,39 @@ class EmbodiedProbe:
             grown = np.empty((2 * len(rows), rows.shape[1]))
             grown[: len(rows)] = rows
             self._rows = grown
-            self._share_accounting_args()
+            bind_rows(self._ints, grown)
+            self.capture.bound_rows = grown
         if code & UNSTABLE:
             self.sim_unstable = True
             return True
         return False
 
-    def _share_accounting_args(self) -> None:
-        self.capture.accounting_args = (
-            *self._arrays, self._state, self._rows, self.capture.sub, self._action,
-            self.penalty_coefficients, self._dt, self._f, self._warnings,
-        )
-
     # -- results ----------------------------------------------------------------------------
     def values(self) -> dict[str, float]:
-        """The episode-so-far metrics, keyed by ``METRIC_KEYS``."""
-        return dict(zip(METRIC_KEYS, self._values.tolist()))
+        """The episode-so-far metrics, keyed by ``METRIC_KEYS`` (a new dict on every call)."""
+        v = self._values.tolist()
+        # a dict display builds in half the time of dict(zip(METRIC_KEYS, v)): it runs every step
+        return {
+            "completion_time_s": v[0],
+            "ee_path_m": v[1],
+            "joint_path_rad": v[2],
+            "joint_rotation_rad": v[3],
+            "jerk_ms": v[4],
+            "action_rate": v[5],
+            "energy_j": v[6],
+            "effort_nm2s": v[7],
+            "n_steps": v[8],
+        }
 
     @property
     def rows_capacity(self) -> int:
         """Allocated recording rows (doubles when full)."""
         return len(self._rows)
 
-    def penalties(self) -> tuple[list[float], float]:
-        """The last step's weighted cost terms and their sum (see ``penalty_coefficients``)."""
-        state = self._state
-        return state[S_PENALTIES : S_PENALTIES + len(STEP_TERM_KEYS)].tolist(), float(state[S_PENALTY_TOTAL])
+    def penalties(self) -> list[float]:
+        """The last step's weighted cost terms (``STEP_TERM_KEYS`` order, see
+        ``penalty_coefficients``) followed by their sum."""
+        return self._penalties.tolist()
 
     @property
     def n_recorded_steps(self) -> int:
@@ -215,6 +232,14 @@ class EmbodiedProbe:
 
     def close(self) -> None:
         self.capture.detach()
+
+    def __reduce_ex__(self, protocol):
+        # a copy would share the raw addresses in its kernel table with this probe (and write
+        # into its arrays, or into freed memory): refuse, as for any live simulator handle
+        raise TypeError(
+            "an EmbodiedProbe holds raw addresses of live simulator memory and cannot be copied or "
+            "pickled; wrap a new env instead (gym.make(env.spec) rebuilds the wrappers)"
+        )
 
 
 def find_probe(env: gym.Env) -> EmbodiedProbe | None:

@@ -9,7 +9,10 @@ itself, on the live objects, without editing robosuite or gymnasium on disk:
   controller writing ``ctrl``, ``sim.step2()``; the hook wraps ``sim.step2`` (``sim.step`` without
   lite physics). A hard reset builds a new sim, so ``attach`` runs after every reset.
 - gymnasium ``MujocoEnv``: ``_step_mujoco_simulation`` calls ``mj_step(nstep=frame_skip)``; the
-  hook runs the same ``frame_skip`` single steps (same result, bit for bit) and samples after each.
+  hook runs the same ``frame_skip`` single steps (same result, bit for bit) and samples after each,
+  then does the probe's step accounting, all in one compiled call that calls MuJoCo's C functions
+  directly. That call costs less than the three Python bindings it replaces (``data.ctrl[:] =``,
+  ``mj_step``, ``mj_rnePostConstraint``), which pays for part of the wrappers' Python work.
 
 After each substep: ``tau = data.qfrc_actuator[arm dofs]`` (the actuator force applied during the
 substep) and ``qd = data.qvel[arm dofs]`` (the velocity after it).
@@ -26,7 +29,20 @@ import numba
 import numpy as np
 
 from wrappers.robot_readout import RobotReadout
-from wrappers.running_metrics import I_COUNT, I_EXTRA, I_IDX, I_PENDING, advance_step, capture_substep
+from wrappers.running_metrics import (
+    I_COUNT,
+    I_CTRL,
+    I_DATA,
+    I_EXTRA,
+    I_MODEL,
+    I_NU,
+    I_PENDING,
+    bound_vector,
+    advance_step,
+    bind_simulator,
+    capture_substep,
+    new_ints,
+)
 
 
 def _load_mujoco_function(name: str):
@@ -46,51 +62,53 @@ _mj_rne_post_constraint = _load_mujoco_function("mj_rnePostConstraint")
 
 # Not cacheable (it embeds the addresses of MuJoCo's C functions): compiled once per process.
 @numba.njit(cache=False)
-def _mujoco_env_step(
-    model_ptr, data_ptr, n_frames, ctrl_in, ctrl,
-    qpos, qvel, qacc, qfrc, ee_xyz, ints, state, rows, sub, action, coefficients, dt, f, warnings,
-):  # pragma: no cover - compiled
+def _mujoco_env_step(ints, ctrl_in, n_frames):  # pragma: no cover - compiled
     """gymnasium's _step_mujoco_simulation one mj_step at a time, capturing after each; then,
     if the wrapper's step is pending, the control-step accounting (saves a second call)."""
+    ctrl = bound_vector(ints, I_CTRL, ints[I_NU])
     for k in range(ctrl.shape[0]):
         ctrl[k] = ctrl_in[k]
+    model, data = ints[I_MODEL], ints[I_DATA]
     for _ in range(n_frames):
-        _mj_step(model_ptr, data_ptr)
-        capture_substep(qfrc, qvel, ints, sub)
-    _mj_rne_post_constraint(model_ptr, data_ptr)
+        _mj_step(model, data)
+        capture_substep(ints)
+    _mj_rne_post_constraint(model, data)
     if ints[I_PENDING] != 0:
-        advance_step(qpos, qvel, qacc, qfrc, ee_xyz, ints, state, rows, sub, action, np.nan, coefficients, dt, f, warnings)
+        advance_step(ints, np.nan)
     else:
         ints[I_EXTRA] += 1
 
 
 class SubstepCapture:
-    """Hooks a simulator's substep loop; fills ``sub`` (substeps, 2n) = [tau | qd] per substep.
+    """Hooks a simulator's substep loop; each substep appends [tau | qd] of the arm to the
+    probe's ``sub`` buffer.
 
-    ``ints`` is the probe's int array (joint count, dof indices, the substep counter). For a
-    gymnasium MujocoEnv the hook also runs the probe's step accounting (``accounting_args``,
-    set by the probe) in the same compiled call.
+    ``ints`` is the probe's kernel table (joint count, dof indices, the substep counter, the
+    addresses of the arrays, ``wrappers.running_metrics``). For a gymnasium MujocoEnv the hook
+    also runs the probe's step accounting in the same compiled call.
     """
 
     def __init__(self) -> None:
-        self.sub = np.zeros((0, 0))
-        self.ints = np.zeros(I_IDX, dtype=np.int64)
-        self.accounting_args: tuple = ()
+        self.ints = new_ints(0, 0)
+        # every array whose address is in ``ints``: the hook outlives the probe when someone
+        # keeps the unwrapped env, and must never step into freed memory
+        self.bound_arrays: tuple = ()
+        self.bound_rows = np.zeros((0, 0))  # the recording buffer (replaced when it grows)
         self._undo = None  # (object, attribute) whose instance attribute shadows the original
 
-    def attach(self, env, readout: RobotReadout, ints: np.ndarray) -> None:
-        """Hook the substep loop of ``env`` (call after every reset; idempotent)."""
-        self.ints = ints
-        # room for twice the announced substeps: a step that runs more is still captured
-        shape = (2 * readout.n_substeps, 2 * readout.n_joints)
-        if self.sub.shape != shape:
-            self.sub = np.zeros(shape)
+    def attach(self, env, readout: RobotReadout, ints: np.ndarray, bound_arrays: tuple, rows: np.ndarray) -> None:
+        """Hook the substep loop of ``env`` (call after every reset; idempotent) and run the hook
+        on ``ints``, whose arrays (``bound_arrays``, ``rows``) are bound already."""
         base = env.unwrapped
         if readout.source == "robosuite":
             self._attach_robosuite(base.robosuite_env)
         else:
+            bind_simulator(ints, base.model._address, base.data._address, base.data.ctrl)
+            bound_arrays = (*bound_arrays, base.model, base.data)
             self._attach_mujoco_env(base)
         ints[I_COUNT] = 0
+        self.bound_arrays, self.bound_rows = bound_arrays, rows
+        self.ints = ints
 
     def _attach_robosuite(self, rs) -> None:
         sim = rs.sim
@@ -99,13 +117,11 @@ class SubstepCapture:
         self.detach()
         name = "step2" if rs.lite_physics else "step"
         original = getattr(sim, name)
-        data = sim.data._data
-        qfrc, qvel = data.qfrc_actuator, data.qvel
         capture = self
 
         def hooked_step(*args, **kwargs):
             result = original(*args, **kwargs)
-            capture_substep(qfrc, qvel, capture.ints, capture.sub)
+            capture_substep(capture.ints)
             return result
 
         setattr(sim, name, hooked_step)
@@ -117,24 +133,28 @@ class SubstepCapture:
         self.detach()
         capture = self
         model, data = base.model, base.data
-        model_ptr, data_ptr = model._address, data._address
-        ctrl, qfrc, qvel = data.ctrl, data.qfrc_actuator, data.qvel
+        ctrl = data.ctrl
+        ctrl_shape = ctrl.shape
 
         def hooked_simulation(ctrl_in, n_frames):
             if base.model is not model or base.data is not data:  # the env swapped its model
                 raise RuntimeError("the MuJoCo model/data of this env changed; re-attach the capture")
-            if _mj_step is None:  # no MuJoCo shared library to call from compiled code
-                ctrl[:] = ctrl_in
-                for _ in range(n_frames):
-                    mujoco.mj_step(model, data)
-                    capture_substep(qfrc, qvel, capture.ints, capture.sub)
-                mujoco.mj_rnePostConstraint(model, data)
-                return
-            if type(ctrl_in) is not np.ndarray or ctrl_in.ndim != 1:
-                ctrl_in = np.asarray(ctrl_in, dtype=np.float64).reshape(-1)
-            _mujoco_env_step(model_ptr, data_ptr, n_frames, ctrl_in, ctrl, *capture.accounting_args)
+            if type(ctrl_in) is not np.ndarray or ctrl_in.shape != ctrl_shape:
+                converted = np.empty(ctrl_shape)
+                converted[:] = ctrl_in  # numpy's rules, as the original ``data.ctrl[:] = ctrl``
+                ctrl_in = converted
+            _mujoco_env_step(capture.ints, ctrl_in, n_frames)
 
-        base._step_mujoco_simulation = hooked_simulation
+        def python_simulation(ctrl_in, n_frames):  # no MuJoCo shared library to call from compiled code
+            if base.model is not model or base.data is not data:
+                raise RuntimeError("the MuJoCo model/data of this env changed; re-attach the capture")
+            ctrl[:] = ctrl_in
+            for _ in range(n_frames):
+                mujoco.mj_step(model, data)
+                capture_substep(capture.ints)
+            mujoco.mj_rnePostConstraint(model, data)
+
+        base._step_mujoco_simulation = hooked_simulation if _mj_step is not None else python_simulation
         self._undo = (base, "_step_mujoco_simulation")
 
     def detach(self) -> None:
