@@ -1,0 +1,86 @@
+"""Conventional inference cost of the reference VLA's compressed variants, side by side.
+
+For each variant: params, non-zero params, FLOPs per call (torch's counter), and latency as a
+ratio to the base model. Latencies are measured in interleaved rounds (every variant once per
+round, on the same Lift observation) and the ratio is the median over rounds of the per-round
+ratio, so machine noise hits all variants alike.
+
+    python benchmarks/policy_variants.py [--rounds 7] [--calls 20] [--checkpoint DIR] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import vla_envs  # noqa: F401,I001
+import gymnasium as gym
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from policies.compression import compress
+from policies.profiling import profile
+from policies.tinyvla import load_reference
+
+VARIANTS: dict[str, dict] = {
+    "base": {},
+    "int8 (fake)": {"quantization": {"method": "fake", "bits": 8}},
+    "int4 (fake)": {"quantization": {"method": "fake", "bits": 4}},
+    "int8 dynamic": {"quantization": {"method": "dynamic_int8"}},
+    "prune 30%": {"pruning": {"fraction": 0.3}},
+    "prune 50%": {"pruning": {"fraction": 0.5}},
+    "prune rows 25%": {"pruning": {"fraction": 0.25, "structured": True}},
+    "tokens 50% attention": {"token_sparsification": {"keep": 0.5, "method": "attention"}},
+    "tokens 25% attention": {"token_sparsification": {"keep": 0.25, "method": "attention"}},
+    "tokens 50% norm": {"token_sparsification": {"keep": 0.5, "method": "norm"}},
+    "tokens 50% random": {"token_sparsification": {"keep": 0.5, "method": "random"}},
+    "DCT keep 3": {"action_codec": {"dct_keep": 3}},
+    "DCT keep 3, q=10": {"action_codec": {"dct_keep": 3, "quantization_scale": 10.0}},
+    "downsample 2": {"action_codec": {"downsample": 2}},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--checkpoint", help="checkpoint directory (default: the shipped weights)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = as in parallel evaluation)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    base = load_reference(args.checkpoint)
+    env = gym.make("vla_envs/Lift-v0", obs_mode="rgb", image_size=base.model.config.image_size)
+    obs, info = env.reset(seed=0)
+    policies = {name: compress(base, spec) if spec else base for name, spec in VARIANTS.items()}
+    for policy in policies.values():
+        policy.reset(info["instruction"])
+    profiles = {name: profile(policy, obs, repeats=3) for name, policy in policies.items()}
+    ratios: dict[str, list[float]] = {name: [] for name in policies}
+    medians: dict[str, list[float]] = {name: [] for name in policies}
+    for _ in range(args.rounds):
+        round_ms = {}
+        for name, policy in policies.items():
+            times = []
+            for _ in range(args.calls):
+                start = time.perf_counter()
+                policy.act(obs)
+                times.append((time.perf_counter() - start) * 1e3)
+            round_ms[name] = statistics.median(times)
+        for name in policies:
+            ratios[name].append(round_ms[name] / round_ms["base"])
+            medians[name].append(round_ms[name])
+    table = Table("variant", "params", "non-zero", "MFLOPs/call", "FLOPs ratio", "latency ms", "latency ratio")
+    base_flops = profiles["base"].flops_per_call
+    for name, p in profiles.items():
+        table.add_row(name, f"{p.params:,}", f"{p.nonzero_params:,}", f"{p.flops_per_call / 1e6:.1f}",
+                      f"{p.flops_per_call / base_flops:.3f}", f"{statistics.median(medians[name]):.2f}",
+                      f"{statistics.median(ratios[name]):.3f}")
+    Console().print(table)
+    print(f"torch threads: {args.threads}; {args.rounds} interleaved rounds x {args.calls} calls; "
+          "fake quantization stores dequantized float weights, so its latency equals the base model's")
+
+
+if __name__ == "__main__":
+    main()

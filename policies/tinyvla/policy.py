@@ -1,0 +1,71 @@
+"""``TinyVLAPolicy``: the reference VLA behind the ``Policy`` interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from policies.base import Policy
+from policies.normalization import ActionNormalizer
+from policies.tinyvla import checkpoint
+from policies.tinyvla.model import SPARSIFY_METHODS, TinyVLA
+from policies.tinyvla.tokenizer import WordTokenizer
+
+
+class TinyVLAPolicy(Policy):
+    """Reads ``obs["image"]``, ``obs["wrist_image"]`` (uint8, S x S x 3) and ``obs["proprio"]``
+    (the env's ``rgb`` observation mode) and the instruction given at ``reset``; returns a chunk of
+    ``chunk_size`` actions in the env's units, clipped to [-1, 1]."""
+
+    def __init__(self, model: TinyVLA, tokenizer: WordTokenizer, normalizer: ActionNormalizer, token_seed: int = 0):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.normalizer = normalizer
+        self.action_dim = model.config.action_dim
+        self.chunk_size = model.config.chunk_size
+        self.token_seed = token_seed
+        self._generator = torch.Generator().manual_seed(token_seed)
+        self.reset()
+
+    def reset(self, instruction: str = "") -> None:
+        super().reset(instruction)
+        self._instruction_ids = torch.tensor([self.tokenizer.encode(instruction)], dtype=torch.long)
+        # random token dropping restarts every episode, so an episode's result does not depend
+        # on which episodes ran before it in the same process
+        self._generator.manual_seed(self.token_seed)
+
+    def set_token_sparsification(self, keep: float, method: str = "attention") -> None:
+        """Keep ``max(1, round(keep * n_image_tokens))`` image tokens after the model's
+        ``sparsify_after_block``-th block (``keep = 1`` turns sparsification off)."""
+        if not 0.0 < keep <= 1.0:
+            raise ValueError(f"keep={keep}: expected a fraction in (0, 1]")
+        if method not in SPARSIFY_METHODS:
+            raise ValueError(f"method={method!r}: expected one of {SPARSIFY_METHODS}")
+        self.model.token_keep = float(keep)
+        self.model.token_method = method
+        self.model.token_generator = self._generator
+
+    def _tensor(self, obs, key: str, shape: tuple[int, ...], dtype) -> torch.Tensor:
+        if key not in obs:
+            raise KeyError(f"TinyVLA needs obs[{key!r}] (make the env with obs_mode='rgb'); got keys {sorted(obs)}")
+        value = np.asarray(obs[key])
+        if value.shape != shape:
+            raise ValueError(f"obs[{key!r}] has shape {value.shape}, expected {shape}")
+        return torch.from_numpy(np.ascontiguousarray(value, dtype=dtype))[None]
+
+    @torch.inference_mode()
+    def act(self, obs) -> np.ndarray:
+        config = self.model.config
+        size = config.image_size
+        images = {camera: self._tensor(obs, camera, (size, size, 3), np.uint8) for camera in config.patch_sizes}
+        proprio = self._tensor(obs, "proprio", (config.proprio_dim,), np.float32)
+        chunk = self.model(images, self._instruction_ids, proprio)[0].numpy()
+        return np.clip(self.normalizer.unnormalize(chunk), -1.0, 1.0)
+
+
+def load_reference(directory: str | Path | None = None, name: str = checkpoint.REFERENCE_NAME, token_seed: int = 0) -> TinyVLAPolicy:
+    """The shipped reference VLA (or another checkpoint in ``directory``)."""
+    model, tokenizer, normalizer, _ = checkpoint.load(Path(directory) if directory else checkpoint.REFERENCE_DIR, name)
+    return TinyVLAPolicy(model, tokenizer, normalizer, token_seed=token_seed)

@@ -1,0 +1,219 @@
+"""Behaviour cloning of TinyVLA on scripted-expert demonstrations, multi-task.
+
+    python -m policies.tinyvla.train configs/policies/tinyvla.yaml [--steps N] [--output DIR]
+
+Collects the demonstrations it lacks (``policies.tinyvla.demos``), then minimises the L1 error
+between predicted and demonstrated action chunks (normalised). A frame's chunk is the next
+``chunk_size`` expert actions, the episode's last action repeated past its end. Batches draw
+every task equally often, whatever its episode lengths. Images get a random shift of up to
+``shift_px`` pixels (DrQ, Kostrikov et al. 2020), the usual remedy for BC from few demos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from policies.normalization import ActionNormalizer
+from policies.tinyvla import checkpoint
+from policies.tinyvla.model import TinyVLA, TinyVLAConfig
+from policies.tinyvla.tokenizer import WordTokenizer
+from vla_envs.config import load_config
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DemosSection(_Strict):
+    cache_dir: str = "data/demos"
+    image_size: int = Field(64, ge=8)
+    translation_noise: float = Field(0.1, ge=0.0)
+    episodes: dict[str, int]
+
+
+class ModelSection(_Strict):
+    width: int = Field(128, ge=8)
+    depth: int = Field(4, ge=1)
+    heads: int = Field(4, ge=1)
+    chunk_size: int = Field(8, ge=1)
+    patch_sizes: dict[str, int] = {"image": 8, "wrist_image": 16}
+    max_instruction_tokens: int = Field(12, ge=1)
+    sparsify_after_block: int = Field(1, ge=0)
+
+
+class TrainSection(_Strict):
+    steps: int = Field(3000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(200, ge=0)
+    shift_px: int = Field(4, ge=0)
+    seed: int = 0
+    threads: int = Field(2, ge=1)
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
+
+
+class OutputSection(_Strict):
+    directory: str = "policies/tinyvla/weights"
+    name: str = "tinyvla"
+
+
+class TrainConfig(_Strict):
+    demos: DemosSection
+    model: ModelSection = ModelSection()
+    train: TrainSection = TrainSection()
+    output: OutputSection = OutputSection()
+
+
+def load_demos(section: DemosSection) -> dict[str, dict[str, np.ndarray]]:
+    from policies.tinyvla.demos import DemoSpec, collect, load
+
+    out = {}
+    for task, episodes in section.episodes.items():
+        path = Path(section.cache_dir) / f"{task}.npz"
+        spec = DemoSpec(task, episodes, image_size=section.image_size, translation_noise=section.translation_noise)
+        if path.exists():
+            data = load(path)
+            if len(data["seed"]) >= episodes and data["image"].shape[1] == section.image_size:
+                out[task] = data
+                continue
+        print(f"collecting {task} demonstrations up to {episodes} -> {path}")
+        out[task] = load(collect(spec, path))
+    return out
+
+
+def chunk_indices(episode: np.ndarray, chunk_size: int) -> np.ndarray:
+    """(N, chunk_size) frame indices of each frame's next actions, clamped to its episode's end."""
+    n = len(episode)
+    last = np.empty(n, np.int64)
+    # the last frame of each frame's episode (episodes are contiguous runs)
+    boundaries = np.flatnonzero(np.diff(episode)) + 1
+    ends = np.append(boundaries, n) - 1
+    starts = np.insert(boundaries, 0, 0)
+    for start, end in zip(starts, ends):
+        last[start : end + 1] = end
+    return np.minimum(np.arange(n)[:, None] + np.arange(chunk_size)[None, :], last[:, None])
+
+
+def random_shift(images: torch.Tensor, pad: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Shift each (S, S, C) image by ``offsets[i] - pad`` pixels (rows, columns), repeating edge
+    pixels: the same as replicate-padding by ``pad`` and cropping at ``offsets[i]``."""
+    if pad == 0:
+        return images
+    batch, size = images.shape[0], images.shape[1]
+    span = torch.arange(size, device=images.device)
+    rows = (offsets[:, :1] - pad + span).clamp(0, size - 1)  # (B, S)
+    cols = (offsets[:, 1:] - pad + span).clamp(0, size - 1)
+    return images[torch.arange(batch, device=images.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def train(config: TrainConfig, steps: int | None = None, output: Path | None = None, device: str | None = None) -> Path:
+    section = config.train
+    device = torch.device(device or section.device)
+    torch.manual_seed(section.seed)
+    torch.set_num_threads(section.threads)
+    generator = torch.Generator().manual_seed(section.seed)
+    rng = np.random.default_rng(section.seed)
+
+    demos = load_demos(config.demos)
+    tasks = list(demos)
+    instructions = {task: str(data["instruction"]) for task, data in demos.items()}
+    tokenizer = WordTokenizer.from_texts(list(instructions.values()), config.model.max_instruction_tokens)
+    images = {cam: np.concatenate([demos[t][cam] for t in tasks]) for cam in config.model.patch_sizes}
+    proprio = np.concatenate([demos[t]["proprio"] for t in tasks])
+    actions = np.concatenate([demos[t]["action"] for t in tasks])
+    offsets = np.cumsum([0] + [len(demos[t]["action"]) for t in tasks])
+    chunks = np.concatenate([chunk_indices(demos[t]["episode"], config.model.chunk_size) + offsets[i]
+                             for i, t in enumerate(tasks)])
+    word_ids = np.concatenate([np.tile(tokenizer.encode(instructions[t]), (len(demos[t]["action"]), 1)) for t in tasks])
+    # equal probability mass per task
+    weights = np.concatenate([np.full(len(demos[t]["action"]), 1.0 / len(demos[t]["action"])) for t in tasks])
+    weights /= weights.sum()
+
+    normalizer = ActionNormalizer.from_data(actions)
+    targets = torch.from_numpy(normalizer.normalize(actions)).to(device)
+    model_config = TinyVLAConfig(vocab_size=len(tokenizer.vocabulary), proprio_dim=proprio.shape[1],
+                                 action_dim=actions.shape[1], image_size=config.demos.image_size,
+                                 **config.model.model_dump())
+    model = TinyVLA(model_config)
+    model.proprio_mean.copy_(torch.from_numpy(proprio.mean(axis=0)))
+    model.proprio_std.copy_(torch.from_numpy(np.maximum(proprio.std(axis=0), 1e-3)))
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=section.learning_rate, weight_decay=section.weight_decay)
+    total = steps or section.steps
+
+    def learning_rate(step: int) -> float:  # linear warm-up, cosine decay to 0
+        if step < section.warmup_steps:
+            return (step + 1) / section.warmup_steps
+        return 0.5 * (1 + math.cos(math.pi * (step - section.warmup_steps) / max(1, total - section.warmup_steps)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate)
+    images_t = {cam: torch.from_numpy(array).to(device) for cam, array in images.items()}
+    proprio_t, words_t, chunks_t = (torch.from_numpy(a).to(device) for a in (proprio, word_ids, chunks))
+    losses: list[float] = []
+    start = time.perf_counter()
+    model.train()
+    columns = [TextColumn("training TinyVLA"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns) as progress:
+        bar = progress.add_task("train", total=total, loss=float("nan"))
+        for step in range(total):
+            index = torch.from_numpy(rng.choice(len(weights), section.batch_size, p=weights)).to(device)
+            batch_images = {}
+            for cam in images_t:
+                offsets = torch.randint(0, 2 * section.shift_px + 1, (section.batch_size, 2), generator=generator)
+                batch_images[cam] = random_shift(images_t[cam][index], section.shift_px, offsets.to(device))
+            predicted = model(batch_images, words_t[index], proprio_t[index])
+            loss = (predicted - targets[chunks_t[index]]).abs().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            if step % 20 == 0 or step == total - 1:
+                progress.update(bar, completed=step + 1, loss=float(np.mean(losses[-20:])))
+                if not progress.console.is_terminal and step % 100 == 0:  # logs get a line now and then
+                    elapsed = time.perf_counter() - start
+                    print(f"step {step + 1}/{total} loss {np.mean(losses[-100:]):.4f} "
+                          f"elapsed {elapsed:.0f} s eta {elapsed / (step + 1) * (total - step - 1):.0f} s", flush=True)
+    wall_time_s = time.perf_counter() - start
+    model.eval().cpu()
+    record = {
+        "config": config.model_dump(),
+        "steps": total,
+        "wall_time_s": round(wall_time_s, 1),
+        "torch_threads": section.threads,
+        "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
+        "frames": {t: int(len(demos[t]["action"])) for t in tasks},
+        "episodes": {t: int(len(demos[t]["seed"])) for t in tasks},
+        "demo_seeds": {t: [int(demos[t]["seed"].min()), int(demos[t]["seed"].max())] for t in tasks},
+        "instructions": instructions,
+        "final_loss": float(np.mean(losses[-100:])),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    path = checkpoint.save(output or Path(config.output.directory), config.output.name, model, tokenizer, normalizer, record)
+    print(f"saved {path} after {total} steps in {wall_time_s:.0f} s (final L1 {record['final_loss']:.4f})")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", type=Path, help="YAML config (e.g. configs/policies/tinyvla.yaml)")
+    parser.add_argument("--steps", type=int, help="override train.steps")
+    parser.add_argument("--output", type=Path, help="override output.directory")
+    parser.add_argument("--device", help="override train.device (cpu, cuda)")
+    args = parser.parse_args(argv)
+    train(load_config(args.config, TrainConfig), steps=args.steps, output=args.output, device=args.device)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""TinyVLA: token sparsification, checkpoints, the instruction path, training end to end, shipped weights."""
+
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import vla_envs  # noqa: F401
+from policies.compression import compress
+from policies.normalization import ActionNormalizer
+from policies.profiling import profile
+from policies.tinyvla import TinyVLA, TinyVLAConfig, TinyVLAPolicy, load_reference
+from policies.tinyvla import checkpoint
+from policies.tinyvla.tokenizer import WordTokenizer
+from policies.tinyvla.train import chunk_indices
+
+INSTRUCTIONS = ["pick up the red cube and lift it off the table", "stack the red cube on the green cube"]
+
+
+def small_policy(seed: int = 0) -> TinyVLAPolicy:
+    torch.manual_seed(seed)
+    tokenizer = WordTokenizer.from_texts(INSTRUCTIONS, max_tokens=12)
+    config = TinyVLAConfig(vocab_size=len(tokenizer.vocabulary), proprio_dim=5, width=32, depth=3, heads=2)
+    normalizer = ActionNormalizer(np.zeros(7), np.full(7, 0.5))
+    return TinyVLAPolicy(TinyVLA(config), tokenizer, normalizer)
+
+
+def random_obs(seed: int = 0, size: int = 64) -> dict:
+    rng = np.random.default_rng(seed)
+    return {
+        "image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+        "wrist_image": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+        "proprio": rng.normal(size=5).astype(np.float32),
+    }
+
+
+def test_tokenizer_pads_and_maps_unknown_words():
+    tokenizer = WordTokenizer.from_texts(INSTRUCTIONS, max_tokens=6)
+    ids = tokenizer.encode("Stack the BLUE cube")
+    assert len(ids) == 6 and ids[2] == 1 and ids[4:] == [0, 0]  # 'blue' unknown, padded
+    assert tokenizer.encode("pick up the red cube and lift it off") == tokenizer.encode("pick up the red cube and")
+
+
+@pytest.mark.parametrize("method", ["attention", "norm", "random"])
+@pytest.mark.parametrize("keep", [0.1, 0.25, 0.5, 0.9])
+def test_token_keep_ratio_is_exact(method, keep):
+    policy = small_policy()
+    policy.set_token_sparsification(keep, method)
+    policy.reset(INSTRUCTIONS[0])
+    chunk = policy.act(random_obs())
+    kept = policy.model.last_kept_indices
+    n_image = policy.model.config.n_image_tokens  # 64 agent-view + 16 wrist patches
+    assert n_image == 80
+    assert kept.shape == (1, max(1, round(keep * n_image)))
+    assert len(set(kept[0].tolist())) == kept.shape[1]  # distinct tokens
+    assert 0 <= int(kept.min()) and int(kept.max()) < n_image
+    assert chunk.shape == (8, 7) and np.isfinite(chunk).all()
+
+
+def test_token_sparsification_changes_only_the_tokens():
+    policy = small_policy()
+    obs = random_obs()
+    policy.reset(INSTRUCTIONS[0])
+    full = policy.act(obs)
+    policy.set_token_sparsification(1.0, "attention")
+    assert np.array_equal(policy.act(obs), full)  # keep = 1 is exactly the dense model
+    policy.set_token_sparsification(0.5, "attention")
+    assert not np.array_equal(policy.act(obs), full)
+
+
+def test_attention_selection_keeps_the_most_attended_tokens():
+    policy = small_policy()
+    model = policy.model
+    captured = {}
+    # record what block 1 (the sparsification point) attends, to recompute the ranking by hand
+
+    def hook(module, inputs, output):
+        captured["weights"] = output[1]
+
+    handle = model.blocks[1].attn.register_forward_hook(hook)
+    policy.set_token_sparsification(0.25, "attention")
+    policy.reset(INSTRUCTIONS[0])
+    policy.act(random_obs())
+    handle.remove()
+    prefix = model.config.n_prefix_tokens
+    scores = captured["weights"][0, :, :prefix, prefix:].mean(dim=(0, 1))
+    expected = set(torch.topk(scores, 20).indices.tolist())
+    assert set(model.last_kept_indices[0].tolist()) == expected
+
+
+def test_random_sparsification_restarts_each_episode():
+    policy = small_policy()
+    policy.set_token_sparsification(0.5, "random")
+    obs = random_obs()
+    policy.reset(INSTRUCTIONS[0])
+    first = [policy.act(obs), policy.model.last_kept_indices.clone()]
+    second_call = policy.model.last_kept_indices.clone()
+    policy.act(obs)
+    assert not torch.equal(policy.model.last_kept_indices, second_call)  # fresh draw per call
+    policy.reset(INSTRUCTIONS[0])
+    again = policy.act(obs)
+    assert np.array_equal(again, first[0]) and torch.equal(policy.model.last_kept_indices, first[1])
+
+
+def test_sparsification_reduces_flops():
+    policy = small_policy()
+    obs = random_obs()
+    dense = profile(policy, obs, repeats=3)
+    half, quarter = (
+        profile(compress(policy, {"token_sparsification": {"keep": keep, "method": "norm"}}), obs, repeats=3)
+        for keep in (0.5, 0.25)
+    )
+    # blocks after the first see 14 + 20 tokens instead of 14 + 80
+    assert quarter.flops_per_call < half.flops_per_call < 0.9 * dense.flops_per_call
+    assert quarter.flops_per_call < 0.8 * dense.flops_per_call
+    assert quarter.params == dense.params
+
+
+@pytest.mark.parametrize("structured", [False, True])
+def test_pruning_leaves_the_action_head_whole(structured):
+    policy = small_policy()
+    pruned = compress(policy, {"pruning": {"fraction": 0.5, "structured": structured}})
+    assert torch.equal(pruned.model.action_head.weight, policy.model.action_head.weight)
+    qkv = pruned.model.blocks[0].attn.qkv.weight
+    zeros = int((qkv == 0).sum()) if not structured else int((qkv.abs().sum(dim=1) == 0).sum())
+    assert zeros == (qkv.numel() // 2 if not structured else qkv.shape[0] // 2)
+
+
+def test_bad_sparsification_and_observations_are_rejected():
+    policy = small_policy()
+    with pytest.raises(ValueError, match="keep=0"):
+        policy.set_token_sparsification(0.0)
+    with pytest.raises(ValueError, match="method='top'"):
+        policy.set_token_sparsification(0.5, "top")
+    obs = random_obs()
+    with pytest.raises(KeyError, match="wrist_image"):
+        policy.act({k: v for k, v in obs.items() if k != "wrist_image"})
+    with pytest.raises(ValueError, match=r"obs\['image'\] has shape \(32, 32, 3\), expected \(64, 64, 3\)"):
+        policy.act({**obs, "image": obs["image"][:32, :32]})
+
+
+def test_instruction_changes_the_action():
+    policy = small_policy()
+    obs = random_obs()
+    policy.reset(INSTRUCTIONS[0])
+    lift = policy.act(obs)
+    policy.reset(INSTRUCTIONS[1])
+    assert not np.allclose(policy.act(obs), lift)
+
+
+def test_checkpoint_round_trip_is_exact(tmp_path):
+    policy = small_policy(seed=3)
+    checkpoint.save(tmp_path, "m", policy.model, policy.tokenizer, policy.normalizer, {"note": "test"})
+    loaded = load_reference(tmp_path, "m")
+    obs = random_obs(1)
+    policy.reset(INSTRUCTIONS[1])
+    loaded.reset(INSTRUCTIONS[1])
+    assert np.array_equal(policy.act(obs), loaded.act(obs))
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        load_reference(tmp_path, "missing")
+
+
+def test_chunk_indices_repeat_the_last_action_of_each_episode():
+    episode = np.array([0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(
+        chunk_indices(episode, 3), [[0, 1, 2], [1, 2, 2], [2, 2, 2], [3, 4, 4], [4, 4, 4]]
+    )
+
+
+def test_training_entry_point_collects_trains_saves_and_loads(tmp_path):
+    from policies.tinyvla.train import main
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        f"demos: {{cache_dir: {tmp_path / 'demos'}, image_size: 32, episodes: {{Lift: 2}}}}\n"
+        "model: {width: 16, depth: 2, heads: 2, chunk_size: 4, patch_sizes: {image: 8, wrist_image: 16}}\n"
+        "train: {steps: 3, batch_size: 8, warmup_steps: 1}\n"
+        f"output: {{directory: {tmp_path / 'out'}, name: lift}}\n"
+    )
+    main([str(config)])
+    demos = np.load(tmp_path / "demos" / "Lift.npz")
+    assert len(demos["seed"]) == 2 and demos["image"].shape[1:] == (32, 32, 3)
+    assert len(demos["action"]) == len(demos["image"]) == len(demos["proprio"])
+    policy = load_reference(tmp_path / "out", "lift")
+    assert policy.chunk_size == 4
+    env = gym.make("vla_envs/Lift-v0", obs_mode="rgb", image_size=32)
+    obs, info = env.reset(seed=0)
+    policy.reset(info["instruction"])
+    chunk = policy.act(obs)
+    assert chunk.shape == (4, 7) and (np.abs(chunk) <= 1).all()
+    env.close()
+
+
+def test_bad_training_config_fails_at_load(tmp_path):
+    from vla_envs.config import ConfigError, load_config
+    from policies.tinyvla.train import TrainConfig
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("demos: {episodes: {Lift: 2}}\ntrain: {steps: 0}\n")
+    with pytest.raises(ConfigError, match="steps"):
+        load_config(path, TrainConfig)
+
+
+def test_random_shift_equals_replicate_pad_and_crop():
+    from policies.tinyvla.train import random_shift
+
+    images = torch.randint(0, 256, (5, 16, 16, 3), dtype=torch.uint8)
+    offsets = torch.tensor([[0, 0], [8, 8], [4, 4], [1, 7], [6, 2]])
+    shifted = random_shift(images, 4, offsets)
+    padded = torch.nn.functional.pad(images.permute(0, 3, 1, 2).float(), (4,) * 4, mode="replicate")
+    for i, (y, x) in enumerate(offsets.tolist()):
+        expected = padded[i, :, y : y + 16, x : x + 16].permute(1, 2, 0).to(torch.uint8)
+        assert torch.equal(shifted[i], expected)
+    assert torch.equal(shifted[2], images[2])  # offset == pad: no shift
