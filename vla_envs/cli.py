@@ -111,6 +111,61 @@ def rollout(
     console.print(f"success rate {rate:.0%} over {len(results)} episodes")
 
 
+@app.command("eval")
+def eval_command(
+    config: str = typer.Argument(..., help="evaluation config YAML, e.g. configs/eval/quickstart.yaml"),
+    out: str | None = typer.Option(None, "--out", help="output folder (default: runs/eval/<config name>)"),
+    workers: int = typer.Option(1, "--workers", min=1, help="episodes in parallel (local processes or Ray actors)"),
+    backend: str = typer.Option("local", "--backend", help="local or ray"),
+    resume: bool = typer.Option(False, "--resume", help="run only the episodes missing in --out"),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="ray.init address (e.g. auto); overrides the config's ray.address"
+    ),
+) -> None:
+    """Evaluate a base policy and its variants on paired seeds; write tables, summary and report."""
+    from pathlib import Path
+
+    from evaluation import load_eval_config, run_eval
+    from evaluation.runner import OutputExistsError
+    from vla_envs.config import ConfigError
+
+    if backend not in ("local", "ray"):
+        console.print(f"[red]--backend {backend!r}: expected local or ray[/red]")
+        raise typer.Exit(2)
+    try:
+        cfg = load_eval_config(config)
+    except ConfigError as exc:
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    out_dir = Path(out) if out is not None else Path("runs") / "eval" / Path(config).stem
+    try:
+        outcome = run_eval(
+            cfg, out_dir, workers=workers, backend=backend, resume=resume, ray_address=ray_address,
+            config_path=str(config), console=console,
+        )
+    except OutputExistsError as exc:
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print(f"interrupted: finished episodes are kept in {out_dir}/parts; rerun with --resume", style="yellow")
+        raise typer.Exit(130) from None
+    table = Table(title=f"{cfg.name or Path(config).stem}: success and embodied cost (means over successes)")
+    for column in ("task", "variant", "success", "completion (s)", "jerk", "energy (J)", "latency (ms)"):
+        table.add_column(column, justify="right")
+    def fmt(value, spec: str) -> str:
+        return "–" if value is None or value != value else format(value, spec)  # None or nan
+
+    for row in outcome.summary:
+        pct = "" if row["is_base"] else fmt(row["completion_time_s_pct_vs_base"], "+.0f").join((" (", "%)"))
+        table.add_row(
+            row["task"], row["variant"], f"{row['successes']}/{row['episodes']}",
+            fmt(row["completion_time_s_mean"], ".2f") + pct, fmt(row["jerk_ms_mean"], ".3g"),
+            fmt(row["energy_j_mean"], ".3g"), fmt(row["profile_latency_median_ms"], ".2f"),
+        )
+    console.print(table)
+    console.print(f"{outcome.ran} episodes run ({outcome.units} planned); outputs in {out_dir}/ (summary.md, report.html)")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,321 @@
+"""Evaluation config files (``configs/eval/*.yaml``): schema and loading.
+
+A config names the tasks, the seeds, the environment settings, a base policy and its variants,
+how chunks are executed, the latency model and what to record. It is validated in full when
+loaded (``load_eval_config``), so a typo fails with the file, the field, the value and what was
+expected before any episode runs. Example::
+
+    tasks: [Lift]
+    episodes: 10                # per task and variant
+    seeds: {start: 0}           # or an explicit list: [0, 1, 2]
+    env: {obs_mode: state, max_episode_steps: 120}
+    base: {name: expert, policy: {kind: expert}}
+    variants:
+      - {name: expert_100ms, latency: {fixed_ms: 100}}
+      - {name: dct4, compression: {action_codec: {dct_keep: 4}}}
+    execution: {schedule: open_loop, execute_steps: 4}
+    latency: frozen             # or measured, or {fixed_ms: 50}
+    recording: {record_steps: true, record_substeps: false}
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from vla_envs.config import ConfigError, load_config, load_task_configs
+
+# Variant names become file names and table keys.
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExpertPolicySpec(_Strict):
+    """The task's scripted expert (``policies.experts``); it reads privileged simulator state."""
+
+    kind: Literal["expert"]
+
+
+class FactoryPolicySpec(_Strict):
+    """``module:callable`` returning a ``Policy``; called with ``kwargs`` (and ``env=`` and/or
+    ``task=`` when the callable takes parameters of those names)."""
+
+    factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="module.path:callable")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+PolicySpec = ExpertPolicySpec | FactoryPolicySpec
+
+
+class FixedLatency(_Strict):
+    """A fixed inference time in milliseconds (models a target device)."""
+
+    fixed_ms: float = Field(ge=0.0)
+
+
+LatencySpec = Literal["frozen", "measured"] | FixedLatency
+
+
+class ExecutionConfig(_Strict):
+    """How action chunks become control steps (``policies.ChunkExecutor``)."""
+
+    schedule: Literal["open_loop", "temporal_ensemble"] = "open_loop"
+    execute_steps: int | None = Field(
+        None, ge=1, description="open-loop k (capped at each policy's chunk size); default: the chunk size"
+    )
+    ensemble_coefficient: float = Field(0.01, ge=0.0)
+
+
+class BaseConfig(_Strict):
+    name: str = Field("base", pattern=_NAME_PATTERN)
+    policy: PolicySpec
+
+
+class VariantConfig(_Strict):
+    """A variant: the base policy compressed (``compression``), or another policy (``policy``);
+    with neither, the base policy itself under other ``execution`` / ``latency`` settings."""
+
+    name: str = Field(pattern=_NAME_PATTERN)
+    compression: dict[str, Any] | None = None
+    policy: PolicySpec | None = None
+    execution: ExecutionConfig | None = None
+    latency: LatencySpec | None = None
+
+    @field_validator("compression")
+    @classmethod
+    def _valid_compression(cls, value):
+        if value is not None:
+            from policies.compression import CompressionSpec
+
+            CompressionSpec.model_validate(value)  # a ValidationError names the nested field
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.compression is not None and self.policy is not None:
+            raise ValueError(f"variant {self.name!r}: expected either 'compression' or 'policy', not both")
+        return self
+
+
+class EnvConfig(_Strict):
+    """Keyword arguments for ``gym.make`` (the same for every task)."""
+
+    obs_mode: Literal["state", "rgb", "state+rgb"] = "state"
+    image_size: int = Field(128, ge=8, le=1024)
+    controller: str = "OSC_POSE"
+    control_freq: float | None = Field(None, gt=0.0)
+    max_episode_steps: int | None = Field(None, ge=1, description="override every task's time limit")
+    render_quality: Literal["lean", "full"] = "lean"
+
+
+class SeedStart(_Strict):
+    start: int = Field(0, ge=0)
+
+
+class VideoConfig(_Strict):
+    """MP4 videos of chosen episodes (needs the ``imageio-ffmpeg`` package)."""
+
+    seeds: list[int] = Field(min_length=1, description="seeds to film")
+    variants: list[str] | None = Field(None, description="variants to film (default: all)")
+    size: int = Field(256, ge=16, le=1024, description="frame side in pixels")
+
+
+class RecordingConfig(_Strict):
+    record_steps: bool = Field(True, description="write steps.parquet (per control step joint state)")
+    record_substeps: bool = Field(False, description="also every physics substep's torque and velocity")
+    videos: VideoConfig | None = None
+
+
+class ProfileConfig(_Strict):
+    """``policies.profiling.profile`` settings for the inference metrics beside the summary."""
+
+    enabled: bool = True
+    repeats: int = Field(20, ge=1)
+    warmup: int = Field(3, ge=0)
+
+
+class StatsConfig(_Strict):
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+    bootstrap_resamples: int = Field(2000, ge=100)
+    bootstrap_seed: int = 0
+
+
+class ReportConfig(_Strict):
+    """Which episode's joint traces the report plots (default: the base's first success)."""
+
+    trace_variant: str | None = None
+    trace_seed: int | None = None
+    trace_task: str | None = None
+
+
+class RayConfig(_Strict):
+    address: str | None = Field(None, description="ray.init address; None starts a local Ray instance")
+    num_cpus_per_worker: float = Field(1.0, gt=0.0)
+    runtime_env: dict[str, Any] | None = Field(None, description="ray.init runtime_env (e.g. working_dir, pip)")
+
+
+class EvalConfig(_Strict):
+    """One evaluation: every variant on the same seeds of every task."""
+
+    name: str | None = None
+    tasks: list[str] = Field(min_length=1)
+    episodes: int | None = Field(None, ge=1, description="episodes per task and variant")
+    seeds: list[int] | SeedStart = SeedStart()
+    env: EnvConfig = EnvConfig()
+    base: BaseConfig
+    variants: list[VariantConfig] = Field(default_factory=list)
+    execution: ExecutionConfig = ExecutionConfig()
+    latency: LatencySpec = "frozen"
+    recording: RecordingConfig = RecordingConfig()
+    profile: ProfileConfig = ProfileConfig()
+    stats: StatsConfig = StatsConfig()
+    report: ReportConfig = ReportConfig()
+    ray: RayConfig = RayConfig()
+    policy_seed: int = Field(0, description="torch seed before building each policy (random init is reproducible)")
+    # One thread per worker by default: episodes are the parallel unit, and torch's default
+    # (every core) slows a small model 10-20x when other processes compete for the cores.
+    torch_threads: int = Field(1, ge=1, description="torch intra-op threads in each worker (and for profiling)")
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, value: list[str]) -> list[str]:
+        known = load_task_configs()
+        for task in value:
+            if task not in known:
+                raise ValueError(f"unknown task {task!r}, expected one of {sorted(known)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"tasks {value} repeat a task, expected each task once")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, value):
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("an empty seed list, expected at least one seed")
+            if len(set(value)) != len(value) or min(value) < 0:
+                raise ValueError(f"seeds {value}, expected distinct non-negative integers")
+        return value
+
+    @field_validator("variants")
+    @classmethod
+    def _unique_names(cls, value: list[VariantConfig]) -> list[VariantConfig]:
+        names = [v.name for v in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"variant names {duplicates} repeat, expected unique names")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        if isinstance(self.seeds, list):
+            if self.episodes is not None and self.episodes != len(self.seeds):
+                raise ValueError(
+                    f"'episodes' = {self.episodes} but 'seeds' lists {len(self.seeds)} seeds, "
+                    "expected them to agree (or give only one of them)"
+                )
+        elif self.episodes is None:
+            raise ValueError("'episodes' is missing, expected it when 'seeds' is a {start: N} mapping")
+        names = self.variant_names
+        if self.base.name in names[1:]:
+            raise ValueError(f"variant name {self.base.name!r} is the base's name, expected a different name")
+        videos = self.recording.videos
+        if videos is not None:
+            unknown = sorted(set(videos.variants or []) - set(names))
+            if unknown:
+                raise ValueError(f"'recording.videos.variants' names {unknown}, expected some of {names}")
+            missing = sorted(set(videos.seeds) - set(self.seed_list))
+            if missing:
+                raise ValueError(f"'recording.videos.seeds' = {missing} are not evaluated, expected some of {self.seed_list}")
+        report = self.report
+        if report.trace_variant is not None and report.trace_variant not in names:
+            raise ValueError(f"'report.trace_variant' = {report.trace_variant!r}, expected one of {names}")
+        if report.trace_task is not None and report.trace_task not in self.tasks:
+            raise ValueError(f"'report.trace_task' = {report.trace_task!r}, expected one of {self.tasks}")
+        return self
+
+    # -- derived --------------------------------------------------------------------------
+    def episode_settings(self) -> dict:
+        """The settings that shape episodes (what ``--resume`` requires to be unchanged):
+        everything but profiling, statistics, reporting, Ray and thread settings."""
+        return self.model_dump(mode="json", exclude={"name", "profile", "stats", "report", "ray", "torch_threads"})
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds every (task, variant) runs, in order."""
+        if isinstance(self.seeds, list):
+            return list(self.seeds)
+        return list(range(self.seeds.start, self.seeds.start + int(self.episodes)))
+
+    @property
+    def variant_names(self) -> list[str]:
+        """The base first, then the variants."""
+        return [self.base.name, *(v.name for v in self.variants)]
+
+    def variant(self, name: str) -> VariantConfig | None:
+        """The variant called ``name`` (``None`` for the base)."""
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        if name == self.base.name:
+            return None
+        raise KeyError(f"unknown variant {name!r}, expected one of {self.variant_names}")
+
+    def execution_for(self, name: str) -> ExecutionConfig:
+        variant = self.variant(name)
+        return variant.execution if variant is not None and variant.execution is not None else self.execution
+
+    def latency_for(self, name: str) -> LatencySpec:
+        variant = self.variant(name)
+        return variant.latency if variant is not None and variant.latency is not None else self.latency
+
+
+def check_factory_importable(spec: FactoryPolicySpec) -> None:
+    """Resolve ``module:callable`` now (``ConfigError`` naming it otherwise)."""
+    module_name, _, attr = spec.factory.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"policy factory {spec.factory!r}: cannot import module {module_name!r} ({exc})") from None
+    if not callable(getattr(module, attr, None)):
+        raise ConfigError(f"policy factory {spec.factory!r}: module {module_name!r} has no callable {attr!r}")
+
+
+def load_eval_config(path: str | Path, check_imports: bool = True) -> EvalConfig:
+    """Load and validate an evaluation config; ``ConfigError`` naming file, field and value.
+
+    With ``check_imports`` the policy factories are imported too, and a video request is
+    checked against the installed MP4 encoder, so neither fails after episodes have run.
+    """
+    config = load_config(path, EvalConfig)
+    try:
+        validate_runtime(config, check_imports)
+    except ConfigError as exc:
+        raise ConfigError(f"invalid config {path}: {exc}") from None
+    return config
+
+
+def validate_runtime(config: EvalConfig, check_imports: bool = True) -> None:
+    """Checks that need imports: factories resolve, the MP4 encoder exists when videos are asked for."""
+    if check_imports:
+        specs = [("base.policy", config.base.policy)]
+        specs += [(f"variants.{v.name}.policy", v.policy) for v in config.variants if v.policy is not None]
+        for field, spec in specs:
+            if isinstance(spec, FactoryPolicySpec):
+                try:
+                    check_factory_importable(spec)
+                except ConfigError as exc:
+                    raise ConfigError(f"field '{field}': {exc}") from None
+    if config.recording.videos is not None:
+        from evaluation.video import check_video_support
+
+        try:
+            check_video_support()
+        except RuntimeError as exc:
+            raise ConfigError(f"field 'recording.videos': {exc}") from None

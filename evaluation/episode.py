@@ -1,0 +1,189 @@
+"""Run one work unit: a seeded episode of one variant on one task, closed loop.
+
+``EpisodeRunner`` is what a worker process holds: one environment per task (with its renderer)
+and the policies built for it. ``run`` returns an ``EpisodeResult`` (the episode's row, its
+per-step table and optionally MP4 bytes); writing them is the caller's job, so a worker can
+live on another machine (Ray) and only the driver touches the output folder.
+
+Identical results in any process and order: ``env.reset(seed=s)`` fixes the initial state and
+the simulation; numpy's and torch's global RNGs are seeded with ``s`` before the episode (for
+stochastic policies); policies are built with seeds derived from their names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from evaluation.config import EvalConfig
+from evaluation.latency import LatencyAwareExecutor, TimedChunkExecutor, latency_label
+from evaluation.policy_specs import PolicyCache, seed_everything
+from evaluation.units import WorkUnit
+from wrappers.metrics import METRIC_KEYS
+
+# Columns of episodes.parquet that depend on wall-clock time (differ between identical runs).
+TIMING_COLUMNS = ("latency_mean_ms", "latency_p90_ms", "wall_s")
+
+
+@dataclass
+class EpisodeResult:
+    row: dict
+    steps: pa.Table | None = None
+    video: bytes | None = None
+
+
+def state_fingerprint(env) -> str:
+    """A hash of the simulator's joint positions and velocities (equal iff initial states match)."""
+    rs = getattr(env.unwrapped, "robosuite_env", None)
+    data = rs.sim.data if rs is not None else env.unwrapped.data
+    digest = hashlib.sha1(np.ascontiguousarray(data.qpos, dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(data.qvel, dtype=np.float64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+class EpisodeRunner:
+    """Runs work units of one config; keeps one env per task and the policies built on it."""
+
+    def __init__(self, config: EvalConfig):
+        self.config = config
+        self._envs: dict[str, object] = {}
+        self._policies: dict[str, PolicyCache] = {}
+
+    # -- per-task resources -------------------------------------------------------------------
+    def _wants_video(self, unit: WorkUnit) -> bool:
+        videos = self.config.recording.videos
+        return (
+            videos is not None
+            and unit.seed in videos.seeds
+            and (videos.variants is None or unit.variant in videos.variants)
+        )
+
+    def env(self, task: str):
+        if task not in self._envs:
+            import gymnasium as gym
+
+            import vla_envs  # noqa: F401  (registers the tasks)
+            from vla_envs.config import get_task_config
+            from wrappers import EmbodiedCost, JointStateRecorder
+
+            settings = self.config.env
+            kwargs = {
+                "obs_mode": settings.obs_mode,
+                "image_size": settings.image_size,
+                "controller": settings.controller,
+                "render_quality": settings.render_quality,
+            }
+            if settings.control_freq is not None:
+                kwargs["control_freq"] = settings.control_freq
+            if settings.max_episode_steps is not None:
+                kwargs["max_episode_steps"] = settings.max_episode_steps
+            videos = self.config.recording.videos
+            if videos is not None:  # a renderer for the front view; only filmed episodes use it
+                kwargs.update(render_mode="rgb_array", render_size=videos.size)
+            env = EmbodiedCost(gym.make(get_task_config(task).env_id, **kwargs))
+            recording = self.config.recording
+            if recording.record_steps:
+                env = JointStateRecorder(env, record_substeps=recording.record_substeps)
+            self._envs[task] = env
+            self._policies[task] = PolicyCache(self.config, task, env)
+        return self._envs[task]
+
+    def policy(self, task: str, variant: str):
+        self.env(task)
+        return self._policies[task].get(variant)
+
+    def executor(self, task: str, variant: str) -> LatencyAwareExecutor:
+        policy = self.policy(task, variant)
+        execution = self.config.execution_for(variant)
+        # a compression spec's `execution: {open_loop_steps: k}` wins over the config's k; the
+        # config's k is capped at each policy's chunk size (an expert's chunks have one action)
+        execute_steps = getattr(policy, "execute_steps", None) or execution.execute_steps
+        if execute_steps is not None:
+            execute_steps = min(execute_steps, int(getattr(policy, "chunk_size", 1)))
+        chunk = TimedChunkExecutor(policy, execution.schedule, execute_steps, execution.ensemble_coefficient)
+        return LatencyAwareExecutor(chunk, self.config.latency_for(variant), self.env(task).unwrapped.control_freq)
+
+    def close(self) -> None:
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
+        self._policies.clear()
+
+    # -- one episode ----------------------------------------------------------------------------
+    def run(self, unit: WorkUnit) -> EpisodeResult:
+        start = time.perf_counter()
+        env = self.env(unit.task)
+        executor = self.executor(unit.task, unit.variant)
+        film = self._wants_video(unit)
+        seed_everything(unit.seed)
+        obs, info = env.reset(seed=unit.seed)
+        fingerprint = state_fingerprint(env)
+        executor.reset(info.get("instruction", ""))
+        running = [info["embodied"]]
+        sources = [(False, False)]
+        frames = [env.render()] if film else []
+        total_reward, success, terminated, truncated = 0.0, bool(info.get("is_success", False)), False, False
+        while not (terminated or truncated):
+            action, source = executor.step(obs)
+            obs, reward, terminated, truncated, info = env.step(action)
+            total_reward += float(reward)
+            success = success or bool(info.get("is_success", False))
+            running.append(info["embodied"])
+            sources.append((source.queried, source.waiting))
+            if film:
+                frames.append(env.render())
+        latencies_ms = np.asarray(executor.latencies_s) * 1e3
+        row = {
+            **unit.to_dict(),
+            "success": success,
+            "terminated": bool(terminated),
+            "truncated": bool(truncated),
+            "sim_unstable": bool(info.get("sim_unstable", False)),
+            **{key: float(info["embodied"][key]) for key in METRIC_KEYS},
+            "episode_return": total_reward,
+            "inference_calls": int(executor.inference_calls),
+            "waiting_steps": int(executor.waiting_steps),
+            "latency_model": latency_label(executor.latency),
+            "latency_mean_ms": float(latencies_ms.mean()) if len(latencies_ms) else float("nan"),
+            "latency_p90_ms": float(np.percentile(latencies_ms, 90)) if len(latencies_ms) else float("nan"),
+            "initial_state": fingerprint,
+            "wall_s": time.perf_counter() - start,
+        }
+        steps = self._steps_table(env, unit, running, sources) if self.config.recording.record_steps else None
+        video = None
+        if film:
+            from evaluation.video import encode_mp4
+
+            video = encode_mp4(frames, fps=env.unwrapped.control_freq)
+        return EpisodeResult(row, steps, video)
+
+    @staticmethod
+    def _steps_table(env, unit: WorkUnit, running: list[dict], sources: list[tuple[bool, bool]]) -> pa.Table:
+        """The recorder's per-step table with the episode keys, running costs and action sources."""
+        from wrappers.parquet_io import episode_table
+
+        table = episode_table(env.last_episode)
+        n_rows = table.num_rows
+        if n_rows != len(running):
+            raise RuntimeError(f"recorded {n_rows} rows but saw {len(running)} steps for {unit.key}")
+        # the recorder's `episode` counts episodes per env (it depends on the worker's history);
+        # the unit's keys are the same in every process
+        table = table.drop_columns(["env_id", "episode", "seed"])
+        keys = {
+            "task": pa.array([unit.task] * n_rows, pa.string()),
+            "variant": pa.array([unit.variant] * n_rows, pa.string()),
+            "seed": pa.array(np.full(n_rows, unit.seed, dtype=np.int64)),
+            "episode": pa.array(np.full(n_rows, unit.episode, dtype=np.int64)),
+        }
+        for index, (name, column) in enumerate(keys.items()):
+            table = table.add_column(index, name, column)
+        for key in METRIC_KEYS:
+            if key != "n_steps":
+                table = table.append_column(f"running_{key}", pa.array([float(r[key]) for r in running]))
+        table = table.append_column("queried", pa.array([s[0] for s in sources]))
+        table = table.append_column("waiting", pa.array([s[1] for s in sources]))
+        return table.replace_schema_metadata(None)

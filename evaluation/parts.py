@@ -1,0 +1,121 @@
+"""Per-episode part files: what makes interruption and ``--resume`` safe.
+
+Each finished episode is written atomically (a temporary file, then ``os.replace``) as::
+
+    out/parts/steps/<key>.parquet      its per-step rows (when steps are recorded)
+    out/videos/<key>.mp4               its video (when filmed)
+    out/parts/episodes/<key>.parquet   its one-row episode record, written last
+
+The episode record is written last, so its presence means the episode is complete; a crash
+between the files leaves an orphan steps file that the rerun overwrites. ``consolidate``
+concatenates the parts, in the plan's order, into ``episodes.parquet`` and ``steps.parquet``:
+one row per episode (or step), never duplicated, whatever order the parts were written in.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from evaluation.episode import EpisodeResult
+from evaluation.units import WorkUnit
+
+
+def atomic_write_bytes(data: bytes, path: Path) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_table(table: pa.Table, path: Path) -> Path:
+    """Parquet (zstd) via a temporary file and ``os.replace``: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            pq.write_table(table, handle, compression="zstd")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class PartStore:
+    """The part files of one output folder."""
+
+    def __init__(self, out_dir: str | Path):
+        self.out_dir = Path(out_dir)
+        self.episodes_dir = self.out_dir / "parts" / "episodes"
+        self.steps_dir = self.out_dir / "parts" / "steps"
+        self.videos_dir = self.out_dir / "videos"
+
+    def episode_path(self, unit: WorkUnit) -> Path:
+        return self.episodes_dir / f"{unit.key}.parquet"
+
+    def steps_path(self, unit: WorkUnit) -> Path:
+        return self.steps_dir / f"{unit.key}.parquet"
+
+    def video_path(self, unit: WorkUnit) -> Path:
+        return self.videos_dir / f"{unit.key}.mp4"
+
+    def done_keys(self) -> set[str]:
+        """Keys of the episodes whose record exists (complete episodes)."""
+        if not self.episodes_dir.is_dir():
+            return set()
+        return {path.stem for path in self.episodes_dir.glob("*.parquet")}
+
+    def write(self, unit: WorkUnit, result: EpisodeResult) -> None:
+        if result.steps is not None:
+            atomic_write_table(result.steps, self.steps_path(unit))
+        if result.video is not None:
+            atomic_write_bytes(result.video, self.video_path(unit))
+        atomic_write_table(pa.Table.from_pylist([result.row]), self.episode_path(unit))
+
+    def consolidate(self, units: list[WorkUnit]) -> tuple[pa.Table, int]:
+        """Write ``episodes.parquet`` and ``steps.parquet`` from the parts of ``units`` (in that
+        order); returns the episodes table and the number of step rows."""
+        episodes = pa.concat_tables(
+            [pq.read_table(self.episode_path(u)) for u in units], promote_options="default"
+        )
+        atomic_write_table(episodes, self.out_dir / "episodes.parquet")
+        step_paths = [self.steps_path(u) for u in units if self.steps_path(u).exists()]
+        n_step_rows = 0
+        if step_paths:
+            n_step_rows = _concat_parquet(step_paths, self.out_dir / "steps.parquet")
+        return episodes, n_step_rows
+
+
+def _concat_parquet(paths: list[Path], out: Path) -> int:
+    """Stream ``paths`` into one Parquet file (atomically), one part in memory at a time."""
+    schema = pq.read_schema(paths[0])
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    rows = 0
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for path in paths:
+                table = pq.read_table(path).cast(schema)
+                rows += table.num_rows
+                writer.write_table(table)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return rows

@@ -1,0 +1,102 @@
+"""Build policies from config specs: the scripted expert, a ``module:callable`` factory, or a
+compressed variant of the base policy.
+
+Torch is seeded before every factory call and every compression, so policies with random
+initialisation or random token dropping are the same in every worker process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import zlib
+
+from evaluation.config import EvalConfig, ExpertPolicySpec, FactoryPolicySpec, PolicySpec
+from policies.base import Policy
+
+EXPERTS = {
+    "Lift": "LiftExpert",
+    "Stack": "StackExpert",
+    "PickPlaceCan": "PickPlaceCanExpert",
+    "Door": "DoorExpert",
+}
+
+
+def stable_seed(*parts: object) -> int:
+    """A 31-bit seed from any values, the same in every process (``hash`` is salted per process)."""
+    return zlib.crc32("|".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's and numpy's global RNGs, for stochastic policies and random initialisation.
+
+    torch is imported here even when no policy has imported it yet: a factory that imports torch
+    itself must still draw from the seeded generator, whatever the process imported before.
+    """
+    import numpy as np
+    import torch
+
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_factory(path: str):
+    module_name, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def build_policy(spec: PolicySpec, env, task: str, seed: int) -> Policy:
+    """A policy for ``task`` on ``env`` from a spec (``ValueError`` naming what is missing)."""
+    if isinstance(spec, ExpertPolicySpec):
+        if task not in EXPERTS:
+            raise ValueError(f"policy {{kind: expert}}: no scripted expert for task {task!r}, expected one of {sorted(EXPERTS)}")
+        from policies import experts
+
+        return getattr(experts, EXPERTS[task])(env)
+    assert isinstance(spec, FactoryPolicySpec)
+    factory = resolve_factory(spec.factory)
+    kwargs = dict(spec.kwargs)
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        parameters = {}
+    if "env" in parameters:
+        kwargs.setdefault("env", env)
+    if "task" in parameters:
+        kwargs.setdefault("task", task)
+    seed_everything(seed)
+    policy = factory(**kwargs)
+    if not hasattr(policy, "act") or not hasattr(policy, "action_dim"):
+        raise ValueError(f"policy factory {spec.factory!r} returned {type(policy).__name__}, expected a Policy")
+    return policy
+
+
+class PolicyCache:
+    """The base policy and its variants for one task, built once per worker and env."""
+
+    def __init__(self, config: EvalConfig, task: str, env):
+        self.config = config
+        self.task = task
+        self.env = env
+        self._policies: dict[str, Policy] = {}
+
+    def get(self, variant: str) -> Policy:
+        if variant not in self._policies:
+            self._policies[variant] = self._build(variant)
+        return self._policies[variant]
+
+    def _build(self, name: str) -> Policy:
+        config = self.config
+        variant = config.variant(name)
+        seed = stable_seed(config.policy_seed, self.task, name)
+        if variant is None:  # the base
+            return build_policy(config.base.policy, self.env, self.task, stable_seed(config.policy_seed, self.task))
+        if variant.policy is not None:
+            return build_policy(variant.policy, self.env, self.task, seed)
+        base = self.get(config.base.name)
+        if variant.compression is None:  # the base under other execution/latency settings
+            return base
+        from policies.compression import compress
+
+        seed_everything(seed)
+        return compress(base, variant.compression, base_name=config.base.name)

@@ -1,0 +1,252 @@
+"""``run_eval``: plan the work units, run the missing ones on a backend, write the outputs.
+
+The output folder::
+
+    run.json           config, seeds, package versions, git commit, renderer, machine, status
+    parts/             one file per finished episode (see evaluation.parts)
+    episodes.parquet   one row per episode          } consolidated from parts/ once every
+    steps.parquet      one row per control step     } episode has finished
+    summary.md/.csv    per task and variant
+    report.html        plots embedded
+    videos/*.mp4       filmed episodes
+
+Interrupting (Ctrl-C) or a crash keeps every finished episode in ``parts/``; ``resume=True``
+runs only the missing ones, and the consolidated tables never hold a row twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pyarrow.parquet as pq
+
+from evaluation.config import EvalConfig
+from evaluation.parts import PartStore, atomic_write_bytes
+from evaluation.units import WorkUnit, plan_units
+
+Backend = Literal["local", "ray"]
+
+
+class OutputExistsError(RuntimeError):
+    """The output folder already holds episodes of a run (use resume, or another folder)."""
+
+
+@dataclass(frozen=True)
+class EvalOutcome:
+    out_dir: Path
+    units: int  # planned episodes
+    ran: int  # episodes run by this call (the rest were already there)
+    step_rows: int
+    summary: list[dict]
+
+
+def _write_json(data: dict, path: Path) -> None:
+    atomic_write_bytes((json.dumps(data, indent=2, default=str) + "\n").encode(), path)
+
+
+def _check_output(store: PartStore, config: EvalConfig, resume: bool) -> None:
+    run_json = store.out_dir / "run.json"
+    if not resume:
+        if store.done_keys():
+            raise OutputExistsError(
+                f"{store.out_dir} already holds {len(store.done_keys())} finished episodes: "
+                "expected an empty folder, or --resume to finish that run"
+            )
+        return
+    if run_json.exists():
+        previous = json.loads(run_json.read_text()).get("episode_settings")
+        current = config.episode_settings()
+        if previous is not None and previous != current:
+            changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+            raise OutputExistsError(
+                f"--resume: the config differs from the one in {run_json} in {changed}; expected the same "
+                "episode settings (resuming with others would mix episodes of two experiments)"
+            )
+
+
+def _iterate(config: EvalConfig, units: list[WorkUnit], backend: Backend, workers: int, ray_address: str | None):
+    if backend == "ray":
+        from evaluation.ray_backend import run_ray
+
+        return run_ray(config, units, workers, ray_address)
+    if backend != "local":
+        raise ValueError(f"backend={backend!r}: expected 'local' or 'ray'")
+    if workers == 1:
+        from evaluation.workers import run_sequential
+
+        return run_sequential(config, units)
+    from evaluation.workers import run_processes
+
+    return run_processes(config, units, workers)
+
+
+def _progress(enabled: bool, console=None):
+    if not enabled:
+        return nullcontext(None)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("episodes"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[last]}"),
+        console=console,
+    )
+
+
+def run_episodes(
+    config: EvalConfig,
+    out_dir: str | Path,
+    *,
+    workers: int = 1,
+    backend: Backend = "local",
+    resume: bool = False,
+    ray_address: str | None = None,
+    config_path: str | None = None,
+    progress: bool = True,
+    console=None,
+    max_episodes: int | None = None,
+) -> tuple[list[WorkUnit], int]:
+    """Run the episodes still missing in ``out_dir``; returns (planned units, episodes run).
+
+    ``max_episodes`` stops after that many (an interruption, for tests and for trying a config).
+    """
+    from evaluation.run_info import run_info
+
+    store = PartStore(out_dir)
+    store.out_dir.mkdir(parents=True, exist_ok=True)
+    _check_output(store, config, resume)
+    units = plan_units(config)
+    done = store.done_keys()
+    todo = [u for u in units if u.key not in done]
+    if max_episodes is not None:
+        todo = todo[:max_episodes]
+    info = run_info(config, config_path, backend, workers)
+    info["episode_settings"] = config.episode_settings()
+    info.update(status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), episodes_planned=len(units))
+    _write_json(info, store.out_dir / "run.json")
+    ran = 0
+    start = time.perf_counter()
+    try:
+        with _progress(progress, console) as bar:
+            task_id = None
+            if bar is not None:
+                already = sum(u.key in done for u in units)
+                task_id = bar.add_task("eval", total=len(units), completed=already, last="")
+            for unit, result in _iterate(config, todo, backend, workers, ray_address):
+                store.write(unit, result)
+                ran += 1
+                if bar is not None:
+                    mark = "ok" if result.row["success"] else "fail"
+                    bar.update(task_id, advance=1, last=f"{unit.task} {unit.variant} seed {unit.seed}: {mark}")
+    except BaseException as exc:
+        info.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {exc!r}")
+        info.update(episodes_done=len(store.done_keys()), episodes_wall_s=time.perf_counter() - start)
+        _write_json(info, store.out_dir / "run.json")
+        raise
+    info.update(episodes_done=len(store.done_keys()), episodes_wall_s=time.perf_counter() - start)
+    info["status"] = "episodes complete" if info["episodes_done"] >= len(units) else "partial"
+    _write_json(info, store.out_dir / "run.json")
+    return units, ran
+
+
+def finalize(config: EvalConfig, out_dir: str | Path, units: list[WorkUnit]) -> tuple[list[dict], int]:
+    """Consolidate the parts and write the summary, the report and the final run.json."""
+    from evaluation.inference import profile_variants
+    from evaluation.report import write_report
+    from evaluation.summary import markdown, summarize, write_csv
+
+    store = PartStore(out_dir)
+    missing = [u.key for u in units if u.key not in store.done_keys()]
+    if missing:
+        raise RuntimeError(f"{len(missing)} episodes are missing (e.g. {missing[0]}): expected a complete run")
+    episodes, step_rows = store.consolidate(units)
+    profiles = profile_variants(config)
+    stats = config.stats
+    rows = summarize(
+        episodes.to_pylist(),
+        config.base.name,
+        config.tasks,
+        config.variant_names,
+        profiles,
+        stats.confidence,
+        stats.bootstrap_resamples,
+        stats.bootstrap_seed,
+    )
+    out = store.out_dir
+    write_csv(rows, out / "summary.csv")
+    (out / "summary.md").write_text(markdown(rows, stats.confidence, config.name or "Evaluation summary"), encoding="utf-8")
+    info = json.loads((out / "run.json").read_text())
+    info["profiles"] = {f"{task}/{variant}": p for (task, variant), p in profiles.items()}
+    info.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), step_rows=step_rows)
+    _write_json(info, out / "run.json")
+    write_report(out / "report.html", rows, info, _traces(config, store, episodes.to_pylist()))
+    return rows, step_rows
+
+
+def _traces(config: EvalConfig, store: PartStore, episodes: list[dict]) -> dict:
+    """task -> (steps of the episode to plot, title): the configured one, else the base
+    variant's first success, else its first episode."""
+    if not config.recording.record_steps:
+        return {}
+    traces = {}
+    chosen = config.report
+    for task in config.tasks:
+        if chosen.trace_task is not None and chosen.trace_task != task:
+            continue
+        variant = chosen.trace_variant or config.base.name
+        candidates = [e for e in episodes if e["task"] == task and e["variant"] == variant]
+        if chosen.trace_seed is not None:
+            candidates = [e for e in candidates if e["seed"] == chosen.trace_seed]
+        candidates.sort(key=lambda e: (not e["success"], e["episode"]))
+        if not candidates:
+            continue
+        e = candidates[0]
+        unit = WorkUnit(task, variant, int(e["seed"]), int(e["episode"]))
+        title = f"{task} / {variant} / seed {e['seed']} ({'success' if e['success'] else 'failure'})"
+        traces[task] = (pq.read_table(store.steps_path(unit), columns=["time_s", "qvel", "torque"]), title)
+    return traces
+
+
+def run_eval(
+    config: EvalConfig,
+    out_dir: str | Path,
+    *,
+    workers: int = 1,
+    backend: Backend = "local",
+    resume: bool = False,
+    ray_address: str | None = None,
+    config_path: str | None = None,
+    progress: bool = True,
+    console=None,
+) -> EvalOutcome:
+    """Run (or finish) an evaluation and write every output (module docstring)."""
+    units, ran = run_episodes(
+        config,
+        out_dir,
+        workers=workers,
+        backend=backend,
+        resume=resume,
+        ray_address=ray_address,
+        config_path=config_path,
+        progress=progress,
+        console=console,
+    )
+    rows, step_rows = finalize(config, out_dir, units)
+    return EvalOutcome(Path(out_dir), len(units), ran, step_rows, rows)

@@ -1,0 +1,102 @@
+"""Statistics for the summary: pure functions, numbers in, numbers out.
+
+- ``wilson_interval``: a binomial proportion's confidence interval (success rates).
+- ``bootstrap_ci``: a seeded percentile bootstrap of the mean (embodied metrics).
+- ``percent_change``: a variant against the base, the paper's reporting style.
+- ``paired_comparison``: the mean difference over seeds both variants solved, with a
+  bootstrap interval over those pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+
+def _z(confidence: float) -> float:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence}: expected a value in (0, 1)")
+    return NormalDist().inv_cdf(0.5 + confidence / 2.0)
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for ``successes`` out of ``n`` (``(nan, nan)`` when n = 0).
+
+    Unlike the normal approximation it stays inside [0, 1] and is sensible at 0 / n and n / n.
+    """
+    if n < 0 or not 0 <= successes <= max(n, 0):
+        raise ValueError(f"successes={successes}, n={n}: expected 0 <= successes <= n")
+    if n == 0:
+        return (math.nan, math.nan)
+    z = _z(confidence)
+    p = successes / n
+    denominator = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    # at 0/n and n/n the bound is exactly 0 (or 1); floating point would leave ~1e-17
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return (low, high)
+
+
+def bootstrap_ci(
+    values, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (seeded: same inputs, same
+    interval). ``(nan, nan)`` with no values; ``(x, x)`` with one value."""
+    values = np.asarray(values, dtype=np.float64)
+    _z(confidence)  # validates confidence
+    if values.size == 0:
+        return (math.nan, math.nan)
+    if values.size == 1:
+        return (float(values[0]), float(values[0]))
+    rng = np.random.default_rng(seed)
+    indexes = rng.integers(0, values.size, size=(resamples, values.size))
+    means = values[indexes].mean(axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return (float(low), float(high))
+
+
+def percent_change(value: float, reference: float) -> float:
+    """100 * (value - reference) / |reference|; nan when the reference is 0 or missing."""
+    if reference is None or value is None or not math.isfinite(reference) or reference == 0:
+        return math.nan
+    return 100.0 * (value - reference) / abs(reference)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    n_pairs: int  # seeds both variants solved
+    mean_difference: float  # mean over pairs of (variant - base)
+    ci_low: float
+    ci_high: float
+    percent_change: float  # of the paired means: 100 * (mean variant - mean base) / |mean base|
+
+
+def paired_comparison(
+    base: dict[int, float],
+    variant: dict[int, float],
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> PairedComparison:
+    """Compare a metric over the seeds present in both ``base`` and ``variant`` (seed -> value,
+    successful episodes only): differences come from the policy, not from the initial state."""
+    seeds = sorted(set(base) & set(variant))
+    if not seeds:
+        return PairedComparison(0, math.nan, math.nan, math.nan, math.nan)
+    b = np.array([base[s] for s in seeds], dtype=np.float64)
+    v = np.array([variant[s] for s in seeds], dtype=np.float64)
+    differences = v - b
+    low, high = bootstrap_ci(differences, confidence, resamples, seed)
+    return PairedComparison(
+        n_pairs=len(seeds),
+        mean_difference=float(differences.mean()),
+        ci_low=low,
+        ci_high=high,
+        percent_change=percent_change(float(v.mean()), float(b.mean())),
+    )

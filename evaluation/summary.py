@@ -1,0 +1,181 @@
+"""Per task and variant: success with a Wilson interval, each embodied metric's mean with a
+bootstrap interval over successful episodes, % change against the base, a paired comparison
+over the seeds both solved, and the conventional inference metrics beside them.
+
+``summarize`` is a pure function of the episode rows (``episodes.parquet``) and the inference
+profiles, so the summary can be recomputed from the Parquet file alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.stats import bootstrap_ci, paired_comparison, percent_change, wilson_interval
+from wrappers.metrics import METRIC_KEYS
+
+# n_steps is completion_time_s times the control frequency: one of them is enough
+SUMMARY_METRICS: tuple[str, ...] = tuple(k for k in METRIC_KEYS if k != "n_steps")
+PROFILE_FIELDS = ("params", "nonzero_params", "flops_per_call", "latency_median_ms", "latency_p90_ms", "peak_memory_mb")
+# what summary.md shows of each metric (the CSV has every one)
+_MD_METRICS = ("completion_time_s", "ee_path_m", "joint_path_rad", "jerk_ms", "action_rate", "energy_j")
+
+
+def summarize(
+    episodes: list[dict],
+    base_variant: str,
+    tasks: list[str],
+    variants: list[str],
+    profiles: dict[tuple[str, str], dict] | None = None,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> list[dict]:
+    """One row per (task, variant) in the given order; see the module docstring."""
+    profiles = profiles or {}
+    rows: list[dict] = []
+    for task in tasks:
+        by_variant = {v: [e for e in episodes if e["task"] == task and e["variant"] == v] for v in variants}
+        base_solved = _solved(by_variant.get(base_variant, []))
+        base_means = {m: _mean([e[m] for e in base_solved.values()]) for m in SUMMARY_METRICS}
+        for variant in variants:
+            group = by_variant[variant]
+            if not group:
+                continue
+            n, successes = len(group), sum(bool(e["success"]) for e in group)
+            low, high = wilson_interval(successes, n, confidence)
+            solved = _solved(group)
+            paired_seeds = sorted(set(solved) & set(base_solved))
+            row = {
+                "task": task,
+                "variant": variant,
+                "is_base": variant == base_variant,
+                "latency_model": group[0]["latency_model"],
+                "episodes": n,
+                "successes": successes,
+                "success_rate": successes / n,
+                "success_ci_low": low,
+                "success_ci_high": high,
+                "paired_n": len(paired_seeds),
+            }
+            for metric in SUMMARY_METRICS:
+                values = [e[metric] for e in solved.values()]
+                mean = _mean(values)
+                ci = bootstrap_ci(values, confidence, resamples, seed)
+                paired = paired_comparison(
+                    {s: e[metric] for s, e in base_solved.items()},
+                    {s: e[metric] for s, e in solved.items()},
+                    confidence,
+                    resamples,
+                    seed,
+                )
+                row.update({
+                    f"{metric}_mean": mean,
+                    f"{metric}_ci_low": ci[0],
+                    f"{metric}_ci_high": ci[1],
+                    f"{metric}_pct_vs_base": percent_change(mean, base_means[metric]),
+                    f"{metric}_paired_diff": paired.mean_difference,
+                    f"{metric}_paired_ci_low": paired.ci_low,
+                    f"{metric}_paired_ci_high": paired.ci_high,
+                    f"{metric}_paired_pct": paired.percent_change,
+                })
+            row["inference_calls_mean"] = _mean([e["inference_calls"] for e in group])
+            row["waiting_steps_mean"] = _mean([e["waiting_steps"] for e in group])
+            row["episode_latency_mean_ms"] = _mean([e["latency_mean_ms"] for e in group])
+            profile = profiles.get((task, variant), {})
+            for field in PROFILE_FIELDS:
+                row[f"profile_{field}"] = profile.get(field)
+            rows.append(row)
+    return rows
+
+
+def _solved(group: list[dict]) -> dict[int, dict]:
+    return {int(e["seed"]): e for e in group if e["success"]}
+
+
+def _mean(values) -> float:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(np.mean(values)) if values else math.nan
+
+
+# -- writing -------------------------------------------------------------------------------------
+def write_csv(rows: list[dict], path: Path) -> Path:
+    if not rows:
+        raise ValueError("no summary rows to write")
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    return path
+
+
+def _num(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, (int, np.integer)) or (abs(value) >= 1000):
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+def _pct(value: float) -> str:
+    return "" if value is None or not math.isfinite(value) else f" ({value:+.1f}%)"
+
+
+def markdown(rows: list[dict], confidence: float = 0.95, title: str = "Evaluation summary") -> str:
+    """summary.md: success, the main embodied metrics (mean [CI] (% vs base)), paired
+    comparisons and inference metrics, one table each per task."""
+    level = f"{confidence:.0%}"
+    lines = [f"# {title}", ""]
+    lines += [
+        f"Success rate with a Wilson {level} interval; embodied metrics: mean over successful episodes "
+        f"[bootstrap {level} interval] (% change of the mean against the base). Paired: mean "
+        "difference (variant - base) over the seeds both solved [bootstrap interval] (% change of "
+        "the paired means). Every metric and interval is in summary.csv.",
+        "",
+    ]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        task_rows = [r for r in rows if r["task"] == task]
+        lines += [f"## {task}", ""]
+        header = ["variant", "latency", "success", *_MD_METRICS]
+        lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        for r in task_rows:
+            cells = [
+                r["variant"] + (" (base)" if r["is_base"] else ""),
+                r["latency_model"],
+                f"{r['successes']}/{r['episodes']} = {r['success_rate']:.0%} "
+                f"[{_num(100 * r['success_ci_low'], 3)}, {_num(100 * r['success_ci_high'], 3)}]%",
+            ]
+            for m in _MD_METRICS:
+                cells.append(
+                    f"{_num(r[f'{m}_mean'])} [{_num(r[f'{m}_ci_low'])}, {_num(r[f'{m}_ci_high'])}]"
+                    + ("" if r["is_base"] else _pct(r[f"{m}_pct_vs_base"]))
+                )
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", f"Paired against the base ({task}):", ""]
+        header = ["variant", "pairs", *_MD_METRICS]
+        lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        for r in task_rows:
+            if r["is_base"]:
+                continue
+            cells = [r["variant"], str(r["paired_n"])]
+            for m in _MD_METRICS:
+                cells.append(
+                    f"{_num(r[f'{m}_paired_diff'])} [{_num(r[f'{m}_paired_ci_low'])}, "
+                    f"{_num(r[f'{m}_paired_ci_high'])}]{_pct(r[f'{m}_paired_pct'])}"
+                )
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", f"Inference ({task}): profile() on the first seed's observation; calls and "
+                  "latency measured in the episodes.", ""]
+        header = ["variant", "params", "non-zero", "FLOPs/call", "latency median (ms)", "p90 (ms)",
+                  "peak mem (MB)", "calls/episode", "episode latency (ms)"]
+        lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        for r in task_rows:
+            cells = [r["variant"]] + [_num(r[f"profile_{f}"]) for f in PROFILE_FIELDS]
+            cells += [_num(r["inference_calls_mean"]), _num(r["episode_latency_mean_ms"])]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""evaluation.latency: what the simulation executes while a chunk is being computed."""
+
+import numpy as np
+import pytest
+
+from evaluation.config import FixedLatency
+from evaluation.latency import LatencyAwareExecutor, TimedChunkExecutor, delay_steps
+from policies.base import Policy
+
+
+class Counting(Policy):
+    """Chunk i (0-based query count) holds actions 10*i + j in its row j (1-D actions)."""
+
+    action_dim = 1
+
+    def __init__(self, chunk_size: int):
+        self.chunk_size = chunk_size
+        self.queries = 0
+
+    def reset(self, instruction=""):
+        super().reset(instruction)
+        self.queries = 0
+
+    def act(self, obs):
+        base = 10.0 * self.queries
+        self.queries += 1
+        return (base + np.arange(self.chunk_size, dtype=np.float32))[:, None]
+
+
+def run(latency, steps, chunk_size=4, execute_steps=2, schedule="open_loop", freq=20.0):
+    executor = LatencyAwareExecutor(
+        TimedChunkExecutor(Counting(chunk_size), schedule, execute_steps), latency, freq
+    )
+    executor.reset("")
+    out = [executor.step(None) for _ in range(steps)]
+    return [float(a[0]) for a, _ in out], [(s.queried, s.waiting) for _, s in out], executor
+
+
+def test_delay_steps_rounds_half_up():
+    assert delay_steps(0.0, 20) == 0
+    assert delay_steps(0.024, 20) == 0  # 0.48 steps
+    assert delay_steps(0.025, 20) == 1  # 0.5 steps: half up (Python's round would give 0)
+    assert delay_steps(0.13, 20) == 3  # 2.6 steps
+    assert delay_steps(0.125, 20) == 3  # 2.5 steps
+    with pytest.raises(ValueError):
+        delay_steps(-1.0, 20)
+
+
+def test_frozen_executes_chunks_back_to_back():
+    actions, sources, executor = run("frozen", 6)
+    assert actions == [0, 1, 10, 11, 20, 21]
+    assert [q for q, _ in sources] == [True, False, True, False, True, False]
+    assert executor.inference_calls == 3 and executor.waiting_steps == 0
+
+
+def test_fixed_latency_executes_the_previous_chunk_while_computing():
+    # 100 ms at 20 Hz = 2 control steps. Chunk 0 is free (the clock starts when it is ready);
+    # chunk 1 is queried at step 2, and steps 2-3 run chunk 0's unexecuted rows 2 and 3.
+    actions, sources, executor = run(FixedLatency(fixed_ms=100), 10)
+    assert actions == [0, 1, 2, 3, 10, 11, 12, 13, 20, 21]
+    assert sources[2] == (True, True) and sources[3] == (False, True) and sources[4] == (False, False)
+    assert executor.inference_calls == 3 and executor.waiting_steps == 4
+
+
+def test_fixed_latency_holds_the_last_action_when_the_chunk_is_used_up():
+    # execute_steps = chunk size: nothing is left over, the last action is held for 3 steps
+    actions, _, executor = run(FixedLatency(fixed_ms=150), 9, chunk_size=2, execute_steps=2)
+    assert actions == [0, 1, 1, 1, 1, 10, 11, 11, 11]
+    assert executor.waiting_steps == 5
+
+
+def test_temporal_ensemble_continues_the_previous_chunk():
+    actions, sources, _ = run(FixedLatency(fixed_ms=50), 5, chunk_size=4, schedule="temporal_ensemble", execute_steps=None)
+    # step 0: first query (free); step 1: query 2 in flight for 1 step -> chunk 0 row 1;
+    # step 2: chunk 1's ensemble action arrives
+    assert actions[0] == 0 and actions[1] == 1
+    assert sources[1] == (True, True) and sources[2] == (False, False)
+
+
+def test_measured_latency_uses_the_measured_time(monkeypatch):
+    import evaluation.latency as latency
+
+    clock = iter(np.arange(0.0, 100.0, 0.1))  # every perf_counter call advances 100 ms
+    monkeypatch.setattr(latency.time, "perf_counter", lambda: next(clock))
+    actions, _, executor = run("measured", 6)
+    assert executor.latencies_s == pytest.approx([0.1, 0.1])
+    assert actions == [0, 1, 2, 3, 10, 11]
+
+
+def test_docs_worked_example():
+    # docs/evaluation.md: 20 Hz, H = 8, k = 4, 130 ms -> 3 waiting steps per chunk
+    frozen, _, _ = run("frozen", 15, chunk_size=8, execute_steps=4)
+    assert frozen == [0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 23, 30, 31, 32]
+    fixed, sources, executor = run(FixedLatency(fixed_ms=130), 15, chunk_size=8, execute_steps=4)
+    assert fixed == [0, 1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15, 16, 20]
+    assert [i for i, (queried, _) in enumerate(sources) if queried] == [0, 4, 11]
+    assert [i for i, (_, waiting) in enumerate(sources) if waiting] == [4, 5, 6, 11, 12, 13]

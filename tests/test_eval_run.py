@@ -1,0 +1,120 @@
+"""End to end: `vla-envs eval` on a small config writes every output with the right rows, the
+episodes are paired, and the summary equals a recomputation from episodes.parquet."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from eval_helpers import SMALL, small_config
+from typer.testing import CliRunner
+
+from evaluation.stats import bootstrap_ci, wilson_interval
+from evaluation.summary import SUMMARY_METRICS
+from vla_envs.cli import app
+
+VARIANTS = ["perturbed", "int4_100ms", "expert"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("eval")
+    text = SMALL + "recording: {record_steps: true, videos: {seeds: [0], variants: [expert], size: 64}}\n"
+    path, _ = small_config(tmp, text)
+    out = tmp / "out"
+    result = CliRunner().invoke(app, ["eval", str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return out
+
+
+def test_every_output_file_and_its_rows(run_dir):
+    episodes = pd.read_parquet(run_dir / "episodes.parquet")
+    assert len(episodes) == 1 * len(VARIANTS) * 2
+    assert sorted(episodes["variant"].unique()) == sorted(VARIANTS)
+    for column in ["task", "variant", "seed", "success", "inference_calls", "latency_mean_ms", "latency_p90_ms",
+                   "energy_j", "jerk_ms", "completion_time_s", "ee_path_m", "n_steps"]:
+        assert column in episodes.columns
+    steps = pd.read_parquet(run_dir / "steps.parquet")
+    assert len(steps) == int((episodes["n_steps"] + 1).sum())  # reset row + one per control step
+    for column in ["task", "variant", "seed", "step", "qpos", "qvel", "torque", "action", "reward", "running_energy_j"]:
+        assert column in steps.columns
+    last = steps.groupby(["variant", "seed"]).tail(1).set_index(["variant", "seed"])["running_energy_j"]
+    assert np.allclose(last.sort_index(), episodes.set_index(["variant", "seed"])["energy_j"].sort_index())
+
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert list(summary["variant"]) == VARIANTS
+    assert summary.loc[summary.variant == "perturbed", "profile_params"].item() > 0
+    md = (run_dir / "summary.md").read_text()
+    assert all(v in md for v in VARIANTS) and "Wilson" in md
+
+    report = (run_dir / "report.html").read_text()
+    assert report.count("data:image/png;base64,") >= 5 and "<script" not in report
+
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "complete"
+    assert info["seeds"] == {"Lift": [0, 1]}
+    assert info["config"]["base"]["name"] == "perturbed"
+    for package in ("mujoco", "robosuite", "torch", "gymnasium"):
+        assert info["packages"][package]
+    assert {"commit", "dirty"} <= set(info["git"]) and info["machine"]["cpu_count"] >= 1
+    assert "MUJOCO_GL" in info["renderer"]
+
+    videos = list((run_dir / "videos").glob("*.mp4"))
+    assert [v.name for v in videos] == ["Lift__expert__seed000000.mp4"]
+    assert videos[0].stat().st_size > 1000
+
+
+def test_paired_seeds_share_initial_states(run_dir):
+    episodes = pd.read_parquet(run_dir / "episodes.parquet")
+    per_seed = episodes.groupby("seed")["initial_state"].nunique()
+    assert (per_seed == 1).all()  # every variant started from the same state
+    assert episodes.groupby("seed")["initial_state"].first().nunique() == 2  # seeds differ
+    steps = pd.read_parquet(run_dir / "steps.parquet")
+    first = steps[steps.step == 0]
+    for seed, group in first.groupby("seed"):
+        qpos = np.stack(group["qpos"].to_numpy())
+        assert np.array_equal(qpos, np.repeat(qpos[:1], len(qpos), axis=0)), seed
+
+
+def _close(a, b):
+    if (a is None or (isinstance(a, float) and math.isnan(a))) and (b is None or math.isnan(b)):
+        return True
+    return a == pytest.approx(b, rel=1e-9, abs=1e-12)
+
+
+def test_summary_equals_a_recomputation_from_episodes(run_dir):
+    episodes = pd.read_parquet(run_dir / "episodes.parquet")
+    summary = pd.read_csv(run_dir / "summary.csv").set_index("variant")
+    base = episodes[(episodes.variant == "perturbed") & episodes.success].set_index("seed")
+    for variant, group in episodes.groupby("variant"):
+        row = summary.loc[variant]
+        successes = int(group.success.sum())
+        assert row.successes == successes and row.episodes == len(group)
+        assert _close(row.success_rate, successes / len(group))
+        low, high = wilson_interval(successes, len(group))
+        assert _close(row.success_ci_low, low) and _close(row.success_ci_high, high)
+        solved = group[group.success].set_index("seed")
+        shared = sorted(set(solved.index) & set(base.index))
+        assert row.paired_n == len(shared)
+        for metric in SUMMARY_METRICS:
+            values = solved[metric].to_numpy()
+            mean = values.mean() if len(values) else math.nan
+            assert _close(row[f"{metric}_mean"], mean), (variant, metric)
+            ci = bootstrap_ci(values, 0.95, 500, 0)
+            assert _close(row[f"{metric}_ci_low"], ci[0]) and _close(row[f"{metric}_ci_high"], ci[1])
+            base_mean = base[metric].mean()
+            expected = 100 * (mean - base_mean) / abs(base_mean) if base_mean else math.nan
+            assert _close(row[f"{metric}_pct_vs_base"], expected), (variant, metric)
+            if shared:
+                diff = (solved.loc[shared, metric] - base.loc[shared, metric]).mean()
+                assert _close(row[f"{metric}_paired_diff"], diff), (variant, metric)
+            else:
+                assert math.isnan(row[f"{metric}_paired_diff"])
+        assert _close(row.inference_calls_mean, group.inference_calls.mean())
+
+
+def test_a_second_run_into_the_same_folder_needs_resume(run_dir, tmp_path):
+    path, _ = small_config(tmp_path)
+    result = CliRunner().invoke(app, ["eval", str(path), "--out", str(run_dir)])
+    assert result.exit_code == 2 and "--resume" in result.output
