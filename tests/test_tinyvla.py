@@ -213,3 +213,41 @@ def test_random_shift_equals_replicate_pad_and_crop():
         expected = padded[i, :, y : y + 16, x : x + 16].permute(1, 2, 0).to(torch.uint8)
         assert torch.equal(shifted[i], expected)
     assert torch.equal(shifted[2], images[2])  # offset == pad: no shift
+
+
+@pytest.fixture(scope="module")
+def lift_obs():
+    env = gym.make("vla_envs/Lift-v0", obs_mode="rgb", image_size=64)
+    obs, info = env.reset(seed=0)
+    env.close()
+    return obs, info["instruction"]
+
+
+def test_shipped_reference_vla_loads_offline_and_acts(lift_obs):
+    obs, instruction = lift_obs
+    policy = load_reference()
+    meta = checkpoint.load()[3]
+    assert set(meta["training"]["episodes"]) >= {"Lift", "Stack", "PickPlaceCan"}
+    assert (checkpoint.REFERENCE_DIR / "tinyvla.safetensors").stat().st_size < 8 * 2**20
+    policy.reset(instruction)
+    chunk = policy.act(obs)
+    assert chunk.shape == (8, 7) and chunk.dtype == np.float32 and (np.abs(chunk) <= 1).all()
+    # from Lift's start pose the first move is towards the cube: down, gripper open
+    assert chunk[0, 2] < 0 and chunk[0, 6] < 0
+    policy.reset("stack the red cube on top of the green cube")
+    assert not np.allclose(policy.act(obs), chunk, atol=1e-3)  # the instruction matters
+
+
+def test_shipped_vla_compressed_variants_act(lift_obs):
+    obs, instruction = lift_obs
+    base = load_reference()
+    base.reset(instruction)
+    reference = base.act(obs)
+    for spec in ({"quantization": {"method": "fake", "bits": 8}}, {"quantization": {"method": "dynamic_int8"}},
+                 {"pruning": {"fraction": 0.3}}, {"token_sparsification": {"keep": 0.5, "method": "attention"}}):
+        variant = compress(base, spec, base_name="tinyvla")
+        variant.reset(instruction)
+        chunk = variant.act(obs)
+        assert chunk.shape == reference.shape and not np.array_equal(chunk, reference)
+        assert np.abs(chunk - reference).max() < 0.5, spec  # mild compression keeps the plan close
+    assert np.array_equal(base.act(obs), reference)  # the base policy is untouched
