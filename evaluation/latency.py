@@ -53,13 +53,6 @@ class TimedChunkExecutor(ChunkExecutor):
         self.last_chunk = chunk
         return chunk
 
-    @property
-    def will_query(self) -> bool:
-        """Whether the next ``step`` queries the policy (the open-loop queue is empty)."""
-        # ChunkExecutor keeps its open-loop queue private; reading it here avoids a second
-        # copy of the schedule logic.
-        return self.schedule == "temporal_ensemble" or not self._queue
-
 
 @dataclass(frozen=True)
 class StepSource:
@@ -117,7 +110,7 @@ class LatencyAwareExecutor:
             action, self._deferred = self._deferred, None
             return self._emit(action), StepSource(queried=False, waiting=False)
         previous = self.executor.last_chunk
-        queried = self.executor.will_query
+        queried = self.executor.needs_query
         action = self.executor.step(obs)
         first_query = queried and self.executor.inference_calls == 1
         if not queried or self.latency == "frozen" or first_query:

@@ -56,6 +56,11 @@ class ChunkExecutor:
         self._queue: deque[np.ndarray] = deque()
         self._chunks: list[tuple[int, np.ndarray]] = []  # (start step, chunk), oldest first
 
+    @property
+    def needs_query(self) -> bool:
+        """Whether the next ``step`` queries the policy (latency models need to know)."""
+        return self.schedule == "temporal_ensemble" or not self._queue
+
     def _query(self, obs) -> np.ndarray:
         self.inference_calls += 1
         return check_chunk(self.policy.act(obs), self.policy.action_dim, type(self.policy).__name__)

@@ -116,3 +116,21 @@ def test_pick_and_place_experts_solve_seeded_episodes(task, expert_name, max_ste
             break
     env.close()
     assert terminated and info["is_success"], f"{task} not solved; expert ended in phase {expert.phase}"
+
+
+def test_needs_query_tells_when_the_next_step_queries():
+    from policies.base import Policy
+
+    class Counter(Policy):
+        action_dim, chunk_size = 2, 4
+
+        def act(self, obs):
+            return np.zeros((4, 2), np.float32)
+
+    executor = ChunkExecutor(Counter(), "open_loop", execute_steps=3)
+    pattern = []
+    for _ in range(7):
+        pattern.append(executor.needs_query)
+        executor.step(None)
+    assert pattern == [True, False, False, True, False, False, True]
+    assert ChunkExecutor(Counter(), "temporal_ensemble").needs_query
