@@ -14,46 +14,27 @@ one row per episode (or step), never duplicated, whatever order the parts were w
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from evaluation.episode import EpisodeResult
+from vla_envs.files import atomic_path
 from evaluation.units import WorkUnit
 
 
 def atomic_write_bytes(data: bytes, path: Path) -> Path:
     """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return path
 
 
 def atomic_write_table(table: pa.Table, path: Path) -> Path:
     """Parquet (zstd) via a temporary file and ``os.replace``: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
     return path
 
 
@@ -105,17 +86,10 @@ class PartStore:
 def _concat_parquet(paths: list[Path], out: Path) -> int:
     """Stream ``paths`` into one Parquet file (atomically), one part in memory at a time."""
     schema = pq.read_schema(paths[0])
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
     rows = 0
-    try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for path in paths:
-                table = pq.read_table(path).cast(schema)
-                rows += table.num_rows
-                writer.write_table(table)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for path in paths:
+            table = pq.read_table(path).cast(schema)
+            rows += table.num_rows
+            writer.write_table(table)
     return rows

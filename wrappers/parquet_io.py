@@ -10,13 +10,13 @@ DuckDB read the files as they are (``SELECT * FROM 'runs/*.parquet'``).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from vla_envs.files import atomic_path
 
 from wrappers.episode_buffer import EpisodeArrays
 
@@ -77,20 +77,10 @@ def write_episode(episode: EpisodeArrays, path: str | Path) -> Path:
     A crash or kill mid-write leaves no file at ``path`` (a stray ``.tmp`` at most, which no
     ``*.parquet`` glob matches).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = episode_table(episode)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return Path(path)
 
 
 def _stack_list_column(column: pa.ChunkedArray, skip_first: bool) -> np.ndarray:

@@ -8,7 +8,6 @@ with no network and no pickle.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -16,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from policies.normalization import ActionNormalizer
 from policies.tinyvla.model import TinyVLA, TinyVLAConfig
 from policies.tinyvla.tokenizer import WordTokenizer
+from vla_envs.files import atomic_path
 
 REFERENCE_DIR = Path(__file__).parent / "weights"
 REFERENCE_NAME = "tinyvla"
@@ -32,12 +32,10 @@ def save(directory: Path, name: str, model: TinyVLA, tokenizer: WordTokenizer, n
         "training": training,
     }
     tensors = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
-    # write both to temporaries first: a crash never leaves a weights file without its config
-    weights_tmp, meta_tmp = directory / f".{name}.safetensors.tmp", directory / f".{name}.json.tmp"
-    save_file(tensors, str(weights_tmp))
-    meta_tmp.write_text(json.dumps(meta, indent=1) + "\n")
-    os.replace(weights_tmp, directory / f"{name}.safetensors")
-    os.replace(meta_tmp, directory / f"{name}.json")
+    # both written before either is renamed: a crash never leaves weights without their config
+    with atomic_path(directory / f"{name}.safetensors") as weights, atomic_path(directory / f"{name}.json") as config:
+        save_file(tensors, str(weights))
+        config.write_text(json.dumps(meta, indent=1) + "\n")
     return directory / f"{name}.safetensors"
 
 
