@@ -88,3 +88,25 @@ def test_cli_reports_a_bad_config(tmp_path):
     assert result.exit_code == 2
     assert "field 'episodes' = -1" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_shipped_eval_configs_load_and_name_importable_policies():
+    import importlib
+    from pathlib import Path
+
+    from evaluation import load_eval_config
+
+    paths = sorted((Path(__file__).parents[1] / "configs" / "eval").glob("*.yaml"))
+    assert {p.name for p in paths} >= {"quickstart.yaml", "paper_study.yaml", "experts.yaml"}
+    for path in paths:
+        config = load_eval_config(path)
+        factories = [config.base.policy] + [v.policy for v in config.variants if getattr(v, "policy", None)]
+        for spec in factories:
+            factory = getattr(spec, "factory", None)
+            if factory:
+                module, name = factory.split(":")
+                assert callable(getattr(importlib.import_module(module), name)), (path.name, factory)
+    quickstart = load_eval_config(paths[[p.name for p in paths].index("quickstart.yaml")])
+    methods = {key for v in quickstart.variants if getattr(v, "compression", None)
+               for key, value in v.compression.items() if value}
+    assert methods >= {"quantization", "pruning", "token_sparsification", "action_codec"}
