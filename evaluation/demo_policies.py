@@ -51,10 +51,9 @@ def perturbed_expert(env, task: str, chunk_size: int = 1, hidden: int = 64, scal
     Weights come from torch's RNG, which the evaluation seeds before calling a factory."""
     import torch
 
-    from evaluation.policy_specs import EXPERTS
-    from policies import experts
+    from policies.experts import expert_for_task
 
-    expert = getattr(experts, EXPERTS[task])(env)
+    expert = expert_for_task(task, env)
     obs_key = "state" if "state" in env.observation_space.spaces else "proprio"
     in_dim = env.observation_space[obs_key].shape[0]
     model = torch.nn.Sequential(

@@ -14,14 +14,6 @@ import zlib
 from evaluation.config import EvalConfig, ExpertPolicySpec, FactoryPolicySpec, PolicySpec
 from policies.base import Policy
 
-EXPERTS = {
-    "Lift": "LiftExpert",
-    "Stack": "StackExpert",
-    "PickPlaceCan": "PickPlaceCanExpert",
-    "Door": "DoorExpert",
-}
-
-
 def stable_seed(*parts: object) -> int:
     """A 31-bit seed from any values, the same in every process (``hash`` is salted per process)."""
     return zlib.crc32("|".join(map(str, parts)).encode()) & 0x7FFFFFFF
@@ -48,11 +40,11 @@ def resolve_factory(path: str):
 def build_policy(spec: PolicySpec, env, task: str, seed: int) -> Policy:
     """A policy for ``task`` on ``env`` from a spec (``ValueError`` naming what is missing)."""
     if isinstance(spec, ExpertPolicySpec):
+        from policies.experts import EXPERTS, expert_for_task
+
         if task not in EXPERTS:
             raise ValueError(f"policy {{kind: expert}}: no scripted expert for task {task!r}, expected one of {sorted(EXPERTS)}")
-        from policies import experts
-
-        return getattr(experts, EXPERTS[task])(env)
+        return expert_for_task(task, env)
     assert isinstance(spec, FactoryPolicySpec)
     factory = resolve_factory(spec.factory)
     kwargs = dict(spec.kwargs)
