@@ -55,7 +55,7 @@ def trade_off_plot(rows: list[dict], x_field: str, x_label: str) -> str | None:
     if not points:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(_TRADE_OFF_METRICS), figsize=(4.2 * len(_TRADE_OFF_METRICS), 3.4))
+    fig, axes = plt.subplots(1, len(_TRADE_OFF_METRICS), figsize=(4.4 * len(_TRADE_OFF_METRICS), 3.4), layout="constrained")
     x = np.array([r[x_field] for r in points], dtype=float)
     for ax, metric in zip(axes, _TRADE_OFF_METRICS):
         means, errors = _errors(points, metric)
