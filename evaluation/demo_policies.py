@@ -3,6 +3,9 @@
 ``perturbed_expert``: the task's scripted expert plus a small torch MLP's output. The MLP gives
 compression (quantization, pruning) a model to act on, and its output moves the arm a little,
 so compressed variants differ measurably while still solving the task.
+
+``noisy_expert``: the expert with exploration noise from numpy's and torch's global RNGs, a
+stochastic policy whose episodes are reproducible only through the evaluation's seeding.
 """
 
 from __future__ import annotations
@@ -60,3 +63,34 @@ def perturbed_expert(env, task: str, chunk_size: int = 1, hidden: int = 64, scal
         torch.nn.Linear(in_dim, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, chunk_size * expert.action_dim)
     )
     return PerturbedExpert(expert, model, obs_key, chunk_size, scale)
+
+
+class NoisyExpert(Policy):
+    """The task's scripted expert plus Gaussian exploration noise drawn from numpy's *and*
+    torch's global RNGs (as many research policies sample): reproducible only because the
+    evaluation seeds both before every episode."""
+
+    def __init__(self, expert: Policy, noise: float):
+        self.expert = expert
+        self.action_dim = expert.action_dim
+        self.noise = noise
+
+    def reset(self, instruction: str = "") -> None:
+        super().reset(instruction)
+        self.expert.reset(instruction)
+
+    def act(self, obs) -> np.ndarray:
+        import torch
+
+        action = self.expert.act(obs)[0].astype(np.float64)
+        half = self.action_dim // 2
+        action[:half] += self.noise * np.random.standard_normal(half)
+        action[half:-1] += self.noise * torch.randn(self.action_dim - 1 - half, dtype=torch.float64).numpy()
+        return np.clip(action, -1.0, 1.0).astype(np.float32)[None]
+
+
+def noisy_expert(env, task: str, noise: float = 0.2) -> NoisyExpert:
+    """Factory for configs: ``{factory: "evaluation.demo_policies:noisy_expert", kwargs: {noise: 0.2}}``."""
+    from policies.experts import expert_for_task
+
+    return NoisyExpert(expert_for_task(task, env), noise)

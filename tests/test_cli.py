@@ -1,24 +1,44 @@
-"""The vla-envs command line, run as a real process."""
+"""The vla-envs command line, run as a real process on this checkout's code.
 
-import shutil
+``python -m vla_envs.cli`` with the checkout first on ``PYTHONPATH``: the installed console
+script could belong to another checkout (or an older install) and would test that code instead.
+"""
+
+import os
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
+CHECKOUT = Path(__file__).resolve().parent.parent
 
-def _vla_envs():
-    exe = shutil.which("vla-envs") or str(Path(sys.executable).parent / "vla-envs")
-    return [exe]
+
+def _vla_envs(*args: str, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHONPATH": str(CHECKOUT), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "vla_envs.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env=environment, cwd=CHECKOUT,
+    )
+
+
+def test_the_subprocess_runs_this_checkout():
+    code = "import vla_envs, wrappers, policies, evaluation; print(vla_envs.__file__, evaluation.__file__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(CHECKOUT)}, cwd="/",
+    )
+    assert out.returncode == 0, out.stderr
+    for path in out.stdout.split():
+        assert Path(path).resolve().is_relative_to(CHECKOUT), path
+
+
+def test_the_console_script_is_declared_for_the_same_entry_point():
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "vla-envs"]
+    assert script.value == "vla_envs.cli:app"
 
 
 def test_rollout_prints_a_table_per_episode():
-    out = subprocess.run(
-        _vla_envs() + ["rollout", "--task", "Lift", "--episodes", "2", "--seed", "3", "--max-steps", "12"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"COLUMNS": "160", "PATH": str(Path(sys.executable).parent)},
-    )
+    out = _vla_envs("rollout", "--task", "Lift", "--episodes", "2", "--seed", "3", "--max-steps", "12", COLUMNS="160")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     rows = [line for line in lines if line.startswith("│")]
@@ -29,17 +49,13 @@ def test_rollout_prints_a_table_per_episode():
 
 
 def test_tasks_lists_every_task():
-    out = subprocess.run(
-        _vla_envs() + ["tasks"], capture_output=True, text=True, timeout=120, env={"COLUMNS": "200"}
-    )
+    out = _vla_envs("tasks", timeout=120, COLUMNS="200")
     assert out.returncode == 0, out.stderr
     for name in ("Lift", "Stack", "PickPlaceCan", "NutAssemblySquare", "Door"):
         assert f"vla_envs/{name}-v0" in out.stdout
 
 
 def test_rollout_rejects_an_unknown_task():
-    out = subprocess.run(
-        _vla_envs() + ["rollout", "--task", "Juggle"], capture_output=True, text=True, timeout=120
-    )
+    out = _vla_envs("rollout", "--task", "Juggle", timeout=120)
     assert out.returncode != 0
     assert "unknown task 'Juggle'" in out.stdout + out.stderr

@@ -34,7 +34,6 @@ def test_fake_quantization_levels_per_channel(mlp, bits, levels):
             assert torch.isclose(row_q.abs().max(), row.abs().max())
             assert (row_q - row).abs().max() <= step / 2 + 1e-6
         assert torch.equal(layer.bias, original.bias)  # biases untouched
-    assert torch.equal(mlp[0].weight, mlp[0].weight.clone())  # original not modified
     assert not torch.equal(q[0].weight, mlp[0].weight)
 
 
@@ -174,3 +173,75 @@ def test_compress_rejects_what_it_cannot_do(mlp, tmp_path):
     bad.write_text("quantization: {bits: 3}\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: field 'quantization.bits' = 3"):
         compress(policy, bad)
+
+
+def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
+
+
+def _assert_unchanged(module: nn.Module, before: dict[str, torch.Tensor]) -> None:
+    after = module.state_dict()
+    assert list(after) == list(before)
+    for name, tensor in before.items():
+        assert torch.equal(after[name], tensor), f"{name} changed in place"
+
+
+METHODS = {
+    "fake_int8": lambda m: fake_quantize(m, 8),
+    "fake_int4": lambda m: fake_quantize(m, 4),
+    "dynamic_int8": dynamic_int8,
+    "magnitude_prune": lambda m: magnitude_prune(m, 0.5),
+    "structured_prune_rows": lambda m: structured_prune_rows(m, 0.5),
+}
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_weight_method_leaves_its_input_unchanged(mlp, method):
+    before = _snapshot(mlp)
+    out = METHODS[method](mlp)
+    assert out is not mlp
+    _assert_unchanged(mlp, before)
+    # and the output did change: a method that returned its input untouched would pass above
+    changed = out.state_dict() if method != "dynamic_int8" else {"0.weight": out[0].weight().dequantize()}
+    assert not torch.equal(changed["0.weight"], before["0.weight"])
+
+
+SPECS = {
+    "quantization": {"quantization": {"method": "fake", "bits": 4}},
+    "dynamic_int8": {"quantization": {"method": "dynamic_int8"}},
+    "pruning": {"pruning": {"fraction": 0.5}},
+    "structured": {"pruning": {"fraction": 0.5, "structured": True}},
+    "tokens": {"token_sparsification": {"keep": 0.25, "method": "norm"}},
+    "codec": {"action_codec": {"dct_keep": 2, "downsample": 2}},
+    "everything": {"quantization": {"bits": 4}, "pruning": {"fraction": 0.3},
+                   "token_sparsification": {"keep": 0.5}, "action_codec": {"dct_keep": 3}},
+}
+
+
+@pytest.mark.parametrize("spec", list(SPECS))
+def test_compress_leaves_the_base_policy_unchanged(spec):
+    """TinyVLA (every method applies to it): the base keeps its weights, its token setting and
+    its actions, whatever ``compress`` did to the variant."""
+    from policies.compression import compress
+    from policies.tinyvla import load_reference
+
+    policy = load_reference()
+    rng = np.random.default_rng(0)
+    obs = {
+        "image": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+        "wrist_image": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+        "proprio": rng.normal(size=policy.model.config.proprio_dim).astype(np.float32),
+    }
+    policy.reset("pick up the red cube and lift it off the table")
+    chunk = policy.act(obs)
+    before = _snapshot(policy.model)
+    token_setting = (policy.model.token_keep, policy.model.token_method)
+
+    variant = compress(policy, SPECS[spec])
+    variant.reset("pick up the red cube and lift it off the table")
+    assert not np.array_equal(variant.act(obs), chunk)  # the variant is compressed
+
+    _assert_unchanged(policy.model, before)
+    assert (policy.model.token_keep, policy.model.token_method) == token_setting
+    policy.reset("pick up the red cube and lift it off the table")
+    np.testing.assert_array_equal(policy.act(obs), chunk)

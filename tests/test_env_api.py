@@ -62,7 +62,14 @@ def test_state_plus_rgb_has_all_keys():
         env.close()
 
 
-@pytest.mark.parametrize("controller, dim", [("JOINT_VELOCITY", 8), ("JOINT_POSITION", 8), ("JOINT_TORQUE", 8), ("OSC_POSITION", 4)])
+ACTION_DIMS = {"OSC_POSE": 7, "JOINT_VELOCITY": 8, "JOINT_POSITION": 8, "JOINT_TORQUE": 8, "OSC_POSITION": 4}
+
+
+def test_every_supported_controller_is_tested():
+    assert set(ACTION_DIMS) == set(CONTROLLERS)
+
+
+@pytest.mark.parametrize("controller, dim", list(ACTION_DIMS.items()))
 def test_controllers_shape_action_space(controller, dim):
     env = gym.make("vla_envs/Lift-v0", controller=controller)
     try:
@@ -73,9 +80,11 @@ def test_controllers_shape_action_space(controller, dim):
         env.reset(seed=0)
         obs, *_ = env.step(env.action_space.sample())
         assert obs["state"].dtype == np.float32
+        # the arm is driven by the controller asked for, not a default
+        arm = env.unwrapped.robosuite_env.robots[0].composite_controller.part_controllers["right"]
+        assert arm.name == controller
     finally:
         env.close()
-    assert "JOINT_TORQUE" in CONTROLLERS
 
 
 def test_default_controller_is_osc_pose(lift_env):

@@ -40,3 +40,47 @@ def test_ray_matches_sequential(sequential, tmp_path):
     pytest.importorskip("ray")
     config, reference = sequential
     _assert_same(_run(config, tmp_path / "ray", workers=2, backend="ray"), reference)
+
+
+STOCHASTIC = """\
+name: a policy that draws from the global RNGs
+tasks: [Lift]
+seeds: [0, 1, 2]
+env: {obs_mode: state, max_episode_steps: 30}
+base:
+  name: noisy
+  policy: {factory: "evaluation.demo_policies:noisy_expert", kwargs: {noise: 0.3}}
+variants:
+  - {name: expert, policy: {kind: expert}}
+recording: {record_steps: true}
+"""
+
+
+def test_a_stochastic_policy_gives_the_same_episodes_in_any_process_and_order(tmp_path):
+    """numpy's and torch's global RNGs are seeded per episode: the same episodes sequentially and
+    in 2 worker processes that take the units in reverse order (other RNG histories)."""
+    import numpy as np
+
+    from evaluation.episode import TIMING_COLUMNS
+    from evaluation.units import plan_units
+    from evaluation.workers import run_processes, run_sequential
+
+    _, config = small_config(tmp_path, STOCHASTIC)
+    units = plan_units(config)
+
+    def results(iterator):
+        out = {unit.key: result for unit, result in iterator}
+        rows = {key: {k: v for k, v in r.row.items() if k not in TIMING_COLUMNS} for key, r in out.items()}
+        actions = {key: np.stack(r.steps.column("action").to_numpy(zero_copy_only=False)[1:]) for key, r in out.items()}
+        return rows, actions
+
+    sequential_rows, sequential_actions = results(run_sequential(config, units))
+    worker_rows, worker_actions = results(run_processes(config, list(reversed(units)), workers=2))
+    assert sequential_rows == worker_rows
+    for key, actions in sequential_actions.items():
+        np.testing.assert_array_equal(actions, worker_actions[key], err_msg=key)
+    # the noise is real: it moves every episode away from the expert's, differently per seed
+    for seed in (0, 1, 2):
+        noisy, plain = sequential_actions[f"Lift__noisy__seed{seed:06d}"], sequential_actions[f"Lift__expert__seed{seed:06d}"]
+        assert not np.array_equal(noisy[:5], plain[:5])
+    assert not np.array_equal(sequential_actions["Lift__noisy__seed000000"][:5], sequential_actions["Lift__noisy__seed000001"][:5])

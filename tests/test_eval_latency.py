@@ -77,14 +77,21 @@ def test_temporal_ensemble_continues_the_previous_chunk():
     assert sources[1] == (True, True) and sources[2] == (False, False)
 
 
-def test_measured_latency_uses_the_measured_time(monkeypatch):
+def test_measured_latency_uses_each_querys_own_time(monkeypatch):
     import evaluation.latency as latency
 
-    clock = iter(np.arange(0.0, 100.0, 0.1))  # every perf_counter call advances 100 ms
+    # query i starts at i s and takes durations[i]: 0.15 s = 3 steps at 20 Hz, 0.05 s = 1, 0.10 s = 2
+    # (the first query is free whatever it takes)
+    durations = [0.01, 0.15, 0.05, 0.10]
+    clock = iter([t for i, d in enumerate(durations) for t in (float(i), i + d)])
     monkeypatch.setattr(latency.time, "perf_counter", lambda: next(clock))
-    actions, _, executor = run("measured", 6)
-    assert executor.latencies_s == pytest.approx([0.1, 0.1])
-    assert actions == [0, 1, 2, 3, 10, 11]
+    actions, sources, executor = run("measured", 14)
+    assert executor.latencies_s == pytest.approx(durations)
+    # chunk 0 runs 0, 1; query 1 waits 3 steps on chunk 0's rows 2, 3 and then holds 3; chunk 1
+    # runs 10, 11; query 2 waits 1 step on row 12; query 3 waits 2 steps on rows 22, 23
+    assert actions == [0, 1, 2, 3, 3, 10, 11, 12, 20, 21, 22, 23, 30, 31]
+    assert [i for i, (_, waiting) in enumerate(sources) if waiting] == [2, 3, 4, 7, 10, 11]
+    assert executor.waiting_steps == 3 + 1 + 2 and executor.inference_calls == 4
 
 
 def test_docs_worked_example():

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from eval_helpers import SMALL, small_config
+from scipy.stats import binomtest
 from typer.testing import CliRunner
 
-from evaluation.stats import bootstrap_ci, wilson_interval
+from evaluation.stats import bootstrap_ci
 from evaluation.summary import SUMMARY_METRICS
 from vla_envs.cli import app
 
@@ -92,8 +93,9 @@ def test_summary_equals_a_recomputation_from_episodes(run_dir):
         successes = int(group.success.sum())
         assert row.successes == successes and row.episodes == len(group)
         assert _close(row.success_rate, successes / len(group))
-        low, high = wilson_interval(successes, len(group))
-        assert _close(row.success_ci_low, low) and _close(row.success_ci_high, high)
+        wilson = binomtest(successes, len(group)).proportion_ci(confidence_level=0.95, method="wilson")
+        assert row.success_ci_low == pytest.approx(wilson.low, abs=1e-12)
+        assert row.success_ci_high == pytest.approx(wilson.high, abs=1e-12)
         solved = group[group.success].set_index("seed")
         shared = sorted(set(solved.index) & set(base.index))
         assert row.paired_n == len(shared)
@@ -106,11 +108,20 @@ def test_summary_equals_a_recomputation_from_episodes(run_dir):
             base_mean = base[metric].mean()
             expected = 100 * (mean - base_mean) / abs(base_mean) if base_mean else math.nan
             assert _close(row[f"{metric}_pct_vs_base"], expected), (variant, metric)
+            paired = [row[f"{metric}_paired_{k}"] for k in ("diff", "ci_low", "ci_high", "pct")]
             if shared:
-                diff = (solved.loc[shared, metric] - base.loc[shared, metric]).mean()
-                assert _close(row[f"{metric}_paired_diff"], diff), (variant, metric)
+                differences = solved.loc[shared, metric] - base.loc[shared, metric]
+                assert _close(paired[0], differences.mean()), (variant, metric)
+                assert _close(paired[1], bootstrap_ci(differences, 0.95, 500, 0)[0]), (variant, metric)
+                assert _close(paired[2], bootstrap_ci(differences, 0.95, 500, 0)[1]), (variant, metric)
+                assert paired[1] <= paired[0] <= paired[2], (variant, metric)
+                base_shared = base.loc[shared, metric].mean()
+                pct = 100 * (solved.loc[shared, metric].mean() - base_shared) / abs(base_shared)
+                assert _close(paired[3], pct), (variant, metric)
+                if variant == "perturbed":  # the base against itself
+                    assert paired == [0.0, 0.0, 0.0, 0.0]
             else:
-                assert math.isnan(row[f"{metric}_paired_diff"])
+                assert all(math.isnan(v) for v in paired)
         assert _close(row.inference_calls_mean, group.inference_calls.mean())
 
 

@@ -85,3 +85,66 @@ def test_reward_config_validation(tmp_path):
     assert "scale of 'energy_j' is 0.0: expected > 0" in message
     with pytest.raises(ValueError, match="expected >= 0"):
         RewardConfig(weights={"time_s": -1.0})
+
+
+WEIGHTS = {"time_s": 0.7, "ee_path_m": 1.3, "joint_path_rad": 0.9, "joint_rotation_rad": 0.4,
+           "jerk_sq": 0.2, "action_change": 0.6, "energy_j": 0.5, "effort_nm2s": 0.3}
+SCALES = {"time_s": 2.0, "ee_path_m": 0.5, "joint_path_rad": 3.0, "joint_rotation_rad": 1.5,
+          "jerk_sq": 1e5, "action_change": 4.0, "energy_j": 10.0, "effort_nm2s": 1e3}
+
+
+def _physics_dt(env) -> float:
+    unwrapped = env.unwrapped
+    sim = getattr(unwrapped, "robosuite_env", None)
+    return float(sim.sim.model.opt.timestep if sim is not None else unwrapped.model.opt.timestep)
+
+
+@pytest.mark.parametrize("env_id, kwargs", [("vla_envs/Lift-v0", {"max_episode_steps": 25}), ("Pusher-v5", {"max_episode_steps": 25})])
+def test_every_term_equals_its_quantity_recomputed_from_the_recorded_arrays(env_id, kwargs):
+    """All eight weights non-zero; each step's term is recomputed here from what the recorder
+    kept (positions, velocities, actions, every substep's torque and velocity), not read back
+    from the accounting that produced it."""
+    from wrappers import JointStateRecorder
+
+    f = 20.0  # both envs step at 20 Hz (Lift: 25 x 2 ms, Pusher: 5 x 10 ms)
+    env = EfficiencyReward(
+        JointStateRecorder(EmbodiedCost(gym.make(env_id, **kwargs)), record_substeps=True),
+        config={"weights": WEIGHTS, "scales": SCALES},
+    )
+    dt = _physics_dt(env)
+    env.reset(seed=4)
+    rng = np.random.default_rng(4)
+    terms, rewards, task_rewards, done = [], [], [], False
+    while not done:
+        _, reward, terminated, truncated, info = env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+        terms.append(info["reward_terms"])
+        rewards.append(reward)
+        task_rewards.append(info["task_reward"])
+        done = terminated or truncated
+    episode = env.get_wrapper_attr("last_episode")
+    env.close()
+    n = len(terms)
+    assert n == 25 and episode.n_steps == n and episode.substep_torque.shape[:2] == (n, round(1 / (f * dt)))
+
+    q, qd, p, a = episode.qpos, episode.qvel, episode.ee_pos, episode.action.astype(np.float64)
+    tau, qd_sub = episode.substep_torque, episode.substep_qvel
+    for t in range(1, n + 1):  # control step t moves samples t - 1 -> t
+        jerk = qd[t] - 2 * qd[t - 1] + qd[t - 2] if t >= 2 else np.zeros_like(qd[0])
+        expected = {
+            "time_s": 1.0 / f,
+            "ee_path_m": np.linalg.norm(p[t] - p[t - 1]),
+            "joint_path_rad": np.linalg.norm(q[t] - q[t - 1]),
+            "joint_rotation_rad": np.abs(q[t] - q[t - 1]).sum(),
+            "jerk_sq": f**4 * np.dot(jerk, jerk),
+            "action_change": np.linalg.norm(a[t - 1] - a[t - 2]) if t >= 2 else 0.0,
+            "energy_j": np.abs(tau[t - 1] * qd_sub[t - 1]).sum() * dt,
+            "effort_nm2s": np.square(tau[t - 1]).sum() * dt,
+        }
+        got = terms[t - 1]
+        for key, quantity in expected.items():
+            assert got[key] == pytest.approx(-WEIGHTS[key] * quantity / SCALES[key], rel=1e-9, abs=1e-15), (t, key)
+        assert got["success_bonus"] == 0.0
+        assert rewards[t - 1] == pytest.approx(task_rewards[t - 1] + sum(got.values()), rel=1e-12, abs=1e-15)
+    # every term was exercised: random actions move, jerk and spend energy on most steps
+    for key in WEIGHTS:
+        assert sum(terms[t][key] < 0 for t in range(n)) >= n - 2, key
