@@ -245,3 +245,145 @@ def test_compress_leaves_the_base_policy_unchanged(spec):
     assert (policy.model.token_keep, policy.model.token_method) == token_setting
     policy.reset("pick up the red cube and lift it off the table")
     np.testing.assert_array_equal(policy.act(obs), chunk)
+
+
+# -- edges (each found by a surviving mutant, docs/testing.md) ----------------------------------
+def test_fake_quantization_bit_range_and_errors():
+    w = torch.linspace(-1, 1, 100).reshape(2, 50)
+    assert torch.unique(fake_quantize_weight(w, 2)).numel() <= 3  # 2 bits: -1, 0, +1 steps
+    assert torch.unique(fake_quantize_weight(w, 16)).numel() == 100  # fine enough for every value
+    for bits in (1, 17):
+        with pytest.raises(ValueError, match=rf"bits={bits}: expected 2..16"):
+            fake_quantize_weight(w, bits)
+    with pytest.raises(ValueError, match=r"weight must have an output-channel dimension, got shape \(5,\)"):
+        fake_quantize_weight(torch.ones(5), 8)
+
+
+def test_fake_quantization_keeps_an_all_zero_row_zero():
+    w = torch.tensor([[0.0, 0.0, 0.0], [0.5, -1.0, 0.25]])
+    q = fake_quantize_weight(w, 4)
+    assert torch.equal(q[0], torch.zeros(3)) and torch.isfinite(q).all()
+
+
+def test_dynamic_int8_quantizes_only_linear_layers():
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"rnn": nn.LSTM(4, 8), "head": nn.Linear(8, 2)})
+    q = dynamic_int8(model)
+    assert isinstance(q["head"], DynamicQuantizedLinear)
+    assert type(q["rnn"]) is nn.LSTM  # torch's default set would quantize the LSTM too
+
+
+class Headed(nn.Module):
+    """A trunk and an action head; the head is listed in ``pruning_exclude``."""
+
+    pruning_exclude = ("head",)
+
+    def __init__(self):
+        super().__init__()
+        self.trunk = nn.Linear(8, 8)
+        self.head = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 2))
+        self.head2 = nn.Linear(8, 8)  # "head2" is not "head" nor inside it
+
+
+@pytest.mark.parametrize("prune", [magnitude_prune, structured_prune_rows])
+def test_pruning_leaves_the_models_excluded_layers_whole(prune):
+    torch.manual_seed(0)
+    model = Headed()
+    pruned = prune(model, 0.5)
+    for name in ("head.0", "head.1"):
+        assert torch.equal(pruned.get_submodule(name).weight, model.get_submodule(name).weight), name
+    for name in ("trunk", "head2"):
+        assert (pruned.get_submodule(name).weight == 0).any(), name
+    # an explicit exclude replaces the model's list
+    explicit = prune(model, 0.5, exclude=("trunk",))
+    assert torch.equal(explicit.trunk.weight, model.trunk.weight)
+    assert (explicit.get_submodule("head.0").weight == 0).any()
+
+
+def test_magnitude_pruning_breaks_ties_by_position():
+    layer = nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, -1.0, 1.0, -1.0], [1.0, 1.0, -1.0, -1.0]]))
+    pruned = magnitude_prune(nn.Sequential(layer), 0.5)[0]
+    assert torch.equal(pruned.weight != 0, torch.tensor([[False] * 4, [True] * 4]))
+
+
+def test_action_codec_edges():
+    chunk = np.random.default_rng(1).normal(size=(6, 3))
+    np.testing.assert_allclose(dct_compress(chunk, keep=1), np.tile(chunk.mean(axis=0), (6, 1)), atol=1e-6)
+    one = np.array([[0.25, -0.5]])
+    np.testing.assert_allclose(dct_compress(one, keep=1), one, atol=1e-7)  # a chunk of one action
+    np.testing.assert_array_equal(temporal_downsample(one, 3), one.astype(np.float32))
+    for out in (dct_compress(chunk, 3), dct_compress(chunk, 6, 0.5), temporal_downsample(chunk, 2)):
+        assert out.dtype == np.float32
+    with pytest.raises(ValueError, match=r"action chunk must have shape \(H, D\) with H >= 1, got \(6,\)"):
+        dct_compress(np.zeros(6), 1)
+    with pytest.raises(ValueError, match=r"action chunk must have shape \(H, D\) with H >= 1, got \(0, 3\)"):
+        temporal_downsample(np.zeros((0, 3)), 2)
+    with pytest.raises(ValueError, match=r"quantization_scale=0: expected > 0"):
+        dct_compress(chunk, 6, 0)
+    with pytest.raises(ValueError, match=r"factor=0: expected >= 1"):
+        temporal_downsample(chunk, 0)
+
+
+@pytest.mark.parametrize("scale", [0.5, 4.0, 10.0])
+def test_dct_quantization_error_is_at_most_half_a_step_per_coefficient(scale):
+    from scipy.fft import dct
+
+    chunk = np.random.default_rng(2).normal(size=(8, 3))
+    coefficients = dct(chunk, norm="ortho", axis=0)
+    coarse = dct(dct_compress(chunk, 8, scale).astype(np.float64), norm="ortho", axis=0)
+    assert np.abs(coarse - coefficients).max() <= 0.5 / scale + 1e-5
+    np.testing.assert_allclose(coarse * scale, np.round(coarse * scale), atol=1e-4)
+
+
+def test_compress_applies_exactly_the_named_codec_and_settings(mlp):
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    from policies.compression import compress
+
+    policy = _adapter(mlp)
+    obs = {"state": np.linspace(-1, 1, 32).astype(np.float32)}
+    chunk = policy.act(obs)
+    cases = {
+        "quantization_scale": ({"action_codec": {"quantization_scale": 2.0}}, dct_compress(chunk, 8, 2.0)),
+        "dct_keep": ({"action_codec": {"dct_keep": 3}}, dct_compress(chunk, 3)),
+        "downsample": ({"action_codec": {"downsample": 3}}, temporal_downsample(chunk, 3)),
+        "both": ({"action_codec": {"dct_keep": 3, "quantization_scale": 2.0, "downsample": 2}},
+                 temporal_downsample(dct_compress(chunk, 3, 2.0), 2)),
+    }
+    for name, (spec, expected) in cases.items():
+        np.testing.assert_allclose(compress(policy, spec).act(obs), expected, atol=1e-6, err_msg=name)
+
+    structured = compress(policy, {"pruning": {"fraction": 0.25, "structured": True}})
+    assert int((structured.model[0].weight == 0).all(dim=1).sum()) == 16
+    dynamic = compress(policy, {"quantization": {"method": "dynamic_int8"}})
+    assert isinstance(dynamic.model[0], DynamicQuantizedLinear)
+
+    full = compress(policy, {"execution": {"open_loop_steps": 8}})  # k = chunk size is allowed
+    assert full.execute_steps == 8
+    full.reset("lift the cube")
+    assert full.instruction == "lift the cube" and policy.instruction == "lift the cube"
+    full.reset()
+    assert full.instruction == "" and policy.instruction == ""
+
+    with pytest.raises(ValueError, match=r"^ModuleAdapter does not support token sparsification \(expected a set_token_sparsification\(keep, method\) method\)$"):
+        compress(policy, {"token_sparsification": {"keep": 0.5}})
+
+
+def test_compress_sets_the_token_method_and_names_the_base():
+    from policies.compression import compress
+    from policies.tinyvla import load_reference
+
+    policy = load_reference()
+    variant = compress(policy, {"token_sparsification": {"keep": 0.5, "method": "random"}})
+    assert (variant.model.token_keep, variant.model.token_method) == (0.5, "random")
+    assert compress(policy, {"action_codec": {"dct_keep": 2}}).variant_card["base_model"] == "TinyVLAPolicy"
+
+    class NoModel:
+        action_dim, chunk_size = 2, 1
+
+    with pytest.raises(ValueError, match=r"^NoModel has no .model"):
+        compress(NoModel(), {"pruning": {"fraction": 0.1}})

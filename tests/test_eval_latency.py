@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from evaluation.config import FixedLatency
-from evaluation.latency import LatencyAwareExecutor, TimedChunkExecutor, delay_steps
+from evaluation.latency import LatencyAwareExecutor, TimedChunkExecutor, delay_steps, latency_label
 from policies.base import Policy
 
 
@@ -102,3 +102,76 @@ def test_docs_worked_example():
     assert fixed == [0, 1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15, 16, 20]
     assert [i for i, (queried, _) in enumerate(sources) if queried] == [0, 4, 11]
     assert [i for i, (_, waiting) in enumerate(sources) if waiting] == [4, 5, 6, 11, 12, 13]
+
+
+# -- edges (each found by a surviving mutant, docs/testing.md) ----------------------------------
+def test_delay_steps_checks_its_inputs_and_takes_any_positive_rate():
+    assert delay_steps(1.0, 0.5) == 1  # 0.5 steps at 0.5 Hz: half up
+    for bad in ((-0.1, 20.0), (0.1, 0.0)):
+        with pytest.raises(ValueError, match=rf"inference_s={bad[0]}, control_freq_hz={bad[1]}: expected >= 0 and > 0"):
+            delay_steps(*bad)
+
+
+def test_latency_labels():
+    assert latency_label("frozen") == "frozen" and latency_label("measured") == "measured"
+    assert latency_label(FixedLatency(fixed_ms=50)) == "fixed_50ms"
+    assert latency_label(FixedLatency(fixed_ms=12.5)) == "fixed_12.5ms"
+    with pytest.raises(ValueError, match=r"latency='slow': expected 'frozen', 'measured' or \{fixed_ms: X\}"):
+        LatencyAwareExecutor(TimedChunkExecutor(Counting(4), "open_loop", 2), "slow", 20.0)
+
+
+def test_a_fixed_latency_of_half_a_step_waits_one_step():
+    actions, sources, executor = run(FixedLatency(fixed_ms=25), 6)  # 0.5 steps at 20 Hz: half up
+    assert executor.waiting_steps == 2
+    assert actions == [0, 1, 2, 10, 11, 12]
+
+
+def test_frozen_ignores_how_long_a_query_takes(monkeypatch):
+    import evaluation.latency as latency
+
+    clock = iter(np.arange(0.0, 100.0, 0.5))  # every query takes 500 ms of wall clock
+    monkeypatch.setattr(latency.time, "perf_counter", lambda: next(clock))
+    actions, sources, executor = run("frozen", 6)
+    assert actions == [0, 1, 10, 11, 20, 21] and executor.waiting_steps == 0
+    assert executor.latencies_s == pytest.approx([0.5, 0.5, 0.5])
+
+
+def test_a_measured_latency_under_half_a_step_costs_no_step(monkeypatch):
+    import evaluation.latency as latency
+
+    clock = iter(np.arange(0.0, 100.0, 0.01))  # 10 ms per query: 0.2 steps
+    monkeypatch.setattr(latency.time, "perf_counter", lambda: next(clock))
+    actions, sources, _ = run("measured", 6)
+    assert actions == [0, 1, 10, 11, 20, 21]
+    assert sources == [(True, False), (False, False)] * 3
+
+
+class Recording(Counting):
+    """Counting, remembering the instruction and observations it was given (float64 chunks)."""
+
+    def reset(self, instruction=""):
+        super().reset(instruction)
+        self.seen = []
+
+    def act(self, obs):
+        self.seen.append(obs)
+        return super().act(obs).astype(np.float64)
+
+
+def test_the_policy_sees_the_instruction_and_each_queried_observation_and_actions_are_float32():
+    policy = Recording(4)
+    executor = LatencyAwareExecutor(TimedChunkExecutor(policy, "open_loop", 2), FixedLatency(fixed_ms=100), 20.0)
+    executor.reset("stack the cubes")
+    emitted = [executor.step({"t": t})[0] for t in range(8)]
+    assert policy.instruction == "stack the cubes"
+    assert [obs["t"] for obs in policy.seen] == [0, 2, 6]
+    assert all(a.dtype == np.float32 for a in emitted)
+
+
+def test_reset_without_an_instruction_gives_the_policy_an_empty_one():
+    policy = Recording(4)
+    executor = LatencyAwareExecutor(TimedChunkExecutor(policy, "open_loop", 2), "frozen", 20.0)
+    executor.reset()
+    assert policy.instruction == ""
+    executor.executor.reset()
+    assert policy.instruction == ""

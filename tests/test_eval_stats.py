@@ -120,3 +120,46 @@ def test_paired_comparison_against_a_known_answer(sign):
     mean_v = np.mean([variant[s] for s in range(40)])
     assert result.percent_change == pytest.approx(100.0 * (mean_v - mean_b) / abs(mean_b), rel=1e-12)
     assert np.sign(result.percent_change) == sign
+
+
+# -- edges (each found by a surviving mutant, docs/testing.md) ----------------------------------
+def test_confidence_must_be_strictly_between_0_and_1():
+    for confidence in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match=rf"confidence={confidence}: expected a value in \(0, 1\)"):
+            wilson_interval(1, 2, confidence)
+        with pytest.raises(ValueError, match="confidence"):
+            bootstrap_ci([1.0, 2.0], confidence)
+    with pytest.raises(ValueError, match="successes=1, n=0"):
+        wilson_interval(1, 0)
+
+
+@pytest.mark.parametrize("n", range(1, 80))
+def test_wilson_bounds_are_exact_at_the_ends_and_inside_the_unit_interval(n):
+    assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
+    for k in range(n + 1):
+        low, high = wilson_interval(k, n)
+        assert 0.0 <= low <= k / n <= high <= 1.0
+
+
+def test_bootstrap_of_two_values_resamples_both():
+    # resample means of {0, 1}: 0, 1/2 or 1 with probabilities 1/4, 1/2, 1/4
+    assert bootstrap_ci([0.0, 1.0], resamples=4000) == (0.0, 1.0)
+    assert bootstrap_ci([0.0, 1.0], confidence=0.4, resamples=4000) == (0.5, 0.5)
+
+
+def test_percent_change_of_missing_values_is_nan():
+    assert math.isnan(percent_change(None, 2.0))
+    assert math.isnan(percent_change(2.0, None))
+    assert math.isnan(percent_change(2.0, float("inf")))
+
+
+def test_paired_comparison_is_seeded_and_empty_is_all_nan():
+    rng = np.random.default_rng(0)
+    base = {s: float(v) for s, v in enumerate(rng.normal(size=30))}
+    variant = {s: v + float(rng.normal()) for s, v in base.items()}
+    first = paired_comparison(base, variant, seed=0)
+    assert first == paired_comparison(base, variant, seed=0)
+    assert (first.ci_low, first.ci_high) != (paired_comparison(base, variant, seed=1).ci_low, paired_comparison(base, variant, seed=1).ci_high)
+    empty = paired_comparison({0: 1.0}, {1: 1.0})
+    assert empty.n_pairs == 0
+    assert all(math.isnan(getattr(empty, f)) for f in ("mean_difference", "ci_low", "ci_high", "percent_change"))

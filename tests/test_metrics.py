@@ -80,6 +80,38 @@ def test_bad_shapes_are_named():
         metrics.completion_time_s(3, 0.0)
 
 
+@pytest.mark.parametrize("function, argument", [
+    (lambda x: metrics.ee_path_m(x), "points"),
+    (lambda x: metrics.joint_path_rad(x), "points"),
+    (lambda x: metrics.joint_rotation_rad(x), "qpos"),
+    (lambda x: metrics.action_rate(x), "actions"),
+    (lambda x: metrics.effort_nm2s(x, 0.002), "torque"),
+    (lambda x: metrics.energy_j(x, np.zeros((4, 2)), 0.002), "torque"),
+    (lambda x: metrics.energy_j(np.zeros((4, 2)), x, 0.002), "substep_qvel"),
+])
+def test_every_array_argument_is_named_in_its_shape_error(function, argument):
+    with pytest.raises(ValueError, match=rf"^{argument} must be a 2-D array \(rows are samples\), got shape \(4,\)$"):
+        function(np.zeros(4))
+
+
+def test_any_positive_control_frequency():
+    assert metrics.completion_time_s(3, 0.5) == 6.0  # slow control loops are valid
+    with pytest.raises(ValueError, match="control_freq_hz must be positive, got -1"):
+        metrics.completion_time_s(3, -1)
+
+
+def test_integer_samples_are_numbers_not_wrapping_integers():
+    # unsigned integer arrays would wrap on differences (0 - 255 = 1 in uint8)
+    actions = np.array([[0], [255], [0]], dtype=np.uint8)
+    assert metrics.action_rate(actions) == 255.0
+    assert metrics.joint_rotation_rad(actions) == 510.0
+    assert metrics.ee_path_m(np.array([[0, 0, 0], [3, 4, 0]], dtype=np.uint8)) == 5.0
+    qvel = np.array([[0], [200], [0]], dtype=np.uint8)  # second difference -400
+    assert metrics.jerk_ms(qvel, 1.0) == 400.0**2
+    torque, qd = np.array([[0, 250]], dtype=np.uint8), np.array([[0, 250]], dtype=np.uint8)
+    assert metrics.energy_j(torque, qd, 1.0) == 62500.0 and metrics.effort_nm2s(torque, 1.0) == 62500.0
+
+
 @pytest.mark.parametrize("n_steps", [0, 1, 2, 3, 57])
 def test_running_metrics_equal_the_batch_functions(n_steps):
     rng = np.random.default_rng(n_steps)
