@@ -113,6 +113,24 @@ class EnvConfig(_Strict):
     max_episode_steps: int | None = Field(None, ge=1, description="override every task's time limit")
     render_quality: Literal["lean", "full"] = "lean"
 
+    @field_validator("control_freq")
+    @classmethod
+    def _divides_the_physics_rate(cls, value: float | None) -> float | None:
+        if value is not None:
+            from vla_envs.timing import substeps_per_control_step
+
+            substeps_per_control_step(value)
+        return value
+
+    @field_validator("controller")
+    @classmethod
+    def _known_controller(cls, value: str) -> str:
+        from vla_envs.controllers import CONTROLLERS
+
+        if value not in CONTROLLERS:
+            raise ValueError(f"controller={value!r} is not supported: expected one of {sorted(CONTROLLERS)}")
+        return value
+
 
 class SeedStart(_Strict):
     start: int = Field(0, ge=0)

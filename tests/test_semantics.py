@@ -71,7 +71,8 @@ def test_instruction_at_reset_and_on_the_env():
         assert info["instruction"] == env.unwrapped.instruction
         assert "can" in info["instruction"]
         _, _, _, _, info = env.step(np.zeros(7, np.float32))
-        assert set(info) == {"is_success"}
+        assert set(info) == {"instruction", "is_success"}  # the same keys as at reset
+        assert info["instruction"] == env.unwrapped.instruction
     finally:
         env.close()
 

@@ -8,15 +8,24 @@ never half-way through a run.
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
 
 # Environment variable that points the suite at another folder of task files.
 CONFIG_DIR_ENV = "VLA_ENVS_CONFIG_DIR"
-_DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def shipped_config_dir() -> Path:
+    """The configs/ folder this code came with: the checkout's top-level ``configs/`` (a clone or
+    an editable install), or the copy a wheel ships as ``vla_envs/configs`` (pyproject.toml)."""
+    checkout = Path(__file__).resolve().parent.parent / "configs"
+    if checkout.is_dir():
+        return checkout
+    return Path(str(resources.files("vla_envs") / "configs"))
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -54,6 +63,14 @@ class TaskConfig(BaseModel):
         default_factory=dict, description="extra keyword arguments for robosuite.make"
     )
 
+    @field_validator("control_freq")
+    @classmethod
+    def _divides_the_physics_rate(cls, value: float) -> float:
+        from vla_envs.timing import substeps_per_control_step
+
+        substeps_per_control_step(value)
+        return value
+
     @property
     def env_id(self) -> str:
         return f"vla_envs/{self.name}-v0"
@@ -65,7 +82,7 @@ class TaskConfig(BaseModel):
 
 def config_dir() -> Path:
     """The folder that holds ``tasks/`` (``$VLA_ENVS_CONFIG_DIR`` or the repository's ``configs/``)."""
-    return Path(os.environ.get(CONFIG_DIR_ENV, _DEFAULT_CONFIG_DIR))
+    return Path(os.environ.get(CONFIG_DIR_ENV, shipped_config_dir()))
 
 
 def format_validation_error(source: str | Path, error: ValidationError) -> str:
@@ -76,6 +93,8 @@ def format_validation_error(source: str | Path, error: ValidationError) -> str:
         value = problem.get("input")
         if problem["type"] == "missing":
             lines.append(f"  {source}: field '{field}' is missing (required)")
+        elif problem["type"] == "value_error":  # our validators' own words, already "...: expected ..."
+            lines.append(f"  {source}: field '{field}' = {value!r}: {problem['ctx']['error']}")
         else:
             lines.append(f"  {source}: field '{field}' = {value!r}: expected {problem['msg'].lower()}")
     return "\n".join(lines)

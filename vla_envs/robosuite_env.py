@@ -20,8 +20,10 @@ Observation layout by ``obs_mode``:
 ``state+rgb``  all four keys
 =============  ==============================================================================
 
-``S`` is ``image_size``; images are upright. ``info`` always has ``"is_success"``; ``reset``
-also returns ``"instruction"`` (the task's natural-language instruction).
+``S`` is ``image_size``; images are upright. ``info`` has the same keys on ``reset`` and every
+``step`` (dataset recorders such as Minari's ``DataCollector`` require a fixed layout)::
+
+    {"instruction": "pick up the red cube ...", "is_success": False}
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from vla_envs.actions import check_action
 from vla_envs.config import TaskConfig, get_task_config
 from vla_envs.controllers import DEFAULT_CONTROLLER, controller_config
 from vla_envs.rendering import CameraRenderer, RenderQuality
+from vla_envs.timing import substeps_per_control_step
 
 ObsMode = Literal["state", "rgb", "state+rgb"]
 OBS_MODES: tuple[str, ...] = ("state", "rgb", "state+rgb")
@@ -84,8 +87,7 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
             if not isinstance(value, (int, np.integer)) or not 8 <= value <= 1024:
                 raise ValueError(f"{field}={value!r}: expected an integer number of pixels in [8, 1024]")
         self.control_freq = float(control_freq if control_freq is not None else self.task_config.control_freq)
-        if self.control_freq <= 0:
-            raise ValueError(f"control_freq={control_freq!r}: expected a positive frequency in Hz")
+        substeps_per_control_step(self.control_freq)  # ValueError unless it divides the physics rate
 
         self.obs_mode = obs_mode
         self.image_size = int(image_size)
@@ -201,7 +203,7 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
         raw, reward, _, _ = self._rs.step(np.asarray(action, dtype=np.float64))
         success = bool(self._rs._check_success())
         terminated = success and self.terminate_on_success
-        return self._observation(raw), float(reward), terminated, False, {"is_success": success}
+        return self._observation(raw), float(reward), terminated, False, {"instruction": self.instruction, "is_success": success}
 
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":

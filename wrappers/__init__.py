@@ -5,10 +5,11 @@
 - ``EfficiencyReward``: task reward minus weighted per-step costs, plus a success bonus.
 
 Stack them in any order: they share one measurement probe per environment.
+``wrappers.sb3_callback.EmbodiedMetricsCallback`` logs each episode's metrics to SB3's logger.
 """
 
 from wrappers.efficiency_reward import EfficiencyReward, RewardConfig, load_reward_config
-from wrappers.embodied_cost import EmbodiedCost
+from wrappers.embodied_cost import MONITOR_KEYWORDS, EmbodiedCost, flat_metrics
 from wrappers.episode_buffer import EpisodeArrays
 from wrappers.joint_state_recorder import JointStateRecorder
 from wrappers.metrics import METRIC_KEYS, episode_metrics
@@ -17,6 +18,7 @@ from wrappers.robot_readout import RobotNotFoundError, RobotReadout, read_robot
 
 __all__ = [
     "METRIC_KEYS",
+    "MONITOR_KEYWORDS",
     "EfficiencyReward",
     "EmbodiedCost",
     "EpisodeArrays",
@@ -25,6 +27,7 @@ __all__ = [
     "RobotNotFoundError",
     "RobotReadout",
     "episode_metrics",
+    "flat_metrics",
     "load_reward_config",
     "read_episode",
     "read_robot",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from wrappers.base import EmbodiedWrapper
 from wrappers.running_metrics import STEP_TERM_KEYS
 
-_DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "rewards" / "default.yaml"
 
 
 class RewardConfig(BaseModel):
@@ -25,7 +25,7 @@ class RewardConfig(BaseModel):
 
     weights: dict[str, float] = Field(default_factory=dict)
     scales: dict[str, float] = Field(default_factory=dict)
-    success_bonus: float = Field(0.0, ge=0.0)
+    success_bonus: float = Field(0.0, ge=0.0, allow_inf_nan=False)
 
     @field_validator("weights", "scales")
     @classmethod
@@ -33,6 +33,8 @@ class RewardConfig(BaseModel):
         for key, number in value.items():
             if key not in STEP_TERM_KEYS:
                 raise ValueError(f"unknown cost term {key!r}: expected one of {list(STEP_TERM_KEYS)}")
+            if not math.isfinite(number):  # NaN or inf would make every reward NaN or -inf
+                raise ValueError(f"{info.field_name[:-1]} of {key!r} is {number}: expected a finite number")
             if info.field_name == "weights" and number < 0:
                 raise ValueError(f"weight of {key!r} is {number}: expected >= 0 (a cost, not a bonus)")
             if info.field_name == "scales" and number <= 0:
@@ -48,7 +50,9 @@ def load_reward_config(path: str | Path) -> RewardConfig:
 
 
 def default_reward_config() -> RewardConfig:
-    return load_reward_config(_DEFAULT_CONFIG)
+    from vla_envs.config import shipped_config_dir
+
+    return load_reward_config(shipped_config_dir() / "rewards" / "default.yaml")
 
 
 class EfficiencyReward(EmbodiedWrapper, gym.utils.RecordConstructorArgs):

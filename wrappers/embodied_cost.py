@@ -5,6 +5,12 @@ from __future__ import annotations
 import gymnasium as gym
 
 from wrappers.base import EmbodiedWrapper
+from wrappers.metrics import METRIC_KEYS
+
+# With ``flat_info=True`` these keys hold the episode-so-far metrics as plain floats, so
+# ``stable_baselines3.common.monitor.Monitor(env, info_keywords=MONITOR_KEYWORDS)`` writes one
+# numeric CSV column per metric (the nested ``info["embodied"]`` would be one column of dicts).
+MONITOR_KEYWORDS: tuple[str, ...] = tuple(f"embodied/{key}" for key in METRIC_KEYS)
 
 
 class EmbodiedCost(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
@@ -29,6 +35,11 @@ class EmbodiedCost(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
             "n_steps": T,
         }
         info["sim_unstable"] = False   # True (with truncated=True) if the simulation blew up
+        # with flat_info=True, also one float per metric (MONITOR_KEYWORDS):
+        info["embodied/completion_time_s"], ..., info["embodied/n_steps"]
+
+    The same keys are in ``info`` after ``reset`` and every ``step``; every embodied wrapper
+    (``JointStateRecorder``, ``EfficiencyReward``) adds ``info["embodied"]`` too.
 
     Example::
 
@@ -42,6 +53,7 @@ class EmbodiedCost(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
         joint_names: arm joints to measure (default: the robot's arm / the actuated joints).
         ee_site, ee_body: end-effector site or body (default: robosuite's grip site / the last
             body of the arm chain).
+        flat_info: also put each metric under its own ``"embodied/<key>"`` info key.
     """
 
     def __init__(
@@ -50,18 +62,29 @@ class EmbodiedCost(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
         joint_names: list[str] | tuple[str, ...] | None = None,
         ee_site: str | None = None,
         ee_body: str | None = None,
+        flat_info: bool = False,
     ):
-        gym.utils.RecordConstructorArgs.__init__(self, joint_names=joint_names, ee_site=ee_site, ee_body=ee_body)
+        gym.utils.RecordConstructorArgs.__init__(
+            self, joint_names=joint_names, ee_site=ee_site, ee_body=ee_body, flat_info=flat_info
+        )
         EmbodiedWrapper.__init__(self, env, joint_names, ee_site, ee_body)
+        self.flat_info = flat_info
 
     def reset(self, *, seed=None, options=None):
         obs, info = super().reset(seed=seed, options=options)
-        info["embodied"] = self.embodied_probe.values()
+        if self.flat_info:
+            info.update(flat_metrics(info["embodied"]))
         return obs, info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = (
             self._owner_step(action) if self._owns_probe else self.env.step(action)
         )
-        info["embodied"] = self.embodied_probe.values()
+        if self.flat_info:
+            info.update(flat_metrics(info["embodied"]))
         return obs, reward, terminated, truncated, info
+
+
+def flat_metrics(embodied: dict[str, float]) -> dict[str, float]:
+    """``{"embodied/energy_j": ..., ...}``: one numeric key per metric (``MONITOR_KEYWORDS``)."""
+    return {flat: embodied[key] for flat, key in zip(MONITOR_KEYWORDS, METRIC_KEYS)}

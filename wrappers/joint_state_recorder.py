@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import gymnasium as gym
@@ -59,7 +60,7 @@ class JointStateRecorder(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
         )
         EmbodiedWrapper.__init__(self, env, joint_names, ee_site, ee_body)
         self.embodied_probe.enable_recording(substeps=record_substeps)
-        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.out_dir = None if out_dir is None else _writable_folder(Path(out_dir))
         self.record_substeps = record_substeps
         self.file_prefix = file_prefix
         self.last_episode: EpisodeArrays | None = None
@@ -117,3 +118,15 @@ class JointStateRecorder(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
         if self.out_dir is not None:
             name = f"{self.file_prefix}episode_{probe.episode_index:06d}.parquet"
             self.written_paths.append(write_episode(episode, self.out_dir / name))
+
+
+def _writable_folder(path: Path) -> Path:
+    """``path`` as a folder episodes can be written to (created if missing), checked now rather
+    than when the first episode ends, where the error would cost that step's return value."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"out_dir={str(path)!r}: cannot create the folder ({exc.strerror}); expected a writable folder") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"out_dir={str(path)!r}: the folder is not writable; expected a writable folder")
+    return path

@@ -62,6 +62,9 @@ class EmbodiedProbe:
         self.seed: int | None = None
         self.episode_index = -1
         self.sim_unstable = False
+        self.episode_over = False
+        self._data = None  # the MjData bound at reset, and its simulated time after the last step
+        self._sim_time = 0.0
         self.layout: RowLayout | None = None
         self._ints = new_ints(0, 0)
         self._state = np.zeros(state_size(0, 0))
@@ -70,6 +73,8 @@ class EmbodiedProbe:
         self._action = np.zeros(0)
         self._action_shape = None
         self._action_space: gym.Space | None = None
+        self._action_low: np.ndarray | None = None
+        self._action_high: np.ndarray | None = None
         # per-term coefficients for EfficiencyReward's penalties (STEP_TERM_KEYS order)
         self.penalty_coefficients = np.zeros(len(STEP_TERM_KEYS))
         self._values = self._state[S_VALUES : S_VALUES + len(METRIC_KEYS)]
@@ -125,22 +130,31 @@ class EmbodiedProbe:
         self.readout = readout
         self.layout = layout
         self._action_space = env.action_space
-        self._action_shape = env.action_space.shape if isinstance(env.action_space, gym.spaces.Box) else None
+        box = isinstance(env.action_space, gym.spaces.Box)
+        self._action_shape = env.action_space.shape if box else None
+        # the metrics see the action the simulator applies: clipped to the Box (robosuite's
+        # controllers and MuJoCo's ctrlrange clip), so a +-1e9 command counts as +-1
+        self._action_low = np.asarray(env.action_space.low, np.float64).reshape(-1) if box else None
+        self._action_high = np.asarray(env.action_space.high, np.float64).reshape(-1) if box else None
         self._values = self._state[S_VALUES : S_VALUES + len(METRIC_KEYS)]
         self._penalties = self._state[S_PENALTIES : S_PENALTY_TOTAL + 1]
         self.seed = seed
         self.episode_index += 1
         self.sim_unstable = False
+        self.episode_over = False
+        self._data, self._sim_time = data, data.time
         reset_episode(ints)
 
     def before_step(self, action) -> np.ndarray:
-        """Check the action (shape, finiteness) and keep a float64 copy for the metrics."""
+        """Check the action (shape, dtype, finiteness) and keep a float64 copy, clipped to the
+        action space, for the metrics."""
         array = action if type(action) is np.ndarray else np.asarray(action)
         if array.shape != self._action_shape or array.dtype.kind != "f":
             return self._before_step_general(array, self._action_space)
         flat = array if array.ndim == 1 else array.reshape(-1)
         if not accept_action(self._ints, flat):
             raise non_finite_error(array)
+        np.clip(self._action, self._action_low, self._action_high, out=self._action)
         return array
 
     def _before_step_general(self, array: np.ndarray, space: gym.Space) -> np.ndarray:
@@ -148,6 +162,8 @@ class EmbodiedProbe:
             raise gym.error.ResetNeeded("Cannot call env.step() before calling env.reset()")
         array = check_action(array, space)
         accept_action(self._ints, np.asarray(array, dtype=np.float64).reshape(-1))
+        if self._action_low is not None:
+            np.clip(self._action, self._action_low, self._action_high, out=self._action)
         return array
 
     def after_step(self, reward) -> bool:
@@ -156,6 +172,7 @@ class EmbodiedProbe:
         if code == -1:  # no simulator hook did the accounting (robosuite's Python substep loop)
             code = advance_step(self._ints, reward)
         if code == 0:
+            self._check_simulation_continued()
             return False
         if code == -2:
             raise RuntimeError(
@@ -172,7 +189,22 @@ class EmbodiedProbe:
         if code & UNSTABLE:
             self.sim_unstable = True
             return True
+        self._check_simulation_continued()
         return False
+
+    def _check_simulation_continued(self) -> None:
+        """The step ran on the simulation bound at reset, and its clock moved on: a reset below
+        the wrappers (``env.unwrapped.reset()``) would otherwise leave the hooks on a dead
+        simulator (robosuite builds a new one) or add a teleport to the paths."""
+        data = self.readout.get_model_data()[1]
+        time_s = data.time
+        if data is not self._data or time_s <= self._sim_time:
+            raise RuntimeError(
+                "the simulation was reset or replaced below the embodied wrappers (e.g. env.unwrapped.reset()): "
+                f"sim time went from {self._sim_time:g} s to {time_s:g} s in one step; this episode's metrics "
+                "are invalid. Call reset() on the outermost wrapper."
+            )
+        self._sim_time = time_s
 
     # -- results ----------------------------------------------------------------------------
     def values(self) -> dict[str, float]:

@@ -1,0 +1,150 @@
+"""Inputs that used to produce wrong numbers silently: each now fails at construction, make or
+load time naming the field, the value and what was expected, or has documented behaviour."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import vla_envs  # noqa: F401
+from vla_envs.config import ConfigError, load_task_config
+from vla_envs.timing import substeps_per_control_step
+from wrappers import EfficiencyReward, EmbodiedCost, JointStateRecorder, RewardConfig
+
+
+# -- control frequency ---------------------------------------------------------------------------
+@pytest.mark.parametrize("freq, substeps", [(500, 1), (250, 2), (100, 5), (20, 25), (10, 50), (0.5, 1000)])
+def test_frequencies_that_divide_the_physics_rate(freq, substeps):
+    assert substeps_per_control_step(freq) == substeps
+
+
+@pytest.mark.parametrize("freq, message", [
+    (1000, r"control_freq=1000: expected a frequency that divides the 500 Hz physics rate.*0 substeps \(0 ms\) per 1 ms step"),
+    (30, r"control_freq=30: expected a frequency that divides the 500 Hz physics rate.*16 substeps \(32 ms\) per 33.3333 ms step"),
+    (0, r"control_freq=0: expected a positive, finite frequency in Hz"),
+    (float("nan"), r"control_freq=nan: expected a positive, finite frequency in Hz"),
+])
+def test_gym_make_refuses_a_frequency_the_physics_cannot_run(freq, message):
+    with pytest.raises(ValueError, match=message):
+        gym.make("vla_envs/Lift-v0", control_freq=freq)
+
+
+def test_the_reported_time_is_the_simulated_time_at_a_valid_frequency():
+    env = EmbodiedCost(gym.make("vla_envs/Lift-v0", control_freq=25))
+    env.reset(seed=0)
+    start = env.unwrapped.robosuite_env.sim.data.time
+    for _ in range(10):
+        _, _, _, _, info = env.step(np.zeros(7, np.float32))
+    simulated = env.unwrapped.robosuite_env.sim.data.time - start
+    env.close()
+    assert info["embodied"]["completion_time_s"] == pytest.approx(0.4)
+    assert simulated == pytest.approx(0.4, abs=1e-9)
+
+
+def test_task_and_eval_configs_refuse_it_at_load(tmp_path):
+    task = tmp_path / "lift30.yaml"
+    task.write_text("name: Lift\nrobosuite_env: Lift\ninstruction: lift\nmax_episode_steps: 10\ncontrol_freq: 30\n")
+    with pytest.raises(ConfigError, match=r"lift30.yaml: field 'control_freq' = 30.*divides the 500 Hz physics rate"):
+        load_task_config(task)
+
+    from evaluation.config import load_eval_config
+
+    for field, value, message in (
+        ("control_freq", "30", r"field 'env.control_freq' = 30.*divides the 500 Hz physics rate"),
+        ("controller", "FLY", r"field 'env.controller' = 'FLY'.*controller='FLY' is not supported: expected one of"),
+    ):
+        config = tmp_path / f"eval_{field}.yaml"
+        config.write_text(f"tasks: [Lift]\nseeds: [0]\nenv: {{{field}: {value}}}\nbase: {{policy: {{kind: expert}}}}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_eval_config(config)
+
+
+# -- actions ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("wrapped", [False, True])
+@pytest.mark.parametrize("action, dtype", [([None] * 7, "object"), (["0"] * 7, "<U1"), (np.zeros(7, complex), "complex128")])
+def test_non_numeric_actions_are_refused(wrapped, action, dtype):
+    env = gym.make("vla_envs/Lift-v0")
+    env = EmbodiedCost(env) if wrapped else env
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=rf"action has dtype {dtype} .*expected real numbers \(float or int\) for a Box of float32"):
+        env.step(action)
+    env.close()
+
+
+@pytest.mark.parametrize("env_id, bound", [("Pusher-v5", 2.0), ("vla_envs/Lift-v0", 1.0)])
+def test_action_rate_counts_the_applied_clipped_action(env_id, bound):
+    """A +-1e9 command moves the arm exactly as +-bound: the metrics and the reward term agree."""
+
+    def run(amplitude):
+        env = EfficiencyReward(JointStateRecorder(EmbodiedCost(gym.make(env_id))),
+                               config={"weights": {"action_change": 1.0}})
+        env.reset(seed=0)
+        terms = []
+        for t in range(6):
+            sign = 1.0 if t % 2 == 0 else -1.0
+            _, _, _, _, info = env.step(np.full(env.action_space.shape, sign * amplitude, np.float32))
+            terms.append(info["reward_terms"]["action_change"])
+        env.close()
+        return info["embodied"], terms, env.get_wrapper_attr("embodied_probe").episode_arrays().action
+
+    huge, huge_terms, huge_actions = run(1e9)
+    exact, exact_terms, exact_actions = run(bound)
+    assert huge == exact and huge_terms == exact_terms
+    np.testing.assert_array_equal(huge_actions, exact_actions)
+    n = huge_actions.shape[1]
+    assert huge["action_rate"] == pytest.approx(2 * bound * np.sqrt(n))
+
+
+# -- reward configs -----------------------------------------------------------------------------
+@pytest.mark.parametrize("config, message", [
+    ({"weights": {"time_s": float("nan")}}, r"weight of 'time_s' is nan: expected a finite number"),
+    ({"weights": {"energy_j": float("inf")}}, r"weight of 'energy_j' is inf: expected a finite number"),
+    ({"scales": {"jerk_sq": float("inf")}}, r"scale of 'jerk_sq' is inf: expected a finite number"),
+    ({"scales": {"jerk_sq": float("nan")}}, r"scale of 'jerk_sq' is nan: expected a finite number"),
+    ({"success_bonus": float("inf")}, r"success_bonus\n.*finite number"),
+])
+def test_reward_weights_scales_and_bonus_must_be_finite(config, message):
+    with pytest.raises(ValueError, match=message):
+        RewardConfig(**config)
+
+
+# -- episodes -----------------------------------------------------------------------------------
+def test_stepping_after_the_episode_ended_raises_and_keeps_the_file(tmp_path):
+    env = JointStateRecorder(EmbodiedCost(gym.make("vla_envs/Lift-v0", max_episode_steps=5)), out_dir=tmp_path)
+    env.reset(seed=0)
+    truncated = False
+    while not truncated:
+        _, _, _, truncated, info = env.step(np.zeros(7, np.float32))
+    (path,) = env.written_paths
+    written, metrics = path.read_bytes(), dict(info["embodied"])
+    with pytest.raises(gym.error.ResetNeeded, match="after the episode ended"):
+        env.step(np.zeros(7, np.float32))
+    assert path.read_bytes() == written and env.get_wrapper_attr("embodied_probe").values() == metrics
+    env.reset(seed=1)  # and a reset starts the next one
+    _, _, _, _, info = env.step(np.zeros(7, np.float32))
+    assert info["embodied"]["n_steps"] == 1.0
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", ["vla_envs/Lift-v0", "Pusher-v5"])
+def test_a_reset_below_the_wrappers_is_detected(env_id):
+    env = EmbodiedCost(gym.make(env_id))
+    env.reset(seed=0)
+    for _ in range(3):
+        env.step(env.action_space.sample())
+    env.unwrapped.reset(seed=1)
+    with pytest.raises(RuntimeError, match=r"reset or replaced below the embodied wrappers .*env.unwrapped.reset\(\)"):
+        env.step(env.action_space.sample())
+    env.reset(seed=2)  # the wrappers' own reset re-binds
+    _, _, _, _, info = env.step(env.action_space.sample())
+    assert info["embodied"]["n_steps"] == 1.0 and info["embodied"]["energy_j"] > 0
+    env.close()
+
+
+def test_out_dir_is_checked_when_the_recorder_is_built(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match=rf"out_dir='{blocker}/episodes': cannot create the folder"):
+        JointStateRecorder(gym.make("Pusher-v5"), out_dir=blocker / "episodes")
+    nested = tmp_path / "new" / "episodes"
+    JointStateRecorder(gym.make("Pusher-v5"), out_dir=nested).close()
+    assert nested.is_dir()
