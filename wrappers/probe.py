@@ -133,7 +133,8 @@ class EmbodiedProbe:
         box = isinstance(env.action_space, gym.spaces.Box)
         self._action_shape = env.action_space.shape if box else None
         # the metrics see the action the simulator applies: clipped to the Box (robosuite's
-        # controllers and MuJoCo's ctrlrange clip), so a +-1e9 command counts as +-1
+        # controllers and MuJoCo's ctrlrange clip), so a +-1e9 command counts as +-1;
+        # accept_action clips while it copies
         self._action_low = np.asarray(env.action_space.low, np.float64).reshape(-1) if box else None
         self._action_high = np.asarray(env.action_space.high, np.float64).reshape(-1) if box else None
         self._values = self._state[S_VALUES : S_VALUES + len(METRIC_KEYS)]
@@ -152,18 +153,19 @@ class EmbodiedProbe:
         if array.shape != self._action_shape or array.dtype.kind != "f":
             return self._before_step_general(array, self._action_space)
         flat = array if array.ndim == 1 else array.reshape(-1)
-        if not accept_action(self._ints, flat):
+        if not accept_action(self._ints, flat, self._action_low, self._action_high):
             raise non_finite_error(array)
-        np.clip(self._action, self._action_low, self._action_high, out=self._action)
         return array
 
     def _before_step_general(self, array: np.ndarray, space: gym.Space) -> np.ndarray:
         if self.layout is None:  # nothing is bound for the kernels yet
             raise gym.error.ResetNeeded("Cannot call env.step() before calling env.reset()")
         array = check_action(array, space)
-        accept_action(self._ints, np.asarray(array, dtype=np.float64).reshape(-1))
+        flat = np.asarray(array, dtype=np.float64).reshape(-1)
         if self._action_low is not None:
-            np.clip(self._action, self._action_low, self._action_high, out=self._action)
+            accept_action(self._ints, flat, self._action_low, self._action_high)
+        else:  # not a Box: nothing to clip to
+            accept_action(self._ints, flat, np.full(flat.shape, -np.inf), np.full(flat.shape, np.inf))
         return array
 
     def after_step(self, reward) -> bool:
@@ -196,9 +198,10 @@ class EmbodiedProbe:
         """The step ran on the simulation bound at reset, and its clock moved on: a reset below
         the wrappers (``env.unwrapped.reset()``) would otherwise leave the hooks on a dead
         simulator (robosuite builds a new one) or add a teleport to the paths."""
-        data = self.readout.get_model_data()[1]
-        time_s = data.time
-        if data is not self._data or time_s <= self._sim_time:
+        # the MjData bound at reset: a reset below resets its clock (gymnasium) or leaves it
+        # standing while robosuite steps the new simulator it built
+        time_s = self._data.time
+        if time_s <= self._sim_time:
             raise RuntimeError(
                 "the simulation was reset or replaced below the embodied wrappers (e.g. env.unwrapped.reset()): "
                 f"sim time went from {self._sim_time:g} s to {time_s:g} s in one step; this episode's metrics "

@@ -282,15 +282,15 @@ def reset_episode(ints):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def accept_action(ints, source):  # pragma: no cover - compiled
-    """Copy a flat action into the bound ``action`` and mark the step pending; False (nothing
-    changed) if the action holds NaN or inf."""
+def accept_action(ints, source, low, high):  # pragma: no cover - compiled
+    """Copy a flat action, clipped to [low, high] (the action the simulator applies), into the
+    bound ``action`` and mark the step pending; False (nothing changed) if it holds NaN or inf."""
     for k in range(source.shape[0]):
         if not math.isfinite(source[k]):
             return False
     action = bound_vector(ints, I_ACTION, ints[I_M])
     for k in range(min(source.shape[0], action.shape[0])):
-        action[k] = source[k]
+        action[k] = min(max(source[k], low[k]), high[k])
     ints[I_PENDING] = 1
     ints[I_EXTRA] = 0
     return True
