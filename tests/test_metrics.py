@@ -132,3 +132,51 @@ def test_running_metrics_equal_the_batch_functions(n_steps):
     assert list(got) == list(metrics.METRIC_KEYS)
     for key in metrics.METRIC_KEYS:
         assert got[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key
+
+
+# -- the actuator ledger: closed forms --------------------------------------------------------
+def test_work_splits_energy_into_driving_and_braking():
+    # joint 0 drives (tau and qd agree), joint 1 brakes (they oppose), one substep each of dt
+    dt = 0.002
+    torque = np.array([[2.0, 3.0], [2.0, -3.0], [0.0, 1.0]])
+    qvel = np.array([[1.5, 4.0], [0.5, 4.0], [7.0, 0.0]])
+    assert metrics.positive_work_j(torque, qvel, dt) == pytest.approx((3.0 + 12.0 + 1.0) * dt)
+    assert metrics.negative_work_j(torque, qvel, dt) == pytest.approx(-12.0 * dt)
+    assert metrics.positive_work_j(torque, qvel, dt) - metrics.negative_work_j(torque, qvel, dt) == pytest.approx(
+        metrics.energy_j(torque, qvel, dt))
+
+
+def test_a_constant_torque_against_a_sinusoidal_velocity_does_no_net_work():
+    # tau = 2 N m, qd = sin(2 pi s / S) over a whole period: +W and -W cancel, each 2 * S / pi * dt
+    S, dt = 1000, 0.001
+    qd = np.sin(2 * np.pi * (np.arange(S) + 0.5) / S)[:, None]
+    tau = np.full((S, 1), 2.0)
+    expected = 2.0 * S / np.pi * dt
+    assert metrics.positive_work_j(tau, qd, dt) == pytest.approx(expected, rel=1e-5)
+    assert metrics.negative_work_j(tau, qd, dt) == pytest.approx(-expected, rel=1e-5)
+
+
+def test_peak_and_saturation_against_the_limits():
+    limit = np.array([80.0, 12.0, np.nan])  # the third joint has no limit: left out
+    torque = np.array([[40.0, 11.7, 1e6], [-79.0, -6.0, 0.0], [10.0, 12.0, 5.0], [0.0, 0.0, 0.0]])
+    # |tau| / limit: 0.5 0.975 | 0.9875 0.5 | 0.125 1.0 | 0 0 -> peak 1.0; >= 0.98: 0.9875 and 1.0
+    assert metrics.peak_torque_frac(torque, limit) == 1.0
+    assert metrics.torque_saturation_frac(torque, limit) == 2 / 8
+    assert metrics.torque_saturation_frac(torque, limit, threshold=0.97) == 3 / 8
+    qd = np.array([[1.0, -5.22, 9.0]])
+    assert metrics.peak_joint_speed_frac(qd, [2.175, 2.61, np.inf]) == pytest.approx(2.0)
+
+
+def test_ledger_without_limits_or_samples_is_nan_and_bad_limits_are_named():
+    assert math.isnan(metrics.peak_torque_frac(np.ones((3, 2)), [np.nan, np.inf]))
+    assert math.isnan(metrics.torque_saturation_frac(np.zeros((0, 2)), [1.0, 1.0]))
+    assert math.isnan(metrics.peak_joint_speed_frac(np.zeros((0, 2)), [1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"torque limit must have one value per joint, shape \(2,\), got \(3,\)"):
+        metrics.peak_torque_frac(np.ones((3, 2)), [1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r"substep_qvel limit must be positive .*got \[0.0, 1.0\]"):
+        metrics.peak_joint_speed_frac(np.ones((3, 2)), [0.0, 1.0])
+    ledger = metrics.actuator_ledger(np.ones((4, 2)), np.ones((4, 2)), 0.5, [2.0, 4.0], [np.nan, np.nan])
+    assert list(ledger) == list(metrics.LEDGER_KEYS)
+    assert ledger["positive_work_j"] == 4.0 and ledger["negative_work_j"] == 0.0
+    assert ledger["peak_torque_frac"] == 0.5 and ledger["torque_saturation_frac"] == 0.0
+    assert math.isnan(ledger["peak_joint_speed_frac"])

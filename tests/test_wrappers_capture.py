@@ -153,3 +153,32 @@ def test_robot_readout_errors_are_clear():
         read_robot(reacher, ee_site="tip")
     with pytest.raises(RobotNotFoundError, match="cannot find a MuJoCo model"):
         read_robot(gym.make("CartPole-v1"))
+
+
+@pytest.mark.parametrize("env_id, reference", [("vla_envs/Lift-v0", _robosuite_reference), ("Pusher-v5", _pusher_reference)])
+def test_the_recorded_ledger_equals_an_independent_substep_loop(env_id, reference):
+    kwargs = {"terminate_on_success": False} if env_id.startswith("vla_envs") else {}
+    env = JointStateRecorder(EmbodiedCost(gym.make(env_id, **kwargs)), record_substeps=True)
+    env.reset(seed=SEED)
+    actions = _actions(env.action_space, seed=5)
+    for action in actions:
+        env.step(action)
+    env.close()
+    ledger, limits = env.last_episode.metadata["ledger"], env.last_episode.metadata["limits"]
+    torque, qvel, _, _, dt = reference(actions)
+    power = torque * qvel
+    torque_limit = np.array(limits["torque_nm"])
+    expected_torque_limit = {"vla_envs/Lift-v0": [80.0] * 5 + [12.0] * 2, "Pusher-v5": [2.0] * 7}[env_id]
+    np.testing.assert_array_equal(torque_limit, expected_torque_limit)
+    assert ledger["positive_work_j"] == pytest.approx(power[power > 0].sum() * dt, rel=1e-12)
+    assert ledger["negative_work_j"] == pytest.approx(power[power < 0].sum() * dt, rel=1e-12)
+    fractions = np.abs(torque) / torque_limit
+    assert ledger["peak_torque_frac"] == pytest.approx(fractions.max(), rel=1e-12)
+    assert ledger["torque_saturation_frac"] == pytest.approx(np.mean(fractions >= 0.98), abs=1e-12)
+    if env_id == "Pusher-v5":  # no velocity limits in the model
+        assert all(np.isnan(limits["velocity_rad_s"])) and np.isnan(ledger["peak_joint_speed_frac"])
+    else:  # the Panda's datasheet limits
+        speed = np.abs(qvel) / np.array([2.175] * 4 + [2.61] * 3)
+        assert ledger["peak_joint_speed_frac"] == pytest.approx(speed.max(), rel=1e-12)
+    # random actions both drive and brake the arm
+    assert ledger["positive_work_j"] > 0 > ledger["negative_work_j"]

@@ -12,11 +12,12 @@ from wrappers.efficiency_reward import EfficiencyReward, RewardConfig, load_rewa
 from wrappers.embodied_cost import MONITOR_KEYWORDS, EmbodiedCost, flat_metrics
 from wrappers.episode_buffer import EpisodeArrays
 from wrappers.joint_state_recorder import JointStateRecorder
-from wrappers.metrics import METRIC_KEYS, episode_metrics
+from wrappers.metrics import LEDGER_KEYS, METRIC_KEYS, actuator_ledger, episode_metrics
 from wrappers.parquet_io import read_episode, write_episode
 from wrappers.robot_readout import RobotNotFoundError, RobotReadout, read_robot
 
 __all__ = [
+    "LEDGER_KEYS",
     "METRIC_KEYS",
     "MONITOR_KEYWORDS",
     "EfficiencyReward",
@@ -26,6 +27,7 @@ __all__ = [
     "RewardConfig",
     "RobotNotFoundError",
     "RobotReadout",
+    "actuator_ledger",
     "episode_metrics",
     "flat_metrics",
     "load_reward_config",

@@ -129,3 +129,87 @@ def episode_metrics(
         "effort_nm2s": effort_nm2s(torque, dt),
         "n_steps": float(n_steps),
     }
+
+
+# -- the actuator ledger ------------------------------------------------------------------------
+# Per-substep accounting of what the actuators did, against what they can do. Inputs as for
+# energy_j: ``torque`` and ``substep_qvel`` with one row per physics substep and one column per
+# arm joint; ``torque_limit`` / ``velocity_limit`` one value per joint (N m, rad/s), NaN or inf
+# where the model or robot defines none (those joints are left out of the fractions).
+LEDGER_KEYS: tuple[str, ...] = (
+    "positive_work_j",
+    "negative_work_j",
+    "peak_torque_frac",
+    "torque_saturation_frac",
+    "peak_joint_speed_frac",
+)
+SATURATION_THRESHOLD = 0.98  # a sample at >= 98 % of its joint's torque limit counts as saturated
+
+
+def _power(torque: np.ndarray, substep_qvel: np.ndarray) -> np.ndarray:
+    torque = _rows("torque", torque)
+    substep_qvel = _rows("substep_qvel", substep_qvel)
+    if torque.shape != substep_qvel.shape:
+        raise ValueError(f"torque {torque.shape} and substep_qvel {substep_qvel.shape} must have the same shape")
+    return torque * substep_qvel
+
+
+def positive_work_j(torque: np.ndarray, substep_qvel: np.ndarray, dt: float) -> float:
+    """Work the actuators put into the arm, sum_s sum_j max(tau qd, 0) * dt, joules."""
+    return float(np.maximum(_power(torque, substep_qvel), 0.0).sum() * dt)
+
+
+def negative_work_j(torque: np.ndarray, substep_qvel: np.ndarray, dt: float) -> float:
+    """Work the actuators took out of the arm (braking), sum_s sum_j min(tau qd, 0) * dt <= 0, J.
+
+    ``positive_work_j - negative_work_j == energy_j`` (|x| = max(x, 0) - min(x, 0))."""
+    return float(np.minimum(_power(torque, substep_qvel), 0.0).sum() * dt)
+
+
+def _limits(name: str, limit, n_joints: int) -> np.ndarray:
+    limit = np.asarray(limit, dtype=np.float64)
+    if limit.shape != (n_joints,):
+        raise ValueError(f"{name} must have one value per joint, shape ({n_joints},), got {limit.shape}")
+    if np.any(limit <= 0):
+        raise ValueError(f"{name} must be positive (NaN or inf where a joint has none), got {limit.tolist()}")
+    return limit
+
+
+def _fractions(name: str, samples: np.ndarray, limit) -> np.ndarray:
+    """|samples| / limit over the joints with a finite limit: (substeps, limited joints)."""
+    samples = _rows(name, samples)
+    limit = _limits(f"{name} limit", limit, samples.shape[1])
+    limited = np.isfinite(limit)
+    return np.abs(samples[:, limited]) / limit[limited]
+
+
+def peak_torque_frac(torque: np.ndarray, torque_limit) -> float:
+    """max over substeps and limited joints of |tau| / the joint's torque limit (1.0 = at the
+    limit); NaN with no substeps or no limited joint."""
+    fractions = _fractions("torque", torque, torque_limit)
+    return float(fractions.max()) if fractions.size else float("nan")
+
+
+def torque_saturation_frac(torque: np.ndarray, torque_limit, threshold: float = SATURATION_THRESHOLD) -> float:
+    """Fraction of (substep, limited joint) samples with |tau| >= threshold * limit; NaN with none."""
+    fractions = _fractions("torque", torque, torque_limit)
+    return float(np.mean(fractions >= threshold)) if fractions.size else float("nan")
+
+
+def peak_joint_speed_frac(substep_qvel: np.ndarray, velocity_limit) -> float:
+    """max over substeps and limited joints of |qd| / the joint's velocity limit; NaN with none."""
+    fractions = _fractions("substep_qvel", substep_qvel, velocity_limit)
+    return float(fractions.max()) if fractions.size else float("nan")
+
+
+def actuator_ledger(
+    torque: np.ndarray, substep_qvel: np.ndarray, dt: float, torque_limit, velocity_limit
+) -> dict[str, float]:
+    """Every value of ``LEDGER_KEYS`` for one episode's substeps (see the functions above)."""
+    return {
+        "positive_work_j": positive_work_j(torque, substep_qvel, dt),
+        "negative_work_j": negative_work_j(torque, substep_qvel, dt),
+        "peak_torque_frac": peak_torque_frac(torque, torque_limit),
+        "torque_saturation_frac": torque_saturation_frac(torque, torque_limit),
+        "peak_joint_speed_frac": peak_joint_speed_frac(substep_qvel, velocity_limit),
+    }

@@ -42,6 +42,7 @@ class RobotReadout:
     physics_dt_s: float
     n_substeps: int  # physics substeps per control step
     get_model_data: Callable[[], tuple[mujoco.MjModel, mujoco.MjData]]
+    robot_name: str | None = None  # robosuite's robot ("Panda") when its arm joints are measured
 
     @property
     def n_joints(self) -> int:
@@ -57,6 +58,14 @@ class RobotReadout:
 
     def ee_position(self, data: mujoco.MjData) -> np.ndarray:
         return (data.site_xpos if self.ee_kind == "site" else data.xpos)[self.ee_id]
+
+    def limits(self) -> tuple[np.ndarray, np.ndarray]:
+        """(torque limit N m, velocity limit rad/s) per arm joint, NaN where none is defined:
+        ``torque_limits`` from the model's actuators, ``velocity_limits`` from the robot."""
+        return (
+            torque_limits(self.model, self.dof_index),
+            velocity_limits(self.robot_name, len(self.joint_names)),
+        )
 
     def settings(self) -> dict:
         """Plain-data description (for episode metadata)."""
@@ -84,6 +93,56 @@ def _joint_indices(model: mujoco.MjModel, names: list[str]) -> tuple[np.ndarray,
         qpos.append(model.jnt_qposadr[jid])
         dofs.append(model.jnt_dofadr[jid])
     return np.asarray(qpos, dtype=np.intp), np.asarray(dofs, dtype=np.intp)
+
+
+# Joint velocity limits of the arms the suite drives (MuJoCo models carry none), rad/s.
+# Panda: Franka Emika's datasheet (the same values as franka_ros / libfranka).
+ARM_VELOCITY_LIMITS: dict[str, tuple[float, ...]] = {
+    "Panda": (2.1750, 2.1750, 2.1750, 2.1750, 2.6100, 2.6100, 2.6100),
+}
+
+
+def velocity_limits(robot_name: str | None, n_joints: int) -> np.ndarray:
+    """The arm's joint velocity limits (``ARM_VELOCITY_LIMITS``), or NaN per joint where the
+    robot is unknown or the joints are not its arm's."""
+    known = ARM_VELOCITY_LIMITS.get(robot_name or "")
+    if known is None or len(known) != n_joints:
+        return np.full(n_joints, np.nan)
+    return np.asarray(known, dtype=np.float64)
+
+
+def torque_limits(model: mujoco.MjModel, dof_index) -> np.ndarray:
+    """The largest generalized force the actuators can apply at each dof, N m (N for slides).
+
+    Per actuator on the joint: ``|gear| * max|forcerange|`` when force-limited, else, for a
+    motor (fixed gain, no bias) with a control range, ``|gear| * |gain| * max|ctrlrange|``;
+    summed over the joint's actuators, capped by the joint's own ``actuatorfrcrange``. NaN for
+    a dof no actuator drives, inf where an actuator is unbounded.
+    """
+    limits = []
+    for dof in np.asarray(dof_index, dtype=np.intp):
+        joint = int(model.dof_jntid[dof])
+        total, driven = 0.0, False
+        for a in range(model.nu):
+            if model.actuator_trntype[a] != mujoco.mjtTrn.mjTRN_JOINT or int(model.actuator_trnid[a, 0]) != joint:
+                continue
+            driven = True
+            gear = abs(float(model.actuator_gear[a, 0]))
+            if model.actuator_forcelimited[a]:
+                total += gear * float(np.abs(model.actuator_forcerange[a]).max())
+            elif (
+                model.actuator_ctrllimited[a]
+                and model.actuator_gaintype[a] == mujoco.mjtGain.mjGAIN_FIXED
+                and model.actuator_biastype[a] == mujoco.mjtBias.mjBIAS_NONE
+            ):
+                total += gear * abs(float(model.actuator_gainprm[a, 0])) * float(np.abs(model.actuator_ctrlrange[a]).max())
+            else:
+                total = np.inf
+        limit = total if driven else np.nan
+        if model.jnt_actfrclimited[joint]:
+            limit = min(limit, float(np.abs(model.jnt_actfrcrange[joint]).max())) if driven else np.nan
+        limits.append(limit)
+    return np.asarray(limits, dtype=np.float64)
 
 
 def _actuated_joints(model: mujoco.MjModel) -> list[str]:
@@ -208,4 +267,6 @@ def _read_robosuite(rs, joint_names, ee_site, ee_body) -> RobotReadout:
         physics_dt_s=float(rs.model_timestep),
         n_substeps=n_substeps,
         get_model_data=model_data,
+        # the arm's own velocity limits apply to its own joints, not to a joint_names= choice
+        robot_name=robot.name if joint_names is None else None,
     )
