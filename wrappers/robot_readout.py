@@ -4,9 +4,11 @@ Supported environments:
 
 - the suite's robosuite tasks (``vla_envs.robosuite_env.RobosuiteEnv``): the robot's arm joints,
   robosuite's grip site as end effector, robosuite's control and physics rates;
-- gymnasium ``MujocoEnv`` subclasses (``Pusher-v5``, ``Reacher-v5``, ...): the hinge/slide joints
-  driven by actuators, the last body of that joint chain as end effector (or a site/body you
-  name), ``1 / (timestep * frame_skip)`` as control frequency.
+- gymnasium ``MujocoEnv`` subclasses (``Pusher-v5``, ``Reacher-v5``, Meta-World, ...) and any
+  other env holding a ``mujoco.MjModel``/``MjData`` pair (gymnasium-robotics' Fetch and
+  FrankaKitchen, ...): the hinge/slide joints driven by actuators, the last body of that joint
+  chain as end effector (or a site/body you name), ``1 / (timestep * substeps)`` as control
+  frequency, with the substeps from ``frame_skip``, ``n_substeps`` or ``dt``.
 
 ``joint_names=`` overrides the joint choice for either.
 """
@@ -19,6 +21,7 @@ from typing import Callable
 import gymnasium as gym
 import mujoco
 import numpy as np
+from gymnasium.envs.mujoco import MujocoEnv
 
 _ONE_DOF_JOINTS = (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE)
 
@@ -43,6 +46,7 @@ class RobotReadout:
     n_substeps: int  # physics substeps per control step
     get_model_data: Callable[[], tuple[mujoco.MjModel, mujoco.MjData]]
     robot_name: str | None = None  # robosuite's robot ("Panda") when its arm joints are measured
+    sim_owner: object | None = None  # the object holding .model/.data (its steps are hooked)
 
     @property
     def n_joints(self) -> int:
@@ -201,36 +205,70 @@ def read_robot(
     rs = getattr(base, "robosuite_env", None)
     if rs is not None:
         return _read_robosuite(rs, joint_names, ee_site, ee_body)
-    model, data = getattr(base, "model", None), getattr(base, "data", None)
-    if isinstance(model, mujoco.MjModel) and isinstance(data, mujoco.MjData):
-        frame_skip = getattr(base, "frame_skip", None)
-        if not isinstance(frame_skip, (int, np.integer)) or frame_skip < 1:
-            raise RobotNotFoundError(
-                f"{type(base).__name__} has no positive integer frame_skip (got {frame_skip!r}): "
-                "expected a gymnasium MujocoEnv"
-            )
-        names = list(joint_names) if joint_names is not None else _actuated_joints(model)
-        if not names:
-            raise RobotNotFoundError(f"{type(base).__name__} has no actuated hinge or slide joints: pass joint_names=")
-        qpos_index, dof_index = _joint_indices(model, names)
-        kind, ee_name, ee_id = _resolve_ee(model, ee_site, ee_body, _chain_end_body(model, names))
-        dt = float(model.opt.timestep)
-        return RobotReadout(
-            source="mujoco_env",
-            joint_names=tuple(names),
-            qpos_index=qpos_index,
-            dof_index=dof_index,
-            ee_kind=kind,
-            ee_name=ee_name,
-            ee_id=ee_id,
-            control_freq_hz=1.0 / (dt * int(frame_skip)),
-            physics_dt_s=dt,
-            n_substeps=int(frame_skip),
-            get_model_data=lambda: (base.model, base.data),
+    found = _find_simulation(base)
+    if found is None:
+        raise RobotNotFoundError(
+            f"cannot find a MuJoCo model in {env}: expected a vla_envs robosuite task or an env holding a "
+            "mujoco.MjModel and mujoco.MjData (as .model/.data, or on one of its attributes)"
         )
+    owner, model, data = found
+    n_substeps = _substeps(base, owner, model)
+    names = list(joint_names) if joint_names is not None else _actuated_joints(model)
+    if not names:
+        raise RobotNotFoundError(f"{type(base).__name__} has no actuated hinge or slide joints: pass joint_names=")
+    qpos_index, dof_index = _joint_indices(model, names)
+    kind, ee_name, ee_id = _resolve_ee(model, ee_site, ee_body, _chain_end_body(model, names))
+    dt = float(model.opt.timestep)
+    # a gymnasium MujocoEnv steps through _step_mujoco_simulation (hooked with one compiled call);
+    # anything else that calls mujoco.mj_step itself is caught at that function
+    source = "mujoco_env" if isinstance(owner, MujocoEnv) else "mujoco"
+    return RobotReadout(
+        source=source,
+        joint_names=tuple(names),
+        qpos_index=qpos_index,
+        dof_index=dof_index,
+        ee_kind=kind,
+        ee_name=ee_name,
+        ee_id=ee_id,
+        control_freq_hz=1.0 / (dt * n_substeps),
+        physics_dt_s=dt,
+        n_substeps=n_substeps,
+        get_model_data=lambda: (owner.model, owner.data),
+        sim_owner=owner,
+    )
+
+
+def _find_simulation(base) -> tuple[object, mujoco.MjModel, mujoco.MjData] | None:
+    """(the object holding them, model, data): ``base.model``/``base.data``, else the first of
+    ``base``'s attributes that holds both (FrankaKitchen keeps its MujocoEnv in ``robot_env``).
+    When ``base`` re-exports another object's model and data, that object is the owner."""
+    candidates = [base] + [value for value in vars(base).values() if hasattr(value, "__dict__")]
+    for holder in candidates:
+        model, data = getattr(holder, "model", None), getattr(holder, "data", None)
+        if isinstance(model, mujoco.MjModel) and isinstance(data, mujoco.MjData):
+            for other in candidates:  # prefer the MujocoEnv that steps this data
+                if other is not holder and isinstance(other, MujocoEnv) and getattr(other, "data", None) is data:
+                    return other, model, data
+            return holder, model, data
+    return None
+
+
+def _substeps(base, owner, model: mujoco.MjModel) -> int:
+    """Physics steps per env.step: ``frame_skip`` (gymnasium, metaworld), ``n_substeps``
+    (gymnasium-robotics), or ``dt / timestep``; on the env or on the simulation's owner."""
+    for holder in (owner, base):
+        for name in ("frame_skip", "n_substeps"):
+            value = getattr(holder, name, None)
+            if isinstance(value, (int, np.integer)) and value >= 1:
+                return int(value)
+    dt = getattr(base, "dt", None)
+    if isinstance(dt, float) and dt > 0:
+        ratio = dt / float(model.opt.timestep)
+        if abs(ratio - round(ratio)) < 1e-9 and round(ratio) >= 1:
+            return int(round(ratio))
     raise RobotNotFoundError(
-        f"cannot find a MuJoCo model in {env}: expected a vla_envs robosuite task or a gymnasium MujocoEnv "
-        "(with .model, .data and .frame_skip)"
+        f"{type(base).__name__}: cannot tell how many physics steps one env.step runs: expected a positive "
+        "integer frame_skip or n_substeps, or a dt that is a whole multiple of model.opt.timestep"
     )
 
 

@@ -8,6 +8,9 @@ itself, on the live objects, without editing robosuite or gymnasium on disk:
 - robosuite (``lite_physics=True``, the default): each substep is ``sim.step1()``, the
   controller writing ``ctrl``, ``sim.step2()``; the hook wraps ``sim.step2`` (``sim.step`` without
   lite physics). A hard reset builds a new sim, so ``attach`` runs after every reset.
+- any other env that calls ``mujoco.mj_step(model, data, nstep)`` itself (gymnasium-robotics'
+  Fetch, ...): ``mujoco.mj_step`` is replaced, while such an env is measured, by a dispatcher
+  that steps a measured MjData one substep at a time and samples after each.
 - gymnasium ``MujocoEnv``: ``_step_mujoco_simulation`` calls ``mj_step(nstep=frame_skip)``; the
   hook runs the same ``frame_skip`` single steps (same result, bit for bit) and samples after each,
   then does the probe's step accounting, all in one compiled call that calls MuJoCo's C functions
@@ -99,13 +102,15 @@ class SubstepCapture:
     def attach(self, env, readout: RobotReadout, ints: np.ndarray, bound_arrays: tuple, rows: np.ndarray) -> None:
         """Hook the substep loop of ``env`` (call after every reset; idempotent) and run the hook
         on ``ints``, whose arrays (``bound_arrays``, ``rows``) are bound already."""
-        base = env.unwrapped
         if readout.source == "robosuite":
-            self._attach_robosuite(base.robosuite_env)
+            self._attach_robosuite(env.unwrapped.robosuite_env)
+        elif readout.source == "mujoco_env":
+            owner = readout.sim_owner  # the MujocoEnv (env.unwrapped, or e.g. FrankaKitchen's robot_env)
+            bind_simulator(ints, owner.model._address, owner.data._address, owner.data.ctrl)
+            bound_arrays = (*bound_arrays, owner.model, owner.data)
+            self._attach_mujoco_env(owner)
         else:
-            bind_simulator(ints, base.model._address, base.data._address, base.data.ctrl)
-            bound_arrays = (*bound_arrays, base.model, base.data)
-            self._attach_mujoco_env(base)
+            self._attach_mj_step(readout.get_model_data()[1])
         ints[I_COUNT] = 0
         self.bound_arrays, self.bound_rows = bound_arrays, rows
         self.ints = ints
@@ -157,10 +162,43 @@ class SubstepCapture:
         base._step_mujoco_simulation = hooked_simulation if _mj_step is not None else python_simulation
         self._undo = (base, "_step_mujoco_simulation")
 
+    def _attach_mj_step(self, data: mujoco.MjData) -> None:
+        if self._undo is not None and self._undo[0] is data:
+            return
+        self.detach()
+        capture = self
+        _MJ_STEP_HOOKS[id(data)] = (data, lambda: capture_substep(capture.ints))
+        mujoco.mj_step = _hooked_mj_step
+        self._undo = (data, None)
+
     def detach(self) -> None:
-        """Remove the hook (the instance attribute shadowing the class method)."""
+        """Remove the hook (the instance attribute shadowing the class method, or this data's
+        entry in the mujoco.mj_step hook, restoring mujoco.mj_step once no env needs it)."""
         if self._undo is not None:
             obj, name = self._undo
-            if name in vars(obj):
+            if name is None:
+                _MJ_STEP_HOOKS.pop(id(obj), None)
+                if not _MJ_STEP_HOOKS:
+                    mujoco.mj_step = _ORIGINAL_MJ_STEP
+            elif name in vars(obj):
                 delattr(obj, name)
             self._undo = None
+
+
+# Envs that call mujoco.mj_step themselves (gymnasium-robotics' ``self._mujoco.mj_step(model,
+# data, nstep=n_substeps)``, ...) look the function up on the module at every call, so while
+# such an env is measured the module's mj_step is this dispatcher: for a measured MjData it runs
+# the nstep steps one at a time (the same state bit for bit) and captures after each; any other
+# call goes straight to MuJoCo.
+_ORIGINAL_MJ_STEP = mujoco.mj_step
+_MJ_STEP_HOOKS: dict[int, tuple[mujoco.MjData, object]] = {}  # id(data) -> (data kept alive, capture)
+
+
+def _hooked_mj_step(m, d, nstep=1):
+    hook = _MJ_STEP_HOOKS.get(id(d))
+    if hook is None or hook[0] is not d:
+        return _ORIGINAL_MJ_STEP(m, d, nstep)
+    capture = hook[1]
+    for _ in range(nstep):
+        _ORIGINAL_MJ_STEP(m, d)
+        capture()
