@@ -73,7 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     cases = [  # env id, steps per pass, passes (best of), substeps stored, budget
         ("vla_envs/Lift-v0", 300, 3, False, 0.02),
-        ("Pusher-v5", 2000, 5, False, 0.10),
+        ("Pusher-v5", 2000, 5, False, 0.15),
         ("vla_envs/Lift-v0", 300, 3, True, None),
         ("Pusher-v5", 2000, 5, True, None),
     ]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from wrappers import metrics
-from wrappers.running_metrics import RunningMetrics
+from wrappers.accounting import RunningMetrics
 
 F = 20.0  # control frequency, Hz
 H = 1.0 / F
@@ -112,25 +112,36 @@ def test_integer_samples_are_numbers_not_wrapping_integers():
     assert metrics.energy_j(torque, qd, 1.0) == 62500.0 and metrics.effort_nm2s(torque, 1.0) == 62500.0
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("n_steps", [0, 1, 2, 3, 57])
-def test_running_metrics_equal_the_batch_functions(n_steps):
+def test_running_metrics_equal_the_batch_functions(n_steps, compiled):
     rng = np.random.default_rng(n_steps)
     q = rng.normal(size=(n_steps + 1, 7))
     qd = rng.normal(size=(n_steps + 1, 7))
     p = rng.normal(size=(n_steps + 1, 3))
     a = rng.uniform(-1, 1, size=(n_steps, 7))
     substeps, dt = 25, 0.002
-    torque = rng.normal(size=(n_steps * substeps, 7))
+    torque = rng.normal(scale=40.0, size=(n_steps * substeps, 7))
     sub_qd = rng.normal(size=(n_steps * substeps, 7))
-    running = RunningMetrics(F, n_joints=7, action_dim=7)
+    torque_limit = np.array([80.0] * 5 + [12.0, np.nan])
+    velocity_limit = np.array([2.175] * 4 + [2.61] * 3)
+    running = RunningMetrics(F, n_joints=7, action_dim=7, torque_limit=torque_limit,
+                             velocity_limit=velocity_limit, compiled=compiled)
     running.reset(q[0], qd[0], p[0])
     for t in range(n_steps):
         s = slice(t * substeps, (t + 1) * substeps)
         running.update(q[t + 1], qd[t + 1], p[t + 1], a[t], torque[s], sub_qd[s], dt)
     expected = metrics.episode_metrics(q, qd, p, a, torque, sub_qd, F, dt)
+    expected.update(metrics.actuator_ledger(torque, sub_qd, dt, torque_limit, velocity_limit))
     got = running.values()
     assert list(got) == list(metrics.METRIC_KEYS)
+    unlimited = RunningMetrics(F, n_joints=7, action_dim=7)
+    unlimited.reset(q[0], qd[0], p[0])
+    assert all(math.isnan(unlimited.values()[k]) for k in ("peak_torque_frac", "torque_saturation_frac", "peak_joint_speed_frac"))
     for key in metrics.METRIC_KEYS:
+        if n_steps == 0 and key in ("peak_torque_frac", "torque_saturation_frac", "peak_joint_speed_frac"):
+            assert got[key] == 0.0, key  # at reset, like every metric (the batch function has no sample: NaN)
+            continue
         assert got[key] == pytest.approx(expected[key], rel=1e-9, abs=1e-12), key
 
 

@@ -5,7 +5,8 @@ import mujoco
 import numpy as np
 import pytest
 
-from wrappers import EmbodiedCost, JointStateRecorder, metrics, read_robot
+from wrappers import EfficiencyReward, EmbodiedCost, JointStateRecorder, metrics, read_robot
+from wrappers.metrics import STEP_TERM_KEYS
 
 N_STEPS = 30
 SEED = 3
@@ -164,7 +165,7 @@ def test_the_recorded_ledger_equals_an_independent_substep_loop(env_id, referenc
     for action in actions:
         env.step(action)
     env.close()
-    ledger, limits = env.last_episode.metadata["ledger"], env.last_episode.metadata["limits"]
+    ledger, limits = env.last_episode.metadata["metrics"], env.last_episode.metadata["limits"]
     torque, qvel, _, _, dt = reference(actions)
     power = torque * qvel
     torque_limit = np.array(limits["torque_nm"])
@@ -182,3 +183,31 @@ def test_the_recorded_ledger_equals_an_independent_substep_loop(env_id, referenc
         assert ledger["peak_joint_speed_frac"] == pytest.approx(speed.max(), rel=1e-12)
     # random actions both drive and brake the arm
     assert ledger["positive_work_j"] > 0 > ledger["negative_work_j"]
+
+
+@pytest.mark.parametrize("env_id", ["Pusher-v5", "Reacher-v5", "vla_envs/Lift-v0"])
+def test_the_compiled_accounting_equals_its_plain_python_bit_for_bit(env_id):
+    """The wrappers' numbers (numba) against ``account_step.py_func`` (plain Python) fed with the
+    recorded arrays of the same episode: every metric and step term, the same bits."""
+    from wrappers.accounting import RunningMetrics
+
+    kwargs = {"terminate_on_success": False} if env_id.startswith("vla_envs") else {}
+    env = EfficiencyReward(JointStateRecorder(EmbodiedCost(gym.make(env_id, **kwargs)), record_substeps=True),
+                           config={"weights": dict.fromkeys(STEP_TERM_KEYS, 1.0)})
+    env.reset(seed=SEED)
+    readout = env.get_wrapper_attr("embodied_probe").readout
+    torque_limit, velocity_limit = readout.limits()
+    infos = []
+    for action in _actions(env.action_space, seed=9):
+        infos.append(env.step(action)[-1])
+    episode = env.get_wrapper_attr("embodied_probe").episode_arrays()
+    env.close()
+    plain = RunningMetrics(readout.control_freq_hz, readout.n_joints, episode.action.shape[1],
+                           torque_limit, velocity_limit, compiled=False)
+    plain.reset(episode.qpos[0], episode.qvel[0], episode.ee_pos[0])
+    for t, info in enumerate(infos):
+        terms = plain.update(episode.qpos[t + 1], episode.qvel[t + 1], episode.ee_pos[t + 1], episode.action[t],
+                             episode.substep_torque[t], episode.substep_qvel[t], readout.physics_dt_s)
+        assert [-v for v in terms.values()] == [info["reward_terms"][k] for k in STEP_TERM_KEYS], t
+        got, expected = plain.values(), info["embodied"]
+        assert np.array_equal(np.array(list(got.values())), np.array(list(expected.values())), equal_nan=True), t

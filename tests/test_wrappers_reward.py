@@ -7,7 +7,7 @@ import pytest
 from policies.experts import LiftExpert
 from vla_envs.config import ConfigError
 from wrappers import EfficiencyReward, EmbodiedCost, RewardConfig, load_reward_config
-from wrappers.running_metrics import STEP_TERM_KEYS
+from wrappers.metrics import STEP_TERM_KEYS
 
 
 def _episode_return(env, policy=None, seed=0):

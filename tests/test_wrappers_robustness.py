@@ -1,5 +1,5 @@
 """Bad actions, unstable simulations, re-making a wrapped env from its spec, stacking rules,
-and the lifetime rules of the probe's raw-address kernel table."""
+and the lifetime rules of the probe's simulator hooks."""
 
 import copy
 import gc
@@ -87,11 +87,11 @@ def test_step_before_reset_raises_instead_of_running_unbound_kernels():
     env.close()
 
 
-def test_probe_refuses_copies_that_would_share_its_raw_addresses():
+def test_probe_refuses_copies_that_would_share_its_simulator_hooks():
     env = JointStateRecorder(EmbodiedCost(gym.make("Pusher-v5")))
     env.reset(seed=0)
     for clone in (copy.deepcopy, pickle.dumps):
-        with pytest.raises(TypeError, match="raw addresses"):
+        with pytest.raises(TypeError, match="hooked into a live simulator and cannot be copied or pickled"):
             clone(env.embodied_probe)
     env.close()
 

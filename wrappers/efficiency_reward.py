@@ -10,7 +10,8 @@ import gymnasium as gym
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from wrappers.base import EmbodiedWrapper
-from wrappers.running_metrics import STEP_TERM_KEYS
+from wrappers.accounting import dict_builder
+from wrappers.metrics import STEP_TERM_KEYS
 
 
 
@@ -40,6 +41,11 @@ class RewardConfig(BaseModel):
             if info.field_name == "scales" and number <= 0:
                 raise ValueError(f"scale of {key!r} is {number}: expected > 0")
         return value
+
+
+# info["reward_terms"]: each weighted cost term, then the success bonus
+REWARD_TERM_KEYS: tuple[str, ...] = (*STEP_TERM_KEYS, "success_bonus")
+_reward_terms_dict = dict_builder(REWARD_TERM_KEYS)
 
 
 def load_reward_config(path: str | Path) -> RewardConfig:
@@ -119,16 +125,14 @@ class EfficiencyReward(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
         probe = self.embodied_probe
         if probe.penalty_coefficients.any():
             raise ValueError("this env already has an EfficiencyReward: stack at most one")
-        # -weight / scale per term (STEP_TERM_KEYS order): the probe's kernel applies them each step
+        # -weight / scale per term (STEP_TERM_KEYS order): the probe's accounting applies them each step
         probe.penalty_coefficients[:] = [
             -self.config.weights.get(key, 0.0) / self.config.scales.get(key, 1.0) for key in STEP_TERM_KEYS
         ]
         self._succeeded = False
 
     def _zero_terms(self) -> dict[str, float]:
-        terms = dict.fromkeys(STEP_TERM_KEYS, 0.0)
-        terms["success_bonus"] = 0.0
-        return terms
+        return dict.fromkeys(REWARD_TERM_KEYS, 0.0)
 
     def reset(self, *, seed=None, options=None):
         obs, info = super().reset(seed=seed, options=options)
@@ -148,17 +152,7 @@ class EfficiencyReward(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
             bonus = self.config.success_bonus
         task_reward = float(task_reward)
         info["task_reward"] = task_reward
-        # a dict display (keys: STEP_TERM_KEYS, then the bonus) builds in half the time of
-        # dict(zip(...)), and this runs on every step
-        info["reward_terms"] = {
-            "time_s": p[0],
-            "ee_path_m": p[1],
-            "joint_path_rad": p[2],
-            "joint_rotation_rad": p[3],
-            "jerk_sq": p[4],
-            "action_change": p[5],
-            "energy_j": p[6],
-            "effort_nm2s": p[7],
-            "success_bonus": bonus,
-        }
-        return obs, task_reward + p[8] + bonus, terminated, truncated, info
+        reward = task_reward + p[-1] + bonus
+        p[-1] = bonus  # the weighted terms, then the bonus: REWARD_TERM_KEYS
+        info["reward_terms"] = _reward_terms_dict(p)
+        return obs, reward, terminated, truncated, info

@@ -33,6 +33,10 @@ class EmbodiedCost(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
             "energy_j": sum_substeps sum_j |tau_j qd_j| dt,
             "effort_nm2s": sum_substeps sum_j tau_j^2 dt,
             "n_steps": T,
+            # the actuator ledger (docs/metrics.md), NaN where the model defines no limit
+            "positive_work_j": sum max(tau qd, 0) dt, "negative_work_j": sum min(tau qd, 0) dt,
+            "peak_torque_frac": max |tau| / limit, "torque_saturation_frac": share >= 98 % of limit,
+            "peak_joint_speed_frac": max |qd| / velocity limit,
         }
         info["sim_unstable"] = False   # True (with truncated=True) if the simulation blew up
         # with flat_info=True, also one float per metric (MONITOR_KEYWORDS):

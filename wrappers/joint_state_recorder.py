@@ -9,7 +9,6 @@ import gymnasium as gym
 
 from wrappers.base import EmbodiedWrapper
 from wrappers.episode_buffer import EpisodeArrays
-from wrappers.metrics import actuator_ledger
 from wrappers.parquet_io import write_episode
 
 
@@ -32,11 +31,9 @@ class JointStateRecorder(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
          "n_steps": T, "robot": {...readout settings...}, "record_substeps": False,
          "metrics": {...the EmbodiedCost metrics of the whole episode...}}
 
-    With ``record_substeps=True`` also the actuator ledger of the episode (``wrappers.metrics``,
-    ``docs/metrics.md``) and the limits it was measured against::
+    The metrics include the actuator ledger (``docs/metrics.md``); ``metadata["limits"]`` holds
+    the limits it was measured against::
 
-         "ledger": {"positive_work_j": ..., "negative_work_j": ..., "peak_torque_frac": ...,
-                    "torque_saturation_frac": ..., "peak_joint_speed_frac": ...},
          "limits": {"torque_nm": [...per joint...], "velocity_rad_s": [...NaN where none...]}
 
     Args:
@@ -122,14 +119,8 @@ class JointStateRecorder(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
         # and effort integrated over every substep whether or not substeps are recorded
         metadata["metrics"] = probe.values()
         episode = probe.episode_arrays(metadata)
-        if self.record_substeps:  # the actuator ledger needs every substep's torque and velocity
-            torque_limit, velocity_limit = readout.limits()
-            n = readout.n_joints
-            episode.metadata["limits"] = {"torque_nm": torque_limit.tolist(), "velocity_rad_s": velocity_limit.tolist()}
-            episode.metadata["ledger"] = actuator_ledger(
-                episode.substep_torque.reshape(-1, n), episode.substep_qvel.reshape(-1, n),
-                readout.physics_dt_s, torque_limit, velocity_limit,
-            )
+        torque_limit, velocity_limit = readout.limits()  # what the ledger metrics were measured against
+        episode.metadata["limits"] = {"torque_nm": torque_limit.tolist(), "velocity_rad_s": velocity_limit.tolist()}
         self.last_episode = episode
         if self.out_dir is not None:
             name = f"{self.file_prefix}episode_{probe.episode_index:06d}.parquet"

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-METRIC_KEYS: tuple[str, ...] = (
+# The episode metrics, in the order every table, info dict and file uses (the actuator ledger,
+# LEDGER_KEYS below, follows the kinematic and energy metrics).
+KINEMATIC_AND_ENERGY_KEYS: tuple[str, ...] = (
     "completion_time_s",
     "ee_path_m",
     "joint_path_rad",
@@ -27,6 +29,26 @@ METRIC_KEYS: tuple[str, ...] = (
     "energy_j",
     "effort_nm2s",
     "n_steps",
+)
+LEDGER_KEYS: tuple[str, ...] = (
+    "positive_work_j",
+    "negative_work_j",
+    "peak_torque_frac",
+    "torque_saturation_frac",
+    "peak_joint_speed_frac",
+)
+METRIC_KEYS: tuple[str, ...] = KINEMATIC_AND_ENERGY_KEYS + LEDGER_KEYS
+
+# Per-step summands of the additive cost terms (what EfficiencyReward penalises), in order.
+STEP_TERM_KEYS: tuple[str, ...] = (
+    "time_s",  # 1 / f
+    "ee_path_m",  # ||p_t - p_{t-1}||
+    "joint_path_rad",  # ||q_t - q_{t-1}||
+    "joint_rotation_rad",  # sum_j |q_tj - q_{t-1,j}|
+    "jerk_sq",  # f^4 ||qd_t - 2 qd_{t-1} + qd_{t-2}||^2 (0 until 3 samples exist), rad^2/s^6
+    "action_change",  # ||a_t - a_{t-1}|| (0 on the first step)
+    "energy_j",  # this step's substeps: sum |tau qd| dt
+    "effort_nm2s",  # this step's substeps: sum tau^2 dt
 )
 
 
@@ -116,7 +138,8 @@ def episode_metrics(
     control_freq_hz: float,
     dt: float,
 ) -> dict[str, float]:
-    """Every metric of ``METRIC_KEYS`` for one episode (see the module docstring for shapes)."""
+    """Every metric of ``KINEMATIC_AND_ENERGY_KEYS`` for one episode (see the module docstring
+    for shapes); ``actuator_ledger`` gives the rest of ``METRIC_KEYS``."""
     n_steps = len(_rows("actions", actions))
     return {
         "completion_time_s": completion_time_s(n_steps, control_freq_hz),
@@ -136,13 +159,6 @@ def episode_metrics(
 # energy_j: ``torque`` and ``substep_qvel`` with one row per physics substep and one column per
 # arm joint; ``torque_limit`` / ``velocity_limit`` one value per joint (N m, rad/s), NaN or inf
 # where the model or robot defines none (those joints are left out of the fractions).
-LEDGER_KEYS: tuple[str, ...] = (
-    "positive_work_j",
-    "negative_work_j",
-    "peak_torque_frac",
-    "torque_saturation_frac",
-    "peak_joint_speed_frac",
-)
 SATURATION_THRESHOLD = 0.98  # a sample at >= 98 % of its joint's torque limit counts as saturated
 
 

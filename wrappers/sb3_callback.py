@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
@@ -16,7 +18,8 @@ class EmbodiedMetricsCallback(BaseCallback):
     so each row of ``progress.csv`` (and each TensorBoard point, when TensorBoard is installed
     and configured) gets::
 
-        embodied/completion_time_s, embodied/ee_path_m, ..., embodied/n_steps
+        embodied/completion_time_s, embodied/ee_path_m, ..., embodied/peak_joint_speed_frac
+        (a metric that is NaN for the env, e.g. a speed fraction without velocity limits, is left out)
         reward_terms/time_s, ..., reward_terms/success_bonus        # with EfficiencyReward
 
     Works with any VecEnv whose sub-envs carry an embodied wrapper; sub-envs without one are
@@ -46,7 +49,9 @@ class EmbodiedMetricsCallback(BaseCallback):
             embodied = info.get("embodied")
             if embodied is not None:
                 for key in METRIC_KEYS:
-                    self.logger.record_mean(f"embodied/{key}", float(embodied[key]))
+                    value = float(embodied[key])
+                    if math.isfinite(value):  # NaN: not defined for this env (no velocity limits, ...)
+                        self.logger.record_mean(f"embodied/{key}", value)
             for key, total in sums.items():
                 self.logger.record_mean(f"reward_terms/{key}", total)
             sums.clear()

@@ -12,10 +12,12 @@ itself, on the live objects, without editing robosuite or gymnasium on disk:
   Fetch, ...): ``mujoco.mj_step`` is replaced, while such an env is measured, by a dispatcher
   that steps a measured MjData one substep at a time and samples after each.
 - gymnasium ``MujocoEnv``: ``_step_mujoco_simulation`` calls ``mj_step(nstep=frame_skip)``; the
-  hook runs the same ``frame_skip`` single steps (same result, bit for bit) and samples after each,
-  then does the probe's step accounting, all in one compiled call that calls MuJoCo's C functions
-  directly. That call costs less than the three Python bindings it replaces (``data.ctrl[:] =``,
+  hook runs the same ``frame_skip`` single steps (same result, bit for bit) and samples after
+  each, in one compiled call to MuJoCo's C functions (this module is the only place that calls
+  them). That call costs less than the three Python bindings it replaces (``data.ctrl[:] =``,
   ``mj_step``, ``mj_rnePostConstraint``), which pays for part of the wrappers' Python work.
+
+The hooks only capture; ``wrappers.accounting`` accounts the step after ``env.step`` returns.
 
 After each substep: ``tau = data.qfrc_actuator[arm dofs]`` (the actuator force applied during the
 substep) and ``qd = data.qvel[arm dofs]`` (the velocity after it).
@@ -32,22 +34,23 @@ import numba
 import numpy as np
 
 from wrappers.robot_readout import RobotReadout
-from wrappers.running_metrics import (
-    I_COUNT,
-    I_CTRL,
-    I_DATA,
-    I_EXTRA,
-    I_MODEL,
-    I_NU,
-    I_PENDING,
-    bound_vector,
-    advance_step,
-    bind_simulator,
-    capture_substep,
-    new_ints,
-)
 
 
+@numba.njit(cache=True)
+def capture_substep(sub, count, qfrc, qvel, didx):  # pragma: no cover - compiled
+    """After one physics substep: append [tau | qd] of the arm dofs as row ``count[0]`` of
+    ``sub`` (counted, not stored, once ``sub`` is full: the probe then refuses the step)."""
+    i = count[0]
+    if i < sub.shape[0]:
+        n = didx.shape[0]
+        for k in range(n):
+            sub[i, k] = qfrc[didx[k]]
+            sub[i, n + k] = qvel[didx[k]]
+    count[0] = i + 1
+
+
+# MuJoCo's C functions, for the compiled gymnasium-MujocoEnv step below. They take the
+# mjModel*/mjData* that the Python bindings expose as ``MjModel._address``/``MjData._address``.
 def _load_mujoco_function(name: str):
     paths = sorted(glob.glob(os.path.join(os.path.dirname(mujoco.__file__), "libmujoco*.so*")))
     paths += sorted(glob.glob(os.path.join(os.path.dirname(mujoco.__file__), "libmujoco*.dylib")))
@@ -65,109 +68,89 @@ _mj_rne_post_constraint = _load_mujoco_function("mj_rnePostConstraint")
 
 # Not cacheable (it embeds the addresses of MuJoCo's C functions): compiled once per process.
 @numba.njit(cache=False)
-def _mujoco_env_step(ints, ctrl_in, n_frames):  # pragma: no cover - compiled
-    """gymnasium's _step_mujoco_simulation one mj_step at a time, capturing after each; then,
-    if the wrapper's step is pending, the control-step accounting (saves a second call)."""
-    ctrl = bound_vector(ints, I_CTRL, ints[I_NU])
+def _step_mujoco_env(model_address, data_address, ctrl, ctrl_in, n_frames, sub, count, qfrc, qvel, didx):  # pragma: no cover - compiled
+    """gymnasium's ``_step_mujoco_simulation``, one mj_step at a time, capturing after each."""
     for k in range(ctrl.shape[0]):
         ctrl[k] = ctrl_in[k]
-    model, data = ints[I_MODEL], ints[I_DATA]
     for _ in range(n_frames):
-        _mj_step(model, data)
-        capture_substep(ints)
-    _mj_rne_post_constraint(model, data)
-    if ints[I_PENDING] != 0:
-        advance_step(ints, np.nan)
-    else:
-        ints[I_EXTRA] += 1
+        _mj_step(model_address, data_address)
+        capture_substep(sub, count, qfrc, qvel, didx)
+    _mj_rne_post_constraint(model_address, data_address)
 
 
 class SubstepCapture:
-    """Hooks a simulator's substep loop; each substep appends [tau | qd] of the arm to the
-    probe's ``sub`` buffer.
-
-    ``ints`` is the probe's kernel table (joint count, dof indices, the substep counter, the
-    addresses of the arrays, ``wrappers.running_metrics``). For a gymnasium MujocoEnv the hook
-    also runs the probe's step accounting in the same compiled call.
-    """
+    """Hooks a simulator's substep loop; each substep appends [tau | qd] of the arm to ``sub``
+    and counts it in ``count[0]`` (the probe reads and clears both after each step)."""
 
     def __init__(self) -> None:
-        self.ints = new_ints(0, 0)
-        # every array whose address is in ``ints``: the hook outlives the probe when someone
-        # keeps the unwrapped env, and must never step into freed memory
-        self.bound_arrays: tuple = ()
-        self.bound_rows = np.zeros((0, 0))  # the recording buffer (replaced when it grows)
+        self.sub = np.zeros((0, 0))
+        self.count = np.zeros(1, dtype=np.int64)
         self._undo = None  # (object, attribute) whose instance attribute shadows the original
 
-    def attach(self, env, readout: RobotReadout, ints: np.ndarray, bound_arrays: tuple, rows: np.ndarray) -> None:
-        """Hook the substep loop of ``env`` (call after every reset; idempotent) and run the hook
-        on ``ints``, whose arrays (``bound_arrays``, ``rows``) are bound already."""
+    def attach(self, env, readout: RobotReadout) -> None:
+        """Hook the substep loop of ``env`` (after every reset: robosuite builds a new simulator)."""
+        # room for four times the announced substeps: a step that runs more is refused, not cut
+        shape = (4 * readout.n_substeps, 2 * readout.n_joints)
+        if self.sub.shape != shape:
+            self.sub = np.zeros(shape)
+        self.count[0] = 0
+        data = readout.get_model_data()[1]
+        arm = (data.qfrc_actuator, data.qvel, np.asarray(readout.dof_index, dtype=np.int64))
         if readout.source == "robosuite":
-            self._attach_robosuite(env.unwrapped.robosuite_env)
-        elif readout.source == "mujoco_env":
-            owner = readout.sim_owner  # the MujocoEnv (env.unwrapped, or e.g. FrankaKitchen's robot_env)
-            bind_simulator(ints, owner.model._address, owner.data._address, owner.data.ctrl)
-            bound_arrays = (*bound_arrays, owner.model, owner.data)
-            self._attach_mujoco_env(owner)
+            self._attach_robosuite(env.unwrapped.robosuite_env, arm)
+        elif readout.source == "mujoco_env" and _mj_step is not None:
+            self._attach_mujoco_env(readout.sim_owner, arm)
         else:
-            self._attach_mj_step(readout.get_model_data()[1])
-        ints[I_COUNT] = 0
-        self.bound_arrays, self.bound_rows = bound_arrays, rows
-        self.ints = ints
+            self._attach_mj_step(data, arm)
 
-    def _attach_robosuite(self, rs) -> None:
+    def _capture_function(self, arm):
+        sub, count = self.sub, self.count
+        qfrc, qvel, didx = arm
+        return lambda: capture_substep(sub, count, qfrc, qvel, didx)
+
+    def _attach_robosuite(self, rs, arm) -> None:
         sim = rs.sim
         if self._undo is not None and self._undo[0] is sim:
             return
         self.detach()
         name = "step2" if rs.lite_physics else "step"
         original = getattr(sim, name)
-        capture = self
+        capture = self._capture_function(arm)
 
         def hooked_step(*args, **kwargs):
             result = original(*args, **kwargs)
-            capture_substep(capture.ints)
+            capture()
             return result
 
         setattr(sim, name, hooked_step)
         self._undo = (sim, name)
 
-    def _attach_mujoco_env(self, base) -> None:
-        if self._undo is not None and self._undo[0] is base:
+    def _attach_mujoco_env(self, owner, arm) -> None:
+        if self._undo is not None and self._undo[0] is owner:
             return
         self.detach()
-        capture = self
-        model, data = base.model, base.data
-        ctrl = data.ctrl
-        ctrl_shape = ctrl.shape
+        model, data = owner.model, owner.data
+        ctrl, sub, count = data.ctrl, self.sub, self.count
+        qfrc, qvel, didx = arm
+        addresses = (model._address, data._address)
 
         def hooked_simulation(ctrl_in, n_frames):
-            if base.model is not model or base.data is not data:  # the env swapped its model
+            if owner.model is not model or owner.data is not data:  # the env swapped its model
                 raise RuntimeError("the MuJoCo model/data of this env changed; re-attach the capture")
-            if type(ctrl_in) is not np.ndarray or ctrl_in.shape != ctrl_shape:
-                converted = np.empty(ctrl_shape)
+            if type(ctrl_in) is not np.ndarray or ctrl_in.shape != ctrl.shape:
+                converted = np.empty(ctrl.shape)
                 converted[:] = ctrl_in  # numpy's rules, as the original ``data.ctrl[:] = ctrl``
                 ctrl_in = converted
-            _mujoco_env_step(capture.ints, ctrl_in, n_frames)
+            _step_mujoco_env(addresses[0], addresses[1], ctrl, ctrl_in, n_frames, sub, count, qfrc, qvel, didx)
 
-        def python_simulation(ctrl_in, n_frames):  # no MuJoCo shared library to call from compiled code
-            if base.model is not model or base.data is not data:
-                raise RuntimeError("the MuJoCo model/data of this env changed; re-attach the capture")
-            ctrl[:] = ctrl_in
-            for _ in range(n_frames):
-                mujoco.mj_step(model, data)
-                capture_substep(capture.ints)
-            mujoco.mj_rnePostConstraint(model, data)
+        owner._step_mujoco_simulation = hooked_simulation
+        self._undo = (owner, "_step_mujoco_simulation")
 
-        base._step_mujoco_simulation = hooked_simulation if _mj_step is not None else python_simulation
-        self._undo = (base, "_step_mujoco_simulation")
-
-    def _attach_mj_step(self, data: mujoco.MjData) -> None:
+    def _attach_mj_step(self, data: mujoco.MjData, arm) -> None:
         if self._undo is not None and self._undo[0] is data:
             return
         self.detach()
-        capture = self
-        _MJ_STEP_HOOKS[id(data)] = (data, lambda: capture_substep(capture.ints))
+        _MJ_STEP_HOOKS[id(data)] = (data, self._capture_function(arm))
         mujoco.mj_step = _hooked_mj_step
         self._undo = (data, None)
 
@@ -189,7 +172,8 @@ class SubstepCapture:
 # data, nstep=n_substeps)``, ...) look the function up on the module at every call, so while
 # such an env is measured the module's mj_step is this dispatcher: for a measured MjData it runs
 # the nstep steps one at a time (the same state bit for bit) and captures after each; any other
-# call goes straight to MuJoCo.
+# call goes straight to MuJoCo. (Also the fallback for MujocoEnvs where MuJoCo's shared library
+# cannot be loaded for the compiled step.)
 _ORIGINAL_MJ_STEP = mujoco.mj_step
 _MJ_STEP_HOOKS: dict[int, tuple[mujoco.MjData, object]] = {}  # id(data) -> (data kept alive, capture)
 
