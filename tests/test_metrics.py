@@ -191,3 +191,19 @@ def test_ledger_without_limits_or_samples_is_nan_and_bad_limits_are_named():
     assert ledger["positive_work_j"] == 4.0 and ledger["negative_work_j"] == 0.0
     assert ledger["peak_torque_frac"] == 0.5 and ledger["torque_saturation_frac"] == 0.0
     assert math.isnan(ledger["peak_joint_speed_frac"])
+
+
+def test_ledger_shape_errors_name_their_argument_and_the_threshold_is_inclusive():
+    for function in (metrics.positive_work_j, metrics.negative_work_j):
+        with pytest.raises(ValueError, match=r"^torque must be a 2-D array"):
+            function(np.zeros(4), np.zeros((4, 1)), 0.1)
+        with pytest.raises(ValueError, match=r"^substep_qvel must be a 2-D array"):
+            function(np.zeros((4, 1)), np.zeros(4), 0.1)
+        with pytest.raises(ValueError, match=r"^torque \(4, 1\) and substep_qvel \(4, 2\) must have the same shape$"):
+            function(np.zeros((4, 1)), np.zeros((4, 2)), 0.1)
+    with pytest.raises(ValueError, match=r"^torque must be a 2-D array"):
+        metrics.torque_saturation_frac(np.zeros(4), [1.0])
+    with pytest.raises(ValueError, match=r"^substep_qvel must be a 2-D array"):
+        metrics.peak_joint_speed_frac(np.zeros(4), [1.0])
+    # a sample at exactly 98 % of its limit is saturated
+    assert metrics.torque_saturation_frac(np.array([[49.0], [10.0]]), [50.0]) == 0.5
