@@ -25,7 +25,7 @@ from wrappers.accounting import (
     start_episode,
 )
 from wrappers.episode_buffer import EpisodeArrays, RowLayout
-from wrappers.metrics import METRIC_KEYS, STEP_TERM_KEYS
+from wrappers.metrics import METRIC_KEYS
 from wrappers.robot_readout import RobotReadout, read_robot
 from wrappers.substep_capture import SubstepCapture
 
@@ -52,8 +52,7 @@ class EmbodiedProbe:
         self.sim_unstable = False
         self.episode_over = False
         self.layout: RowLayout | None = None
-        self.state = EpisodeState(0, 0)
-        self.state.coefficients = np.zeros(len(STEP_TERM_KEYS))  # set before the first reset
+        self.state = EpisodeState(0, 0)  # sized at the first reset; EfficiencyReward sets coefficients before
         self.n_recorded_steps = 0
         self._rows = np.zeros((0, 0))
         self._action_space: gym.Space | None = None
@@ -84,7 +83,7 @@ class EmbodiedProbe:
         m = int(np.prod(space.shape)) if space.shape else 1
         state = self.state
         if (state.n_joints, state.action_dim) != (n, m):
-            coefficients = state.coefficients.copy() if len(state.coefficients) else np.zeros(len(STEP_TERM_KEYS))
+            coefficients = state.coefficients.copy()
             state = self.state = EpisodeState(n, m)
             state.coefficients[:] = coefficients
         # the metrics see the action the simulator applies: clipped to the Box (robosuite's
