@@ -125,11 +125,9 @@ class EnvConfig(_Strict):
     @field_validator("controller")
     @classmethod
     def _known_controller(cls, value: str) -> str:
-        from vla_envs.controllers import CONTROLLERS
+        from vla_envs.controllers import check_controller
 
-        if value not in CONTROLLERS:
-            raise ValueError(f"controller={value!r} is not supported: expected one of {sorted(CONTROLLERS)}")
-        return value
+        return check_controller(value)
 
 
 class SeedStart(_Strict):

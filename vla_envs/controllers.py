@@ -15,10 +15,16 @@ CONTROLLERS: dict[str, str] = {
 DEFAULT_CONTROLLER = "OSC_POSE"
 
 
-def controller_config(name: str, robot: str = "Panda") -> dict[str, Any]:
-    """The composite controller config robosuite.make expects, with ``name`` driving the arm."""
+def check_controller(name: str) -> str:
+    """``name`` if it is one of ``CONTROLLERS``; a ValueError naming the choices otherwise."""
     if name not in CONTROLLERS:
         raise ValueError(f"controller={name!r} is not supported: expected one of {sorted(CONTROLLERS)}")
+    return name
+
+
+def controller_config(name: str, robot: str = "Panda") -> dict[str, Any]:
+    """The composite controller config robosuite.make expects, with ``name`` driving the arm."""
+    check_controller(name)
     from robosuite.controllers import load_part_controller_config
     from robosuite.controllers.composite.composite_controller_factory import (
         refactor_composite_controller_config,

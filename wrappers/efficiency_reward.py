@@ -14,7 +14,6 @@ from wrappers.accounting import dict_builder
 from wrappers.metrics import STEP_TERM_KEYS
 
 
-
 class RewardConfig(BaseModel):
     """Weights and normalisation scales per cost term (keys: ``STEP_TERM_KEYS``).
 

@@ -119,8 +119,11 @@ class JointStateRecorder(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
         # and effort integrated over every substep whether or not substeps are recorded
         metadata["metrics"] = probe.values()
         episode = probe.episode_arrays(metadata)
-        torque_limit, velocity_limit = readout.limits()  # what the ledger metrics were measured against
-        episode.metadata["limits"] = {"torque_nm": torque_limit.tolist(), "velocity_rad_s": velocity_limit.tolist()}
+        # what the ledger metrics were measured against
+        episode.metadata["limits"] = {
+            "torque_nm": probe.state.torque_limit.tolist(),
+            "velocity_rad_s": probe.state.velocity_limit.tolist(),
+        }
         self.last_episode = episode
         if self.out_dir is not None:
             name = f"{self.file_prefix}episode_{probe.episode_index:06d}.parquet"
