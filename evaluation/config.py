@@ -50,7 +50,40 @@ class FactoryPolicySpec(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
-PolicySpec = ExpertPolicySpec | FactoryPolicySpec
+class ResidualPolicySpec(_Strict):
+    """A base policy plus a residual trained by ``vla-envs finetune`` (``policies.residual``).
+
+    ``checkpoint`` is the residual's safetensors file; ``base`` defaults to the base policy the
+    residual was trained on (recorded in the file)."""
+
+    kind: Literal["residual"]
+    checkpoint: str
+    base: "PolicySpec | None" = None
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _readable_residual(cls, value: str) -> str:
+        from policies.residual import read_residual_spec
+
+        try:
+            read_residual_spec(value)
+        except (OSError, ValueError) as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    def base_spec(self) -> "PolicySpec":
+        """The base policy: ``base`` when given, else the one the residual was trained on."""
+        if self.base is not None:
+            return self.base
+        from pydantic import TypeAdapter
+
+        from policies.residual import read_residual_spec
+
+        return TypeAdapter(PolicySpec).validate_python(read_residual_spec(self.checkpoint).base_policy)
+
+
+PolicySpec = ExpertPolicySpec | FactoryPolicySpec | ResidualPolicySpec
+ResidualPolicySpec.model_rebuild()
 
 
 class FixedLatency(_Strict):
@@ -86,6 +119,9 @@ class VariantConfig(_Strict):
     policy: PolicySpec | None = None
     execution: ExecutionConfig | None = None
     latency: LatencySpec | None = None
+    compare_to: str | None = Field(
+        None, description="the variant its % changes and paired comparison are against (default: the base)"
+    )
 
     @field_validator("compression")
     @classmethod
@@ -249,6 +285,11 @@ class EvalConfig(_Strict):
             missing = sorted(set(videos.seeds) - set(self.seed_list))
             if missing:
                 raise ValueError(f"'recording.videos.seeds' = {missing} are not evaluated, expected some of {self.seed_list}")
+        for variant in self.variants:
+            if variant.compare_to is not None and variant.compare_to not in names:
+                raise ValueError(f"variant {variant.name!r}: compare_to = {variant.compare_to!r}, expected one of {names}")
+            if variant.compare_to == variant.name:
+                raise ValueError(f"variant {variant.name!r}: compare_to names itself, expected another variant")
         report = self.report
         if report.trace_variant is not None and report.trace_variant not in names:
             raise ValueError(f"'report.trace_variant' = {report.trace_variant!r}, expected one of {names}")
@@ -282,6 +323,13 @@ class EvalConfig(_Strict):
         if name == self.base.name:
             return None
         raise KeyError(f"unknown variant {name!r}, expected one of {self.variant_names}")
+
+    def reference_of(self, name: str) -> str:
+        """The variant ``name`` is compared with: its ``compare_to``, else the base (itself for the base)."""
+        variant = self.variant(name)
+        if variant is None:
+            return name
+        return variant.compare_to or self.base.name
 
     def execution_for(self, name: str) -> ExecutionConfig:
         variant = self.variant(name)
@@ -317,11 +365,32 @@ def load_eval_config(path: str | Path, check_imports: bool = True) -> EvalConfig
     return config
 
 
+# the observation entries of each obs_mode (vla_envs.robosuite_env)
+OBS_KEYS_BY_MODE = {"state": ("state",), "rgb": ("image", "wrist_image", "proprio"),
+                    "state+rgb": ("state", "image", "wrist_image", "proprio")}
+
+
+def _check_residual_observations(field: str, spec: ResidualPolicySpec, obs_mode: str) -> None:
+    from policies.residual import read_residual_spec
+
+    wanted = read_residual_spec(spec.checkpoint).obs_keys
+    missing = sorted(set(wanted) - set(OBS_KEYS_BY_MODE[obs_mode]))
+    if missing:
+        raise ConfigError(
+            f"field '{field}': the residual reads observation entries {missing}, which env.obs_mode "
+            f"{obs_mode!r} does not give; expected an obs_mode with {list(wanted)}"
+        )
+
+
 def validate_runtime(config: EvalConfig, check_imports: bool = True) -> None:
     """Checks that need imports: factories resolve, the MP4 encoder exists when videos are asked for."""
     if check_imports:
         specs = [("base.policy", config.base.policy)]
         specs += [(f"variants.{v.name}.policy", v.policy) for v in config.variants if v.policy is not None]
+        for field, spec in list(specs):
+            if isinstance(spec, ResidualPolicySpec):
+                _check_residual_observations(field, spec, config.env.obs_mode)
+                specs.append((f"{field}.base", spec.base_spec()))
         for field, spec in specs:
             if isinstance(spec, FactoryPolicySpec):
                 try:

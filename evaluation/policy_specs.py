@@ -11,7 +11,7 @@ import importlib
 import inspect
 import zlib
 
-from evaluation.config import EvalConfig, ExpertPolicySpec, FactoryPolicySpec, PolicySpec
+from evaluation.config import EvalConfig, ExpertPolicySpec, FactoryPolicySpec, PolicySpec, ResidualPolicySpec
 from policies.base import Policy
 
 def stable_seed(*parts: object) -> int:
@@ -45,6 +45,10 @@ def build_policy(spec: PolicySpec, env, task: str, seed: int) -> Policy:
         if task not in EXPERTS:
             raise ValueError(f"policy {{kind: expert}}: no scripted expert for task {task!r}, expected one of {sorted(EXPERTS)}")
         return expert_for_task(task, env)
+    if isinstance(spec, ResidualPolicySpec):
+        from policies.residual import ResidualPolicy
+
+        return ResidualPolicy.load(spec.checkpoint, build_policy(spec.base_spec(), env, task, seed))
     assert isinstance(spec, FactoryPolicySpec)
     factory = resolve_factory(spec.factory)
     kwargs = dict(spec.kwargs)

@@ -188,6 +188,7 @@ def finalize(config: EvalConfig, out_dir: str | Path, units: list[WorkUnit]) -> 
         stats.confidence,
         stats.bootstrap_resamples,
         stats.bootstrap_seed,
+        references={name: config.reference_of(name) for name in config.variant_names},
     )
     out = store.out_dir
     write_csv(rows, out / "summary.csv")

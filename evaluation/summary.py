@@ -2,6 +2,10 @@
 bootstrap interval over successful episodes, % change against the base, a paired comparison
 over the seeds both solved, and the conventional inference metrics beside them.
 
+A variant's "base" here is its reference (``compared_to``): the run's base unless the config's
+``compare_to`` names another variant (e.g. a fine-tuned model against the model it came from);
+the ``*_pct_vs_base`` and ``*_paired_*`` columns are against it.
+
 ``summarize`` is a pure function of the episode rows (``episodes.parquet``) and the inference
 profiles, so the summary can be recomputed from the Parquet file alone.
 """
@@ -33,18 +37,22 @@ def summarize(
     confidence: float = 0.95,
     resamples: int = 2000,
     seed: int = 0,
+    references: dict[str, str] | None = None,
 ) -> list[dict]:
-    """One row per (task, variant) in the given order; see the module docstring."""
+    """One row per (task, variant) in the given order; see the module docstring. ``references``
+    maps a variant to the variant it is compared with (default: ``base_variant``)."""
     profiles = profiles or {}
+    references = references or {}
     rows: list[dict] = []
     for task in tasks:
         by_variant = {v: [e for e in episodes if e["task"] == task and e["variant"] == v] for v in variants}
-        base_solved = _solved(by_variant.get(base_variant, []))
-        base_means = {m: _mean([e[m] for e in base_solved.values()]) for m in SUMMARY_METRICS}
         for variant in variants:
             group = by_variant[variant]
             if not group:
                 continue
+            reference = references.get(variant, base_variant)
+            base_solved = _solved(by_variant.get(reference, []))
+            base_means = {m: _mean([e[m] for e in base_solved.values()]) for m in SUMMARY_METRICS}
             n, successes = len(group), sum(bool(e["success"]) for e in group)
             low, high = wilson_interval(successes, n, confidence)
             solved = _solved(group)
@@ -53,6 +61,7 @@ def summarize(
                 "task": task,
                 "variant": variant,
                 "is_base": variant == base_variant,
+                "compared_to": reference,
                 "latency_model": group[0]["latency_model"],
                 "episodes": n,
                 "successes": successes,
@@ -132,19 +141,21 @@ def markdown(rows: list[dict], confidence: float = 0.95, title: str = "Evaluatio
     lines = [f"# {title}", ""]
     lines += [
         f"Success rate with a Wilson {level} interval; embodied metrics: mean over successful episodes "
-        f"[bootstrap {level} interval] (% change of the mean against the base). Paired: mean "
+        f"[bootstrap {level} interval] (% change of the mean against the base, or the variant named after "
+        "'vs'). Paired: mean "
         "difference (variant - base) over the seeds both solved [bootstrap interval] (% change of "
         "the paired means). Every metric and interval is in summary.csv.",
         "",
     ]
     for task in dict.fromkeys(r["task"] for r in rows):
         task_rows = [r for r in rows if r["task"] == task]
+        base = next((r["variant"] for r in task_rows if r["is_base"]), None)
         lines += [f"## {task}", ""]
         header = ["variant", "latency", "success", *_MD_METRICS]
         lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for r in task_rows:
             cells = [
-                r["variant"] + (" (base)" if r["is_base"] else ""),
+                r["variant"] + (" (base)" if r["is_base"] else "" if r["compared_to"] == base else f" (vs {r['compared_to']})"),
                 r["latency_model"],
                 f"{r['successes']}/{r['episodes']} = {r['success_rate']:.0%} "
                 f"[{_num(100 * r['success_ci_low'], 3)}, {_num(100 * r['success_ci_high'], 3)}]%",
@@ -155,13 +166,13 @@ def markdown(rows: list[dict], confidence: float = 0.95, title: str = "Evaluatio
                     + ("" if r["is_base"] else _pct(r[f"{m}_pct_vs_base"]))
                 )
             lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", f"Paired against the base ({task}):", ""]
+        lines += ["", f"Paired against the base, or the variant named after 'vs' ({task}):", ""]
         header = ["variant", "pairs", *_MD_METRICS]
         lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for r in task_rows:
             if r["is_base"]:
                 continue
-            cells = [r["variant"], str(r["paired_n"])]
+            cells = [r["variant"] + ("" if r["compared_to"] == base else f" vs {r['compared_to']}"), str(r["paired_n"])]
             for m in _MD_METRICS:
                 cells.append(
                     f"{_num(r[f'{m}_paired_diff'])} [{_num(r[f'{m}_paired_ci_low'])}, "

@@ -166,6 +166,39 @@ def eval_command(
     console.print(f"{outcome.ran} episodes run ({outcome.units} planned); outputs in {out_dir}/ (summary.md, report.html)")
 
 
+@app.command("finetune")
+def finetune_command(
+    config: str = typer.Argument(..., help="fine-tuning config YAML, e.g. configs/finetune/lift_expert_residual.yaml"),
+    out: str | None = typer.Option(None, "--out", help="run folder (default: runs/finetune/<config name>)"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the run folder's latest checkpoint"),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="override training.total_steps"),
+) -> None:
+    """Train a residual on a frozen base policy with the efficiency-shaped reward (PPO or SAC)."""
+    from pathlib import Path
+
+    from finetuning.config import load_finetune_config
+    from finetuning.trainer import FinetuneError, run
+    from vla_envs.config import ConfigError
+
+    try:
+        cfg = load_finetune_config(config)
+    except ConfigError as exc:
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if steps is not None:
+        cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"total_steps": steps})})
+    out_dir = Path(out) if out is not None else Path("runs") / "finetune" / Path(config).stem
+    try:
+        residual = run(cfg, out_dir, resume=resume)
+    except FinetuneError as exc:
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print(f"interrupted: the last checkpoint is in {out_dir}/checkpoints; rerun with --resume", style="yellow")
+        raise typer.Exit(130) from None
+    console.print(f"residual: {residual}; evaluate it with policy: {{kind: residual, checkpoint: {residual}}}")
+
+
 def main() -> None:
     app()
 

@@ -1,30 +1,40 @@
 """Behaviour cloning of TinyVLA on scripted-expert demonstrations, multi-task.
 
     python -m policies.tinyvla.train configs/policies/tinyvla.yaml [--steps N] [--output DIR]
+    python -m policies.tinyvla.train configs/policies/tinyvla_smooth.yaml   # smoothness fine-tune
 
 Collects the demonstrations it lacks (``policies.tinyvla.demos``), then minimises the L1 error
 between predicted and demonstrated action chunks (normalised). A frame's chunk is the next
 ``chunk_size`` expert actions, the episode's last action repeated past its end. Batches draw
 every task equally often, whatever its episode lengths. Images get a random shift of up to
 ``shift_px`` pixels (DrQ, Kostrikov et al. 2020), the usual remedy for BC from few demos.
+
+Smoothness-aware fine-tuning (``smoothness`` and ``init_from`` in the YAML): start from a
+trained checkpoint (its vocabulary and action normaliser are kept, so actions mean the same),
+and add ``policies.smoothness`` terms on the predicted (normalised) chunk: action rate and jerk
+inside the chunk, and continuity with the chunk the model predicts for the frame ``shift``
+steps earlier in the same episode (detached: the new chunk follows the plan being executed).
+Frames whose earlier frame is in another episode leave the continuity term out.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from collections import defaultdict
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from policies.normalization import ActionNormalizer
+from policies.smoothness import SmoothnessWeights, continuity_loss, smoothness_loss
 from policies.tinyvla import checkpoint
 from policies.tinyvla.model import TinyVLA, TinyVLAConfig
-from policies.tinyvla.tokenizer import WordTokenizer
+from policies.tinyvla.tokenizer import WordTokenizer, words
 from vla_envs.config import load_config
 
 
@@ -61,6 +71,28 @@ class TrainSection(_Strict):
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
 
 
+class SmoothnessSection(_Strict):
+    """Weights of ``policies.smoothness`` terms added to the L1 imitation loss (0: off)."""
+
+    action_rate: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+    jerk: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+    continuity: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+    shift: int = Field(4, ge=1, description="the open-loop k the continuity term assumes")
+    action_dims: list[int] | None = Field(None, description="action dimensions the terms see (default: all)")
+
+    def weights(self):
+        from policies.smoothness import SmoothnessWeights
+
+        return SmoothnessWeights(self.action_rate, self.jerk, self.continuity, self.shift)
+
+
+class InitSection(_Strict):
+    """Fine-tune from this checkpoint instead of a random initialisation."""
+
+    directory: str = "policies/tinyvla/weights"
+    name: str = "tinyvla"
+
+
 class OutputSection(_Strict):
     directory: str = "policies/tinyvla/weights"
     name: str = "tinyvla"
@@ -70,7 +102,19 @@ class TrainConfig(_Strict):
     demos: DemosSection
     model: ModelSection = ModelSection()
     train: TrainSection = TrainSection()
+    smoothness: SmoothnessSection = SmoothnessSection()
+    init_from: InitSection | None = None
     output: OutputSection = OutputSection()
+
+    @model_validator(mode="after")
+    def _continuity_overlaps(self):
+        dims = self.smoothness.action_dims
+        if dims is not None and (not dims or len(set(dims)) != len(dims) or min(dims) < 0):
+            raise ValueError(f"smoothness.action_dims = {dims}: expected distinct action indices >= 0")
+        if self.smoothness.continuity > 0 and self.smoothness.shift >= self.model.chunk_size:
+            raise ValueError(f"smoothness.shift = {self.smoothness.shift}: expected < model.chunk_size = "
+                             f"{self.model.chunk_size} (the chunks must overlap)")
+        return self
 
 
 def load_demos(section: DemosSection) -> dict[str, dict[str, np.ndarray]]:
@@ -101,6 +145,15 @@ def chunk_indices(episode: np.ndarray, chunk_size: int) -> np.ndarray:
     for start, end in zip(starts, ends):
         last[start : end + 1] = end
     return np.minimum(np.arange(n)[:, None] + np.arange(chunk_size)[None, :], last[:, None])
+
+
+def earlier_frames(episode: np.ndarray, shift: int) -> np.ndarray:
+    """Index of the frame ``shift`` steps earlier in the same episode, or -1 where there is none."""
+    n = len(episode)
+    earlier = np.arange(n) - shift
+    valid = earlier >= 0
+    valid[valid] = episode[earlier[valid]] == episode[valid]
+    return np.where(valid, earlier, -1)
 
 
 def random_shift(images: torch.Tensor, pad: int, offsets: torch.Tensor) -> torch.Tensor:
@@ -138,14 +191,27 @@ def train(config: TrainConfig, steps: int | None = None, output: Path | None = N
     weights = np.concatenate([np.full(len(demos[t]["action"]), 1.0 / len(demos[t]["action"])) for t in tasks])
     weights /= weights.sum()
 
-    normalizer = ActionNormalizer.from_data(actions)
+    if config.init_from is not None:
+        model, tokenizer, normalizer, init_meta = checkpoint.load(Path(config.init_from.directory), config.init_from.name)
+        _check_compatible(model, tokenizer, instructions, proprio, actions, config)
+        word_ids = np.concatenate([np.tile(tokenizer.encode(instructions[t]), (len(demos[t]["action"]), 1)) for t in tasks])
+    else:
+        init_meta = None
+        normalizer = ActionNormalizer.from_data(actions)
+        model_config = TinyVLAConfig(vocab_size=len(tokenizer.vocabulary), proprio_dim=proprio.shape[1],
+                                     action_dim=actions.shape[1], image_size=config.demos.image_size,
+                                     **config.model.model_dump())
+        model = TinyVLA(model_config)
+        model.proprio_mean.copy_(torch.from_numpy(proprio.mean(axis=0)))
+        model.proprio_std.copy_(torch.from_numpy(np.maximum(proprio.std(axis=0), 1e-3)))
     targets = torch.from_numpy(normalizer.normalize(actions)).to(device)
-    model_config = TinyVLAConfig(vocab_size=len(tokenizer.vocabulary), proprio_dim=proprio.shape[1],
-                                 action_dim=actions.shape[1], image_size=config.demos.image_size,
-                                 **config.model.model_dump())
-    model = TinyVLA(model_config)
-    model.proprio_mean.copy_(torch.from_numpy(proprio.mean(axis=0)))
-    model.proprio_std.copy_(torch.from_numpy(np.maximum(proprio.std(axis=0), 1e-3)))
+    smooth = config.smoothness.weights()
+    smooth_dims = list(range(actions.shape[1])) if config.smoothness.action_dims is None else config.smoothness.action_dims
+    if max(smooth_dims) >= actions.shape[1]:
+        raise ValueError(f"smoothness.action_dims = {smooth_dims}: the actions have {actions.shape[1]} dimensions")
+    earlier = np.concatenate([np.where(e >= 0, e + offsets[i], -1) for i, e in
+                              enumerate(earlier_frames(demos[t]["episode"], smooth.shift) for t in tasks)])
+    earlier_t = torch.from_numpy(earlier).to(device)
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=section.learning_rate, weight_decay=section.weight_decay)
     total = steps or section.steps
@@ -159,6 +225,7 @@ def train(config: TrainConfig, steps: int | None = None, output: Path | None = N
     images_t = {cam: torch.from_numpy(array).to(device) for cam, array in images.items()}
     proprio_t, words_t, chunks_t = (torch.from_numpy(a).to(device) for a in (proprio, word_ids, chunks))
     losses: list[float] = []
+    term_history: dict[str, list[float]] = defaultdict(list)  # the loss's parts, for the record
     start = time.perf_counter()
     model.train()
     columns = [TextColumn("training TinyVLA"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
@@ -173,6 +240,26 @@ def train(config: TrainConfig, steps: int | None = None, output: Path | None = N
                 batch_images[cam] = random_shift(images_t[cam][index], section.shift_px, offsets.to(device))
             predicted = model(batch_images, words_t[index], proprio_t[index])
             loss = (predicted - targets[chunks_t[index]]).abs().mean()
+            term_history["imitation_l1"].append(loss.item())
+            smoothed = predicted[..., smooth_dims]
+            previous = None
+            if smooth.continuity > 0:
+                has_earlier = earlier_t[index] >= 0
+                if has_earlier.any():
+                    before = earlier_t[index][has_earlier]
+                    with torch.no_grad():
+                        previous = model({cam: images_t[cam][before] for cam in images_t}, words_t[before], proprio_t[before])
+                    previous = previous[..., smooth_dims]
+                    smoothed_with_earlier = smoothed[has_earlier]
+            if smooth.action_rate > 0 or smooth.jerk > 0 or previous is not None:
+                extra, terms = smoothness_loss(smoothed, SmoothnessWeights(smooth.action_rate, smooth.jerk, 0.0, smooth.shift))
+                if previous is not None:
+                    continuity = continuity_loss(smoothed_with_earlier, previous, smooth.shift)
+                    extra = extra + smooth.continuity * continuity
+                    terms["continuity"] = float(continuity.detach())
+                for name, value in terms.items():
+                    term_history[name].append(value)
+                loss = loss + extra
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -198,11 +285,30 @@ def train(config: TrainConfig, steps: int | None = None, output: Path | None = N
         "demo_seeds": {t: [int(demos[t]["seed"].min()), int(demos[t]["seed"].max())] for t in tasks},
         "instructions": instructions,
         "final_loss": float(np.mean(losses[-100:])),
+        "final_terms": {name: float(np.mean(values[-100:])) for name, values in term_history.items()},
+        "smoothness": config.smoothness.model_dump(),
+        "init_from": None if init_meta is None else {**config.init_from.model_dump(), "steps": init_meta["training"].get("steps")},
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     path = checkpoint.save(output or Path(config.output.directory), config.output.name, model, tokenizer, normalizer, record)
     print(f"saved {path} after {total} steps in {wall_time_s:.0f} s (final L1 {record['final_loss']:.4f})")
     return path
+
+
+def _check_compatible(model: TinyVLA, tokenizer: WordTokenizer, instructions: dict[str, str], proprio: np.ndarray,
+                      actions: np.ndarray, config: TrainConfig) -> None:
+    """The demonstrations must fit the checkpoint being fine-tuned (ValueError naming what differs)."""
+    have = model.config
+    for field, expected, actual in (("proprio_dim", have.proprio_dim, proprio.shape[1]),
+                                    ("action_dim", have.action_dim, actions.shape[1]),
+                                    ("image_size", have.image_size, config.demos.image_size),
+                                    ("chunk_size", have.chunk_size, config.model.chunk_size)):
+        if expected != actual:
+            raise ValueError(f"init_from {config.init_from.name}: {field} is {expected} in the checkpoint, "
+                             f"{actual} in this config's demonstrations/model")
+    unknown = sorted({w for text in instructions.values() for w in words(text)} - set(tokenizer.vocabulary))
+    if unknown:
+        raise ValueError(f"init_from {config.init_from.name}: instruction words {unknown} are not in the checkpoint's vocabulary")
 
 
 def main(argv: list[str] | None = None) -> None:
