@@ -192,6 +192,65 @@ def test_training_entry_point_collects_trains_saves_and_loads(tmp_path):
     env.close()
 
 
+def test_earlier_frames_stay_inside_each_episode():
+    from policies.tinyvla.train import earlier_frames
+
+    episode = np.array([0, 0, 0, 1, 1, 1, 1])
+    np.testing.assert_array_equal(earlier_frames(episode, 2), [-1, -1, 0, -1, -1, 3, 4])
+
+
+def test_smoothness_fine_tune_keeps_the_checkpoints_vocabulary_and_smooths_its_chunks(tmp_path):
+    """Fine-tuning from a checkpoint with a heavy jerk + action-rate weight: the vocabulary and
+    action normaliser are the checkpoint's, the record says how it was made, and the predicted
+    chunks of the demonstration frames get smoother than the starting model's."""
+    import json
+
+    import torch
+
+    from policies.smoothness import action_rate_loss, jerk_loss
+    from policies.tinyvla import checkpoint
+    from policies.tinyvla.train import main
+
+    demos = tmp_path / "demos"
+    common = (f"demos: {{cache_dir: {demos}, image_size: 32, episodes: {{Lift: 2}}}}\n"
+              "model: {width: 16, depth: 2, heads: 2, chunk_size: 4, patch_sizes: {image: 8, wrist_image: 16}}\n")
+    base_config = tmp_path / "base.yaml"
+    base_config.write_text(common + "train: {steps: 40, batch_size: 16, warmup_steps: 1, learning_rate: 0.003}\n"
+                           f"output: {{directory: {tmp_path}, name: base}}\n")
+    main([str(base_config)])
+    smooth_config = tmp_path / "smooth.yaml"
+    smooth_config.write_text(
+        common + "train: {steps: 40, batch_size: 16, warmup_steps: 1, learning_rate: 0.003}\n"
+        f"init_from: {{directory: {tmp_path}, name: base}}\n"
+        "smoothness: {action_rate: 20.0, jerk: 40.0, continuity: 5.0, shift: 2, action_dims: [0, 1, 2]}\n"
+        f"output: {{directory: {tmp_path}, name: smooth}}\n")
+    main([str(smooth_config)])
+
+    base, base_tokens, base_norm, _ = checkpoint.load(tmp_path, "base")
+    smooth, smooth_tokens, smooth_norm, meta = checkpoint.load(tmp_path, "smooth")
+    assert smooth_tokens.vocabulary == base_tokens.vocabulary
+    assert smooth_norm.to_dict() == base_norm.to_dict()
+    record = meta["training"]
+    assert record["init_from"]["name"] == "base" and record["smoothness"]["jerk"] == 40.0
+    assert set(record["final_terms"]) == {"imitation_l1", "action_rate", "jerk", "continuity"}
+
+    data = np.load(demos / "Lift.npz")
+    words = torch.tensor([base_tokens.encode(str(data["instruction"]))] * len(data["action"]))
+    images = {cam: torch.from_numpy(data[cam]) for cam in ("image", "wrist_image")}
+    proprio = torch.from_numpy(data["proprio"])
+    with torch.no_grad():
+        before = base(images, words, proprio)[..., :3]
+        after = smooth(images, words, proprio)[..., :3]
+    assert jerk_loss(after) < 0.5 * jerk_loss(before)
+    assert action_rate_loss(after) < 0.5 * action_rate_loss(before)
+
+    mismatch = tmp_path / "mismatch.yaml"
+    mismatch.write_text(common.replace("chunk_size: 4", "chunk_size: 6") + "train: {steps: 1, batch_size: 4}\n"
+                        f"init_from: {{directory: {tmp_path}, name: base}}\noutput: {{directory: {tmp_path}, name: x}}\n")
+    with pytest.raises(ValueError, match="chunk_size is 4 in the checkpoint, 6 in this config"):
+        main([str(mismatch)])
+
+
 def test_bad_training_config_fails_at_load(tmp_path):
     from vla_envs.config import ConfigError, load_config
     from policies.tinyvla.train import TrainConfig
