@@ -110,3 +110,39 @@ def test_shipped_eval_configs_load_and_name_importable_policies():
     methods = {key for v in quickstart.variants if getattr(v, "compression", None)
                for key, value in v.compression.items() if value}
     assert methods >= {"quantization", "pruning", "token_sparsification", "action_codec"}
+
+
+def test_compare_to_names_another_variant(tmp_path):
+    text = GOOD + "  - {name: slower, latency: {fixed_ms: 200}, compare_to: slow}\n"
+    cfg = load_eval_config(write(tmp_path, text))
+    assert cfg.reference_of("slower") == "slow" and cfg.reference_of("slow") == "expert"
+    assert cfg.reference_of("expert") == "expert"
+    for target, expected in (("nope", "compare_to = 'nope', expected one of"), ("slower", "compare_to names itself")):
+        bad = GOOD + f"  - {{name: slower, latency: {{fixed_ms: 200}}, compare_to: {target}}}\n"
+        message = str(pytest.raises(ConfigError, load_eval_config, write(tmp_path, bad)).value)
+        assert expected in message
+
+
+def test_summary_compares_a_variant_with_its_reference():
+    """c is compared with b (compare_to), not with the base a: the paired difference and the
+    % change are c - b, over the seeds both solved."""
+    from evaluation.summary import SUMMARY_METRICS, summarize
+
+    def episode(variant, seed, energy, success=True):
+        row = {m: 1.0 for m in SUMMARY_METRICS}
+        row.update(task="Lift", variant=variant, seed=seed, success=success, energy_j=energy, latency_model="frozen",
+                   inference_calls=1, waiting_steps=0, latency_mean_ms=0.0)
+        return row
+
+    episodes = [episode("a", s, 10.0) for s in range(3)]
+    episodes += [episode("b", 0, 20.0), episode("b", 1, 30.0), episode("b", 2, 99.0, success=False)]
+    episodes += [episode("c", 0, 18.0), episode("c", 1, 24.0), episode("c", 2, 5.0)]
+    rows = summarize(episodes, "a", ["Lift"], ["a", "b", "c"], resamples=200, references={"c": "b"})
+    by_name = {r["variant"]: r for r in rows}
+    c, b = by_name["c"], by_name["b"]
+    assert c["compared_to"] == "b" and b["compared_to"] == "a" and by_name["a"]["compared_to"] == "a"
+    assert c["paired_n"] == 2  # seed 2: b failed
+    assert c["energy_j_paired_diff"] == pytest.approx(((18 - 20) + (24 - 30)) / 2)
+    assert c["energy_j_paired_pct"] == pytest.approx(100 * (21 / 25 - 1))
+    assert c["energy_j_pct_vs_base"] == pytest.approx(100 * ((18 + 24 + 5) / 3 / 25 - 1))
+    assert b["energy_j_paired_diff"] == pytest.approx(((20 - 10) + (30 - 10)) / 2)
