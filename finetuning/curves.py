@@ -37,6 +37,8 @@ def plot_learning_curve(progress_csv: Path, out: Path, title: str = "") -> Path:
             axis.plot(rows[STEP_COLUMN], rows[column], color="tab:blue", alpha=0.35, linewidth=1)
             window = max(1, len(rows) // 20)
             axis.plot(rows[STEP_COLUMN], rows[column].rolling(window, min_periods=1).mean(), color="tab:blue")
+            if column == "rollout/success_rate":
+                axis.set_ylim(-0.02, 1.02)  # a rate: 0.99 must not look like a collapse
         else:
             axis.text(0.5, 0.5, "not logged", ha="center", va="center", transform=axis.transAxes, color="grey")
     for axis in axes[-1]:

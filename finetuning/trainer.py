@@ -71,7 +71,7 @@ def make_env(config: FinetuneConfig) -> gym.Env:
     )
 
 
-def _env_factory(config: FinetuneConfig, rank: int):
+def _env_factory(config: FinetuneConfig):
     def build():
         from stable_baselines3.common.monitor import Monitor
 
@@ -80,9 +80,7 @@ def _env_factory(config: FinetuneConfig, rank: int):
             # a SubprocVecEnv worker: Ctrl-C reaches the whole process group, and the main
             # process stops the run between steps; a worker interrupted mid-step would die
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-        env = Monitor(make_env(config))
-        env.reset(seed=config.training.env_seed_start + config.training.seed + rank)
-        return env
+        return Monitor(make_env(config))
 
     return build
 
@@ -90,9 +88,9 @@ def _env_factory(config: FinetuneConfig, rank: int):
 def make_vec_env(config: FinetuneConfig):
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
-    factories = [_env_factory(config, rank) for rank in range(config.training.num_envs)]
+    factories = [_env_factory(config) for _ in range(config.training.num_envs)]
     vec = SubprocVecEnv(factories, start_method="spawn") if config.training.vec_env == "subproc" else DummyVecEnv(factories)
-    vec.seed(config.training.env_seed_start + config.training.seed)
+    vec.seed(config.training.env_seed_start + config.training.seed)  # env i: this + i, on its first reset
     if config.algorithm.normalize_observations:
         vec = VecNormalize(vec, norm_obs=True, norm_reward=False, clip_obs=config.algorithm.obs_clip)
     return vec

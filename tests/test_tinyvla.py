@@ -310,3 +310,15 @@ def test_shipped_vla_compressed_variants_act(lift_obs):
         assert chunk.shape == reference.shape and not np.array_equal(chunk, reference)
         assert np.abs(chunk - reference).max() < 0.5, spec  # mild compression keeps the plan close
     assert np.array_equal(base.act(obs), reference)  # the base policy is untouched
+
+
+def test_first_episodes_keeps_exactly_the_requested_episodes():
+    from policies.tinyvla.train import first_episodes
+
+    data = {"action": np.arange(7.0)[:, None], "episode": np.array([0, 0, 1, 1, 1, 2, 2]),
+            "seed": np.array([10, 11, 12]), "instruction": np.asarray("lift"), "attempts": np.asarray(5)}
+    kept = first_episodes(data, 2)
+    np.testing.assert_array_equal(kept["action"][:, 0], [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(kept["episode"], [0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(kept["seed"], [10, 11])
+    assert str(kept["instruction"]) == "lift"

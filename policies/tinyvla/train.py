@@ -127,11 +127,20 @@ def load_demos(section: DemosSection) -> dict[str, dict[str, np.ndarray]]:
         if path.exists():
             data = load(path)
             if len(data["seed"]) >= episodes and data["image"].shape[1] == section.image_size:
-                out[task] = data
+                out[task] = first_episodes(data, episodes)
                 continue
         print(f"collecting {task} demonstrations up to {episodes} -> {path}")
-        out[task] = load(collect(spec, path))
+        out[task] = first_episodes(load(collect(spec, path)), episodes)
     return out
+
+
+def first_episodes(data: dict[str, np.ndarray], episodes: int) -> dict[str, np.ndarray]:
+    """The first ``episodes`` episodes of a demonstration file (a cache may hold more)."""
+    keep = data["episode"] < episodes
+    per_frame = len(data["episode"])
+    trimmed = {key: (value[keep] if value.ndim and len(value) == per_frame else value) for key, value in data.items()}
+    trimmed["seed"] = data["seed"][:episodes]
+    return trimmed
 
 
 def chunk_indices(episode: np.ndarray, chunk_size: int) -> np.ndarray:
