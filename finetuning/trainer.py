@@ -36,7 +36,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 import yaml
-from stable_baselines3.common.logger import CSVOutputFormat, Logger, TensorBoardOutputFormat
+from stable_baselines3.common.logger import (
+    CSVOutputFormat,
+    Logger,
+    TensorBoardOutputFormat,
+)
 
 from finetuning import checkpoints
 from finetuning.config import FinetuneConfig
@@ -86,7 +90,11 @@ def _env_factory(config: FinetuneConfig):
 
 
 def make_vec_env(config: FinetuneConfig):
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+    from stable_baselines3.common.vec_env import (
+        DummyVecEnv,
+        SubprocVecEnv,
+        VecNormalize,
+    )
 
     factories = [_env_factory(config) for _ in range(config.training.num_envs)]
     vec = SubprocVecEnv(factories, start_method="spawn") if config.training.vec_env == "subproc" else DummyVecEnv(factories)

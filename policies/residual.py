@@ -23,9 +23,10 @@ its chunk execution, so the file alone rebuilds the deployed policy.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -205,7 +206,7 @@ class ResidualPolicy(Policy):
         self.last_residual: np.ndarray | None = None
 
     @classmethod
-    def load(cls, path: str | Path, base: Policy) -> "ResidualPolicy":
+    def load(cls, path: str | Path, base: Policy) -> ResidualPolicy:
         return cls(base, load_residual(path))
 
     def reset(self, instruction: str = "") -> None:
