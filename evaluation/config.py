@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from vla_envs.config import ConfigError, load_config, load_task_configs
+from vla_envs.config import ConfigError, check_task_names, load_config
 
 # Variant names become file names and table keys.
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
@@ -237,10 +237,7 @@ class EvalConfig(_Strict):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, value: list[str]) -> list[str]:
-        known = load_task_configs()
-        for task in value:
-            if task not in known:
-                raise ValueError(f"unknown task {task!r}, expected one of {sorted(known)}")
+        check_task_names(value)
         if len(set(value)) != len(value):
             raise ValueError(f"tasks {value} repeat a task, expected each task once")
         return value

@@ -29,7 +29,7 @@ from evaluation.config import (
     PolicySpec,
     check_factory_importable,
 )
-from vla_envs.config import ConfigError, load_config, load_task_configs
+from vla_envs.config import ConfigError, check_task_names, load_config
 from wrappers.efficiency_reward import RewardConfig, load_reward_config
 
 ALGORITHMS = ("PPO", "SAC")
@@ -126,10 +126,7 @@ class FinetuneConfig(_Strict):
     @field_validator("task")
     @classmethod
     def _known_task(cls, value: str) -> str:
-        known = load_task_configs()
-        if value not in known:
-            raise ValueError(f"unknown task {value!r}, expected one of {sorted(known)}")
-        return value
+        return check_task_names([value])[0]
 
     @field_validator("reward")
     @classmethod

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import typer
@@ -22,6 +24,21 @@ class EpisodeResult:
     success: bool
     truncated: bool
     wall_s: float
+
+
+@contextmanager
+def _exit_on(*usage_errors: type[Exception], interrupted: str | None = None) -> Iterator[None]:
+    """A usage error prints its message and exits 2; Ctrl-C prints ``interrupted`` and exits 130."""
+    try:
+        yield
+    except usage_errors as exc:
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        console.print(interrupted, style="yellow")
+        raise typer.Exit(130) from None
 
 
 @app.command()
@@ -132,23 +149,15 @@ def eval_command(
     if backend not in ("local", "ray"):
         console.print(f"[red]--backend {backend!r}: expected local or ray[/red]")
         raise typer.Exit(2)
-    try:
+    with _exit_on(ConfigError):
         cfg = load_eval_config(config)
-    except ConfigError as exc:
-        console.print(str(exc), style="red", markup=False, soft_wrap=True)
-        raise typer.Exit(2) from None
     out_dir = Path(out) if out is not None else Path("runs") / "eval" / Path(config).stem
-    try:
+    with _exit_on(OutputExistsError,
+                  interrupted=f"interrupted: finished episodes are kept in {out_dir}/parts; rerun with --resume"):
         outcome = run_eval(
             cfg, out_dir, workers=workers, backend=backend, resume=resume, ray_address=ray_address,
             config_path=str(config), console=console,
         )
-    except OutputExistsError as exc:
-        console.print(str(exc), style="red", markup=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        console.print(f"interrupted: finished episodes are kept in {out_dir}/parts; rerun with --resume", style="yellow")
-        raise typer.Exit(130) from None
     table = Table(title=f"{cfg.name or Path(config).stem}: success and embodied cost (means over successes)")
     for column in ("task", "variant", "success", "completion (s)", "jerk", "energy (J)", "latency (ms)"):
         table.add_column(column, justify="right")
@@ -180,22 +189,14 @@ def finetune_command(
     from finetuning.trainer import FinetuneError, run
     from vla_envs.config import ConfigError
 
-    try:
+    with _exit_on(ConfigError):
         cfg = load_finetune_config(config)
-    except ConfigError as exc:
-        console.print(str(exc), style="red", markup=False, soft_wrap=True)
-        raise typer.Exit(2) from None
     if steps is not None:
         cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"total_steps": steps})})
     out_dir = Path(out) if out is not None else Path("runs") / "finetune" / Path(config).stem
-    try:
+    with _exit_on(FinetuneError,
+                  interrupted=f"interrupted: the last checkpoint is in {out_dir}/checkpoints; rerun with --resume"):
         residual = run(cfg, out_dir, resume=resume)
-    except FinetuneError as exc:
-        console.print(str(exc), style="red", markup=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        console.print(f"interrupted: the last checkpoint is in {out_dir}/checkpoints; rerun with --resume", style="yellow")
-        raise typer.Exit(130) from None
     console.print(f"residual: {residual}; evaluate it with policy: {{kind: residual, checkpoint: {residual}}}")
 
 

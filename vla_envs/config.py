@@ -143,6 +143,15 @@ def load_task_configs(directory: str | Path | None = None) -> dict[str, TaskConf
     return dict(sorted(configs.items()))
 
 
+def check_task_names(names: list[str]) -> list[str]:
+    """``names`` when each is a registered task (``ValueError`` naming the first that is not)."""
+    known = load_task_configs()
+    for name in names:
+        if name not in known:
+            raise ValueError(f"unknown task {name!r}, expected one of {sorted(known)}")
+    return names
+
+
 def get_task_config(task: str | TaskConfig) -> TaskConfig:
     """A task's config by name (``"Lift"``), by file path, or passed through."""
     if isinstance(task, TaskConfig):
