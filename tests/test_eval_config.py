@@ -146,3 +146,13 @@ def test_summary_compares_a_variant_with_its_reference():
     assert c["energy_j_paired_pct"] == pytest.approx(100 * (21 / 25 - 1))
     assert c["energy_j_pct_vs_base"] == pytest.approx(100 * ((18 + 24 + 5) / 3 / 25 - 1))
     assert b["energy_j_paired_diff"] == pytest.approx(((20 - 10) + (30 - 10)) / 2)
+
+
+def test_a_residual_policy_names_its_checkpoint_problems(tmp_path):
+    text = GOOD + "  - {name: res, policy: {kind: residual, checkpoint: no/such/file.safetensors}}\n"
+    message = str(pytest.raises(ConfigError, load_eval_config, write(tmp_path, text)).value)
+    assert "variants.1.policy" in message and "no/such/file.safetensors" in message and "does not exist" in message
+    not_residual = Path(__file__).resolve().parents[1] / "policies" / "tinyvla" / "weights" / "tinyvla.safetensors"
+    text = GOOD + f"  - {{name: res, policy: {{kind: residual, checkpoint: {not_residual}}}}}\n"
+    message = str(pytest.raises(ConfigError, load_eval_config, write(tmp_path, text)).value)
+    assert "not a residual checkpoint" in message

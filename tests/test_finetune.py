@@ -404,3 +404,18 @@ def test_an_interrupted_finetune_resumes_from_its_last_checkpoint(tmp_path):
     steps = pd.read_csv(out / "logs" / "progress.csv")["time/total_timesteps"].to_numpy()
     assert steps.max() >= total and (np.diff(steps) > 0).all()  # one log, continued, no step repeated
     assert (out / "residual.safetensors").is_file()
+
+
+def test_profile_counts_the_residual_networks_parameters_and_flops(tmp_path):
+    from policies.experts import LiftExpert
+    from policies.profiling import profile
+
+    env = gym.make("vla_envs/Lift-v0")
+    obs, _ = env.reset(seed=0)
+    features = obs["state"].shape[0] + 7
+    path = save_residual(tmp_path / "r.safetensors", _random_spec(features),
+                         [(torch.zeros(32, features), torch.zeros(32)), (torch.zeros(7, 32), torch.zeros(7))],
+                         np.zeros(features), np.ones(features))
+    result = profile(ResidualPolicy.load(path, LiftExpert(env)), obs, repeats=3, warmup=1)
+    assert result.params == 32 * features + 32 + 7 * 32 + 7
+    assert result.flops_per_call == 2 * (32 * features + 7 * 32)
