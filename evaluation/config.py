@@ -28,6 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from vla_envs.config import ConfigError, check_task_names, load_config
 
+# numpy's legacy seeding (np.random.seed) takes 32-bit seeds; larger ones fail mid-run
+MAX_SEED = 2**32 - 1
 # Variant names become file names and table keys.
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
@@ -89,7 +91,7 @@ ResidualPolicySpec.model_rebuild()
 class FixedLatency(_Strict):
     """A fixed inference time in milliseconds (models a target device)."""
 
-    fixed_ms: float = Field(ge=0.0)
+    fixed_ms: float = Field(ge=0.0, allow_inf_nan=False)
 
 
 LatencySpec = Literal["frozen", "measured"] | FixedLatency
@@ -248,8 +250,8 @@ class EvalConfig(_Strict):
         if isinstance(value, list):
             if not value:
                 raise ValueError("an empty seed list, expected at least one seed")
-            if len(set(value)) != len(value) or min(value) < 0:
-                raise ValueError(f"seeds {value}, expected distinct non-negative integers")
+            if len(set(value)) != len(value) or min(value) < 0 or max(value) > MAX_SEED:
+                raise ValueError(f"seeds {value}, expected distinct integers from 0 to {MAX_SEED}")
         return value
 
     @field_validator("variants")
@@ -271,6 +273,10 @@ class EvalConfig(_Strict):
                 )
         elif self.episodes is None:
             raise ValueError("'episodes' is missing, expected it when 'seeds' is a {start: N} mapping")
+        elif self.seeds.start + self.episodes - 1 > MAX_SEED:
+            raise ValueError(f"'seeds.start' = {self.seeds.start} with {self.episodes} episodes reaches seed "
+                             f"{self.seeds.start + self.episodes - 1}, expected seeds up to {MAX_SEED}")
+        self._experts_exist()
         names = self.variant_names
         if self.base.name in names[1:]:
             raise ValueError(f"variant name {self.base.name!r} is the base's name, expected a different name")
@@ -293,6 +299,19 @@ class EvalConfig(_Strict):
         if report.trace_task is not None and report.trace_task not in self.tasks:
             raise ValueError(f"'report.trace_task' = {report.trace_task!r}, expected one of {self.tasks}")
         return self
+
+    def _experts_exist(self) -> None:
+        from policies.experts import EXPERTS
+
+        specs = [("base.policy", self.base.policy)] + [(f"variants.{v.name}.policy", v.policy) for v in self.variants]
+        for field, spec in specs:
+            while isinstance(spec, ResidualPolicySpec) and spec.base is not None:
+                spec = spec.base
+            if isinstance(spec, ExpertPolicySpec):
+                missing = [task for task in self.tasks if task not in EXPERTS]
+                if missing:
+                    raise ValueError(f"'{field}' is {{kind: expert}}, but there is no scripted expert for "
+                                     f"{missing}: expected tasks among {sorted(EXPERTS)}")
 
     # -- derived --------------------------------------------------------------------------
     def episode_settings(self) -> dict:

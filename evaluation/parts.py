@@ -7,13 +7,17 @@ Each finished episode is written atomically (a temporary file, then ``os.replace
     out/parts/episodes/<key>.parquet   its one-row episode record, written last
 
 The episode record is written last, so its presence means the episode is complete; a crash
-between the files leaves an orphan steps file that the rerun overwrites. ``consolidate``
+between the files leaves an orphan steps file that the rerun overwrites. ``completed`` still
+checks every record before it counts (readable, one row, its task/variant/seed those of its
+name, its steps file complete when steps are recorded): a damaged part is moved to
+``parts/corrupt/`` (kept, not deleted) and its episode runs again. ``consolidate``
 concatenates the parts, in the plan's order, into ``episodes.parquet`` and ``steps.parquet``:
 one row per episode (or step), never duplicated, whatever order the parts were written in.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -57,10 +61,54 @@ class PartStore:
         return self.videos_dir / f"{unit.key}.mp4"
 
     def done_keys(self) -> set[str]:
-        """Keys of the episodes whose record exists (complete episodes)."""
+        """Keys of the episodes whose record exists (not checked: see ``completed``)."""
         if not self.episodes_dir.is_dir():
             return set()
         return {path.stem for path in self.episodes_dir.glob("*.parquet")}
+
+    def problem(self, key: str, expect_steps: bool) -> str | None:
+        """Why the parts of episode ``key`` cannot count as done, or ``None`` when they can."""
+        path = self.episodes_dir / f"{key}.parquet"
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # truncated, empty or not Parquet at all
+            return f"unreadable ({type(exc).__name__}: {exc})"
+        if table.num_rows != 1:
+            return f"holds {table.num_rows} rows, expected 1"
+        row = table.to_pylist()[0]
+        try:
+            named = WorkUnit(row["task"], row["variant"], int(row["seed"]), int(row["episode"])).key
+        except (KeyError, TypeError, ValueError) as exc:
+            return f"lacks the episode keys ({exc!r})"
+        if named != key:
+            return f"is the record of {named}, not of {key}"
+        if expect_steps:
+            steps = self.steps_dir / f"{key}.parquet"
+            try:
+                rows = pq.read_metadata(steps).num_rows
+            except Exception as exc:
+                return f"its steps file is missing or unreadable ({type(exc).__name__})"
+            expected = int(row["n_steps"]) + 1  # the reset row, then one per control step
+            if rows != expected:
+                return f"its steps file holds {rows} rows, expected {expected}"
+        return None
+
+    def completed(self, expect_steps: bool) -> tuple[set[str], list[str]]:
+        """The keys of complete episodes, after moving damaged parts to ``parts/corrupt/``;
+        also one message per damaged part."""
+        done, messages = set(), []
+        for key in sorted(self.done_keys()):
+            reason = self.problem(key, expect_steps)
+            if reason is None:
+                done.add(key)
+                continue
+            corrupt = self.out_dir / "parts" / "corrupt"
+            corrupt.mkdir(parents=True, exist_ok=True)
+            for path in (self.episodes_dir / f"{key}.parquet", self.steps_dir / f"{key}.parquet"):
+                if path.exists():
+                    os.replace(path, corrupt / f"{path.parent.name}__{path.name}")
+            messages.append(f"part {key} {reason}: moved to {corrupt}, the episode runs again")
+        return done, messages
 
     def write(self, unit: WorkUnit, result: EpisodeResult) -> None:
         if result.steps is not None:

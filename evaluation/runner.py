@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,8 @@ def _write_json(data: dict, path: Path) -> None:
 
 
 def _check_output(store: PartStore, config: EvalConfig, resume: bool) -> None:
+    """The output folder must be new, empty, or a run of this config (``--resume``): a run never
+    overwrites files it did not write, nor mixes two experiments' episodes."""
     run_json = store.out_dir / "run.json"
     if not resume:
         if store.done_keys():
@@ -57,7 +60,15 @@ def _check_output(store: PartStore, config: EvalConfig, resume: bool) -> None:
                 f"{store.out_dir} already holds {len(store.done_keys())} finished episodes: "
                 "expected an empty folder, or --resume to finish that run"
             )
+        foreign = sorted(p.name for p in store.out_dir.iterdir() if p.name not in _RUN_FILES) if store.out_dir.is_dir() else []
+        if foreign:
+            raise OutputExistsError(
+                f"{store.out_dir} holds files an evaluation run did not write ({', '.join(foreign[:5])}"
+                f"{', ...' if len(foreign) > 5 else ''}): expected a new or empty folder for --out"
+            )
         return
+    if not run_json.exists() and store.out_dir.is_dir() and any(store.out_dir.iterdir()):
+        raise OutputExistsError(f"--resume: {store.out_dir} holds no run.json, so it is not an evaluation run to resume")
     if run_json.exists():
         previous = json.loads(run_json.read_text()).get("episode_settings")
         current = config.episode_settings()
@@ -67,6 +78,11 @@ def _check_output(store: PartStore, config: EvalConfig, resume: bool) -> None:
                 f"--resume: the config differs from the one in {run_json} in {changed}; expected the same "
                 "episode settings (resuming with others would mix episodes of two experiments)"
             )
+
+
+# what a run writes at the top of its folder (a folder holding only these may be reused)
+_RUN_FILES = frozenset({"run.json", "parts", "videos", "episodes.parquet", "steps.parquet", "summary.md",
+                        "summary.csv", "report.html"})
 
 
 def _iterate(config: EvalConfig, units: list[WorkUnit], backend: Backend, workers: int, ray_address: str | None):
@@ -133,7 +149,11 @@ def run_episodes(
     store.out_dir.mkdir(parents=True, exist_ok=True)
     _check_output(store, config, resume)
     units = plan_units(config)
-    done = store.done_keys()
+    done, damaged = store.completed(expect_steps=config.recording.record_steps)
+    for message in damaged:
+        warnings.warn(message, stacklevel=2)
+        if console is not None:
+            console.print(message, style="yellow", markup=False)
     todo = [u for u in units if u.key not in done]
     if max_episodes is not None:
         todo = todo[:max_episodes]

@@ -8,9 +8,11 @@ MuJoCo's GL contexts and torch's thread pools do not survive a fork.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
+import threading
 from collections.abc import Iterator
 
 from evaluation.config import EvalConfig
@@ -21,13 +23,45 @@ _RUNNER: EpisodeRunner | None = None
 
 
 def run_sequential(config: EvalConfig, units: list[WorkUnit]) -> Iterator[tuple[WorkUnit, EpisodeResult]]:
+    """Units in this process. Ctrl-C during an episode lets it finish (and be written by the
+    caller) and then stops; a second Ctrl-C stops at once. The simulator is so never interrupted
+    inside a step or a reset, where robosuite cannot be closed cleanly any more."""
     set_threads(config.torch_threads)
     runner = EpisodeRunner(config)
     try:
         for unit in units:
-            yield unit, runner.run(unit)
+            with _deferred_interrupt() as interrupt:
+                result = runner.run(unit)
+            yield unit, result
+            if interrupt["requested"]:
+                raise KeyboardInterrupt
+    except BaseException:
+        # after a second Ctrl-C the simulator may be half-way through a reset and fail to close:
+        # that must not replace the interruption (or the error) that brought us here
+        with contextlib.suppress(Exception):
+            runner.close()
+        raise
+    runner.close()
+
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """Within the block, the first SIGINT only sets ``["requested"]``; a second raises."""
+    state = {"requested": False}
+    if threading.current_thread() is not threading.main_thread():  # only the main thread has handlers
+        yield state
+        return
+
+    def handler(signum, frame):
+        if state["requested"]:
+            raise KeyboardInterrupt
+        state["requested"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield state
     finally:
-        runner.close()
+        signal.signal(signal.SIGINT, previous)
 
 
 def set_threads(threads: int) -> None:

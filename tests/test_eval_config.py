@@ -1,5 +1,6 @@
 """Evaluation configs are validated when loaded: errors name the file, the field and the value."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,18 @@ def test_a_residual_policy_names_its_checkpoint_problems(tmp_path):
     text = GOOD + f"  - {{name: res, policy: {{kind: residual, checkpoint: {not_residual}}}}}\n"
     message = str(pytest.raises(ConfigError, load_eval_config, write(tmp_path, text)).value)
     assert "not a residual checkpoint" in message
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("episodes: 2", "seeds: [0, 4294967296]", "expected distinct integers from 0 to 4294967295"),
+        ("episodes: 2", "episodes: 2\nseeds: {start: 4294967295}", "reaches seed 4294967296"),
+        ("{fixed_ms: 100}", "{fixed_ms: .inf}", "variants.0.latency"),
+        ("tasks: [Lift]", "tasks: [NutAssemblySquare]", "no scripted expert for ['NutAssemblySquare']"),
+    ],
+)
+def test_values_that_used_to_fail_mid_run_fail_at_load(tmp_path, old, new, message):
+    assert old in GOOD
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_eval_config(write(tmp_path, GOOD.replace(old, new)))

@@ -71,3 +71,93 @@ def test_resume_refuses_another_config(tmp_path):
     _, same = small_config(tmp_path, (tmp_path / "small.yaml").read_text().replace("repeats: 3", "repeats: 4"), "same.yaml")
     units, ran = run_episodes(same, tmp_path / "out", resume=True, progress=False, max_episodes=1)
     assert ran == 1
+
+
+def _damage(store, units, config):
+    """Four kinds of damaged part, one per finished episode: 0 bytes, truncated, another
+    episode's record under this name, a steps file cut short."""
+    import shutil
+
+    keys = sorted(store.done_keys())
+    store.episode_path(units[0]).write_bytes(b"")
+    data = store.episode_path(units[1]).read_bytes()
+    store.episode_path(units[1]).write_bytes(data[: len(data) // 2])
+    shutil.copyfile(store.episode_path(units[3]), store.episode_path(units[2]))
+    steps = pq.read_table(store.steps_path(units[3]))
+    pq.write_table(steps.slice(0, steps.num_rows - 1), store.steps_path(units[3]))
+    return keys
+
+
+def test_damaged_parts_are_moved_aside_and_their_episodes_run_again(tmp_path):
+    _, config = small_config(tmp_path)
+    full = run_eval(config, tmp_path / "full", progress=False)
+    out = tmp_path / "damaged"
+    run_episodes(config, out, progress=False, max_episodes=5)
+    store = PartStore(out)
+    units = plan_units(config)
+    _damage(store, units, config)
+    done, messages = store.completed(expect_steps=True)
+    assert done == {units[4].key}
+    reasons = " | ".join(messages)
+    assert "unreadable" in reasons and f"is the record of {units[3].key}, not of {units[2].key}" in reasons
+    assert "its steps file holds" in reasons
+    # the damaged files are kept for a look, not deleted
+    assert len(list((out / "parts" / "corrupt").iterdir())) >= 4
+
+    with pytest.warns(UserWarning, match="runs again"):
+        store.episode_path(units[4]).write_bytes(b"not parquet")
+        resumed = run_eval(config, out, resume=True, progress=False)
+    assert resumed.ran == 6  # the four damaged, the one damaged now, and the one never run
+    assert deterministic_episodes(out / "episodes.parquet") == deterministic_episodes(tmp_path / "full" / "episodes.parquet")
+    assert full.ran == 6
+
+
+def test_out_refuses_a_folder_of_someone_elses_files(tmp_path):
+    _, config = small_config(tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.md").write_text("my own notes")
+    (mine / "thesis.tex").write_text("chapter 1")
+    with pytest.raises(OutputExistsError, match=r"files an evaluation run did not write \(thesis.tex\)"):
+        run_episodes(config, mine, progress=False, max_episodes=1)
+    with pytest.raises(OutputExistsError, match="no run.json"):
+        run_episodes(config, mine, resume=True, progress=False, max_episodes=1)
+    assert (mine / "summary.md").read_text() == "my own notes"
+    # an empty folder, and a folder of a run that never finished an episode, are fine
+    (tmp_path / "empty").mkdir()
+    assert run_episodes(config, tmp_path / "empty", progress=False, max_episodes=1)[1] == 1
+
+
+def test_ctrl_c_right_after_an_episode_exits_130_keeps_everything_and_resumes(tmp_path):
+    """SIGINT to `vla-envs eval` (one worker) once the first episode is on disk: the episode
+    in progress finishes and is written, the run says interrupted, --resume completes it."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    path, config = small_config(tmp_path)
+    out = tmp_path / "run"
+    repo = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "vla_envs.cli", "eval", str(path), "--out", str(out)]
+    process = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "COLUMNS": "200"})
+    episodes = out / "parts" / "episodes"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None and not (episodes.is_dir() and any(episodes.iterdir())):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 130, output
+    assert "AttributeError" not in output and "Traceback" not in output
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "interrupted"
+    store = PartStore(out)
+    done, damaged = store.completed(expect_steps=True)
+    assert 1 <= len(done) < 6 and not damaged
+    resumed = run_eval(config, out, resume=True, progress=False)
+    assert resumed.ran == 6 - len(done)
+    assert pq.read_table(out / "episodes.parquet").num_rows == 6
