@@ -189,8 +189,6 @@ def run_episodes(
 def finalize(config: EvalConfig, out_dir: str | Path, units: list[WorkUnit]) -> tuple[list[dict], int]:
     """Consolidate the parts and write the summary, the report and the final run.json."""
     from evaluation.inference import profile_variants
-    from evaluation.report import write_report
-    from evaluation.summary import markdown, summarize, write_csv
 
     store = PartStore(out_dir)
     missing = [u.key for u in units if u.key not in store.done_keys()]
@@ -198,9 +196,24 @@ def finalize(config: EvalConfig, out_dir: str | Path, units: list[WorkUnit]) -> 
         raise RuntimeError(f"{len(missing)} episodes are missing (e.g. {missing[0]}): expected a complete run")
     episodes, step_rows = store.consolidate(units)
     profiles = profile_variants(config)
+    out = store.out_dir
+    info = json.loads((out / "run.json").read_text())
+    info["profiles"] = {f"{task}/{variant}": p for (task, variant), p in profiles.items()}
+    info.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), step_rows=step_rows)
+    _write_json(info, out / "run.json")
+    rows = write_summary_and_report(config, out, episodes.to_pylist(), profiles, info)
+    return rows, step_rows
+
+
+def write_summary_and_report(config: EvalConfig, out: Path, episodes: list[dict], profiles: dict, info: dict) -> list[dict]:
+    """summary.csv, summary.md and report.html of a run folder, from its episode rows and
+    profiles (the same for a fresh run and for ``vla-envs report``)."""
+    from evaluation.report import write_report
+    from evaluation.summary import markdown, summarize, write_csv
+
     stats = config.stats
     rows = summarize(
-        episodes.to_pylist(),
+        episodes,
         config.base.name,
         config.tasks,
         config.variant_names,
@@ -210,18 +223,13 @@ def finalize(config: EvalConfig, out_dir: str | Path, units: list[WorkUnit]) -> 
         stats.bootstrap_seed,
         references={name: config.reference_of(name) for name in config.variant_names},
     )
-    out = store.out_dir
     write_csv(rows, out / "summary.csv")
     (out / "summary.md").write_text(markdown(rows, stats.confidence, config.name or "Evaluation summary"), encoding="utf-8")
-    info = json.loads((out / "run.json").read_text())
-    info["profiles"] = {f"{task}/{variant}": p for (task, variant), p in profiles.items()}
-    info.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), step_rows=step_rows)
-    _write_json(info, out / "run.json")
-    write_report(out / "report.html", rows, info, _traces(config, store, episodes.to_pylist()))
-    return rows, step_rows
+    write_report(out / "report.html", rows, info, _traces(config, out, episodes))
+    return rows
 
 
-def _traces(config: EvalConfig, store: PartStore, episodes: list[dict]) -> dict:
+def _traces(config: EvalConfig, out: Path, episodes: list[dict]) -> dict:
     """task -> (steps of the episode to plot, title): the configured one, else the base
     variant's first success, else its first episode."""
     if not config.recording.record_steps:
@@ -239,9 +247,10 @@ def _traces(config: EvalConfig, store: PartStore, episodes: list[dict]) -> dict:
         if not candidates:
             continue
         e = candidates[0]
-        unit = WorkUnit(task, variant, int(e["seed"]), int(e["episode"]))
         title = f"{task} / {variant} / seed {e['seed']} ({'success' if e['success'] else 'failure'})"
-        traces[task] = (pq.read_table(store.steps_path(unit), columns=["time_s", "qvel", "torque"]), title)
+        steps = pq.read_table(out / "steps.parquet", columns=["time_s", "qvel", "torque"],
+                              filters=[("task", "=", task), ("variant", "=", variant), ("seed", "=", int(e["seed"]))])
+        traces[task] = (steps, title)
     return traces
 
 

@@ -175,6 +175,50 @@ def eval_command(
     console.print(f"{outcome.ran} episodes run ({outcome.units} planned); outputs in {out_dir}/ (summary.md, report.html)")
 
 
+@app.command("report")
+def report_command(
+    run: str = typer.Argument(..., help="a finished run folder (holds run.json and episodes.parquet)"),
+) -> None:
+    """Rebuild a run's summary.md, summary.csv and report.html from its files (nothing re-runs)."""
+    from evaluation.compare import RunFolderError, rebuild_report
+
+    with _exit_on(RunFolderError):
+        rows = rebuild_report(run)
+    console.print(f"rebuilt {run}/summary.md, summary.csv and report.html ({len(rows)} rows)")
+
+
+@app.command("compare")
+def compare_command(
+    run_a: str = typer.Argument(..., help="the reference run folder (its base is the base)"),
+    run_b: str = typer.Argument(..., help="the run compared with it (each variant against A's of the same name)"),
+    out: str | None = typer.Option(None, "--out", help="output folder (default: runs/compare/<A>_vs_<B>)"),
+) -> None:
+    """Compare two finished runs, paired on the seeds both solved: summary.md/.csv and report.html."""
+    from pathlib import Path
+
+    from evaluation.compare import RunFolderError, compare_runs
+
+    out_dir = Path(out) if out is not None else Path("runs") / "compare" / f"{Path(run_a).name}_vs_{Path(run_b).name}"
+    with _exit_on(RunFolderError):
+        rows, notes = compare_runs(run_a, run_b, out_dir)
+    for note in notes:
+        console.print(f"note: {note}", style="yellow", markup=False)
+    table = Table(title=f"{Path(run_b).name} vs {Path(run_a).name}: paired % change against the reference")
+    for column in ("task", "variant", "vs", "success", "pairs", "completion", "jerk", "energy"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        if row["is_base"]:
+            continue
+        table.add_row(row["task"], row["variant"], row["compared_to"], f"{row['successes']}/{row['episodes']}",
+                      str(row["paired_n"]), *(_pct(row[f"{m}_paired_pct"]) for m in ("completion_time_s", "jerk_ms", "energy_j")))
+    console.print(table)
+    console.print(f"outputs in {out_dir}/ (summary.md, summary.csv, report.html)")
+
+
+def _pct(value) -> str:
+    return "–" if value is None or value != value else f"{value:+.1f}%"
+
+
 @app.command("finetune")
 def finetune_command(
     config: str = typer.Argument(..., help="fine-tuning config YAML, e.g. configs/finetune/lift_expert_residual.yaml"),

@@ -1,0 +1,93 @@
+"""Rebuild a run's summary and report from its files, and compare two runs.
+
+``vla-envs report RUN`` recomputes ``summary.csv``, ``summary.md`` and ``report.html`` from
+``run.json`` (the config and the inference profiles) and ``episodes.parquet`` /
+``steps.parquet``: nothing is re-run, so a report can be rebuilt after the code that draws it
+changed, or on another machine.
+
+``vla-envs compare RUN_A RUN_B`` puts the episodes of two runs (before and after fine-tuning,
+two machines, two commits) in one summary. Variants are named ``<label>/<variant>``; A's base is
+the base, each of B's variants is compared with A's variant of the same name (else with A's
+base), and A's variants keep their own references. Comparisons are paired over the seeds both
+runs solved, so two runs of the same config give zero paired differences.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from evaluation.config import EvalConfig
+
+
+class RunFolderError(ValueError):
+    """A folder that is not a finished evaluation run (the message says what is missing)."""
+
+
+def read_run(run_dir: str | Path) -> tuple[EvalConfig, dict, list[dict], dict]:
+    """(config, run.json, episode rows, profiles keyed by (task, variant)) of a finished run."""
+    run_dir = Path(run_dir)
+    for name in ("run.json", "episodes.parquet"):
+        if not (run_dir / name).is_file():
+            raise RunFolderError(f"{run_dir} has no {name}: expected the folder of a finished `vla-envs eval` run")
+    info = json.loads((run_dir / "run.json").read_text())
+    config = EvalConfig.model_validate(info["config"])
+    episodes = pq.read_table(run_dir / "episodes.parquet").to_pylist()
+    profiles = {tuple(key.split("/", 1)): value for key, value in (info.get("profiles") or {}).items()}
+    return config, info, episodes, profiles
+
+
+def rebuild_report(run_dir: str | Path) -> list[dict]:
+    """Rewrite a run's summary.csv, summary.md and report.html from its files."""
+    from evaluation.runner import write_summary_and_report
+
+    config, info, episodes, profiles = read_run(run_dir)
+    return write_summary_and_report(config, Path(run_dir), episodes, profiles, info)
+
+
+def _labels(run_a: Path, run_b: Path) -> tuple[str, str]:
+    a, b = run_a.resolve().name, run_b.resolve().name
+    return (a, b) if a != b else ("A", "B")
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path) -> tuple[list[dict], list[str]]:
+    """Write summary.csv, summary.md and report.html comparing two runs into ``out``; returns
+    the summary rows and warnings (episode settings that differ between the runs)."""
+    from evaluation.report import write_report
+    from evaluation.summary import markdown, summarize, write_csv
+
+    run_a, run_b, out = Path(run_a), Path(run_b), Path(out)
+    config_a, info_a, episodes_a, profiles_a = read_run(run_a)
+    config_b, _, episodes_b, profiles_b = read_run(run_b)
+    label_a, label_b = _labels(run_a, run_b)
+    tasks = [t for t in config_a.tasks if t in config_b.tasks]
+    if not tasks:
+        raise RunFolderError(f"the runs share no task: {config_a.tasks} and {config_b.tasks}")
+    settings_a, settings_b = config_a.episode_settings(), config_b.episode_settings()
+    notes = [f"'{key}' differs between the runs: {json.dumps(settings_a.get(key))} vs {json.dumps(settings_b.get(key))}"
+             for key in ("env", "execution", "latency") if settings_a.get(key) != settings_b.get(key)]
+
+    def renamed(rows: list[dict], label: str) -> list[dict]:
+        return [{**row, "variant": f"{label}/{row['variant']}"} for row in rows if row["task"] in tasks]
+
+    episodes = renamed(episodes_a, label_a) + renamed(episodes_b, label_b)
+    variants = [f"{label_a}/{v}" for v in config_a.variant_names] + [f"{label_b}/{v}" for v in config_b.variant_names]
+    references = {f"{label_a}/{v}": f"{label_a}/{config_a.reference_of(v)}" for v in config_a.variant_names}
+    for variant in config_b.variant_names:
+        same = variant if variant in config_a.variant_names else config_a.base.name
+        references[f"{label_b}/{variant}"] = f"{label_a}/{same}"
+    profiles = {(task, f"{label_a}/{v}"): p for (task, v), p in profiles_a.items()}
+    profiles |= {(task, f"{label_b}/{v}"): p for (task, v), p in profiles_b.items()}
+    stats = config_a.stats
+    rows = summarize(episodes, f"{label_a}/{config_a.base.name}", tasks, variants, profiles, stats.confidence,
+                     stats.bootstrap_resamples, stats.bootstrap_seed, references=references)
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"{label_b} compared with {label_a}"
+    write_csv(rows, out / "summary.csv")
+    lines = [f"Runs: {label_a} = {run_a}, {label_b} = {run_b}.", *(f"Note: {n}." for n in notes), ""]
+    (out / "summary.md").write_text(markdown(rows, stats.confidence, title).replace("\n", "\n\n" + "\n".join(lines), 1),
+                                    encoding="utf-8")
+    write_report(out / "report.html", rows, {**info_a, "config": {**info_a["config"], "name": title}}, {})
+    return rows, notes
