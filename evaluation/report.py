@@ -147,7 +147,7 @@ def write_report(path: Path, rows: list[dict], info: dict, traces: dict[str, tup
     for task in dict.fromkeys(r["task"] for r in rows):
         task_rows = [r for r in rows if r["task"] == task]
         parts = [f"<h2>{html.escape(task)}</h2>", _table(task_rows)]
-        parts.append(_img(trade_off_plot(task_rows, "profile_latency_median_ms", "inference latency, median (ms)"), "latency"))
+        parts.append(_img(trade_off_plot(task_rows, "profile_latency_median_ms", "inference latency per call, median (ms)"), "latency"))
         parts.append(_img(trade_off_plot(task_rows, "profile_flops_per_call", "FLOPs per call"), "flops"))
         parts.append(_img(success_plot(task_rows), "success"))
         parts.append(_img(metric_bars_plot(task_rows), "metrics"))

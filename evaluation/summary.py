@@ -23,7 +23,8 @@ from wrappers.metrics import METRIC_KEYS
 
 # n_steps is completion_time_s times the control frequency: one of them is enough
 SUMMARY_METRICS: tuple[str, ...] = tuple(k for k in METRIC_KEYS if k != "n_steps")
-PROFILE_FIELDS = ("params", "nonzero_params", "flops_per_call", "latency_median_ms", "latency_p90_ms", "peak_memory_mb")
+PROFILE_FIELDS = ("params", "nonzero_params", "weight_memory_mb", "flops_per_call", "latency_median_ms", "latency_p90_ms",
+                  "peak_memory_mb")
 # what summary.md shows of each metric (the CSV has every one)
 _MD_METRICS = ("completion_time_s", "ee_path_m", "joint_path_rad", "jerk_ms", "action_rate", "energy_j")
 
@@ -93,7 +94,9 @@ def summarize(
                 })
             row["inference_calls_mean"] = _mean([e["inference_calls"] for e in group])
             row["waiting_steps_mean"] = _mean([e["waiting_steps"] for e in group])
-            row["episode_latency_mean_ms"] = _mean([e["latency_mean_ms"] for e in group])
+            # per call (what a model costs each query) and per episode (what an episode waited in total)
+            row["latency_per_call_mean_ms"] = _mean([e["latency_mean_ms"] for e in group])
+            row["inference_time_per_episode_ms"] = _mean([e["latency_mean_ms"] * e["inference_calls"] for e in group])
             profile = profiles.get((task, variant), {})
             for field in PROFILE_FIELDS:
                 row[f"profile_{field}"] = profile.get(field)
@@ -181,12 +184,12 @@ def markdown(rows: list[dict], confidence: float = 0.95, title: str = "Evaluatio
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", f"Inference ({task}): profile() on the first seed's observation; calls and "
                   "latency measured in the episodes.", ""]
-        header = ["variant", "params", "non-zero", "FLOPs/call", "latency median (ms)", "p90 (ms)",
-                  "peak mem (MB)", "calls/episode", "episode latency (ms)"]
+        header = ["variant", "params", "non-zero", "weights (MB)", "FLOPs/call", "latency per call, median (ms)",
+                  "p90 (ms)", "peak memory per call (MB)", "calls/episode", "inference time per episode (ms)"]
         lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for r in task_rows:
             cells = [r["variant"]] + [_num(r[f"profile_{f}"]) for f in PROFILE_FIELDS]
-            cells += [_num(r["inference_calls_mean"]), _num(r["episode_latency_mean_ms"])]
+            cells += [_num(r["inference_calls_mean"]), _num(r["inference_time_per_episode_ms"])]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -1,9 +1,14 @@
 """Conventional inference metrics of a policy: the numbers VLA papers report as "efficiency".
 
-``profile(policy, obs)`` -> params, non-zero params, FLOPs per ``act`` call (torch's FLOP
-counter), latency median and p90 over repeated calls, peak memory. Policies backed by a torch
-module expose it as ``policy.model``; others (scripted experts, remote clients) get ``None``
-for the model-based fields and are timed all the same.
+``profile(policy, obs)`` -> params, non-zero params, weight memory at the weights' effective
+precision, FLOPs per ``act`` call (torch's FLOP counter), latency per call (median and p90 over
+repeated calls), peak memory of one call. Policies backed by a torch module expose it as
+``policy.model``; others (scripted experts, remote clients) get ``None`` for the model-based
+fields and are timed all the same.
+
+Peak memory adds two allocators' own accounting over one call: torch's CPU allocator (the
+profiler's memory events, in time order: the most bytes alive at once) and the Python heap
+(tracemalloc, which sees numpy but not torch's allocator).
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ class InferenceProfile:
     flops_per_call: int | None  # as counted by torch.utils.flop_counter (a multiply-add = 2)
     latency_median_ms: float
     latency_p90_ms: float
-    peak_memory_mb: float  # peak Python-heap growth during one call (tracemalloc), plus torch CPU tensors
+    peak_memory_mb: float  # most bytes alive at once during one call: torch's allocator + Python heap
     calls: int
+    weight_memory_mb: float | None = None  # parameters at their effective precision (fake int4: 4 bits)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,15 +79,63 @@ def _flops(policy, obs) -> int:
     return int(counter.get_total_flops()) + quantized_flops
 
 
+def weight_bytes(model) -> int:
+    """Bytes of the model's weights at their effective precision: a layer marked with
+    ``weight_bits`` (fake quantization) counts that many bits per weight plus one float32 scale
+    per output row; dynamic-quantized linears their int8 weights plus float32 scales and bias;
+    every other tensor its own element size."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    total = 0
+    for module in model.modules():
+        bits = getattr(module, "weight_bits", None)
+        for name, parameter in module.named_parameters(recurse=False):
+            if name == "weight" and bits is not None:
+                total += (parameter.numel() * bits + 7) // 8 + 4 * parameter.shape[0]
+            else:
+                total += parameter.numel() * parameter.element_size()
+        for name, buffer in module.named_buffers(recurse=False):
+            total += buffer.numel() * buffer.element_size()
+        if isinstance(module, DynamicQuantizedLinear):
+            weight, bias = module._weight_bias()
+            total += weight.numel() + 4 * module.out_features + (0 if bias is None else 4 * bias.numel())
+    return total
+
+
+def _torch_peak_bytes(call) -> int:
+    """The most bytes torch's CPU allocator held at once during ``call()``, above what it held
+    before (the profiler's per-op memory records, in time order)."""
+    import os
+
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    # kineto writes two lines to fd 2 per profiling session; they are not ours to show
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            with torch_profile(activities=[ProfilerActivity.CPU], profile_memory=True) as recording:
+                call()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    alive = peak = 0
+    for event in sorted(recording.profiler.function_events, key=lambda e: e.time_range.start):
+        alive += event.self_cpu_memory_usage
+        peak = max(peak, alive)
+    return peak
+
+
 def profile(policy, obs, repeats: int = 50, warmup: int = 5) -> InferenceProfile:
     """Profile ``policy.act(obs)``; latencies over ``repeats`` calls after ``warmup`` calls."""
     if repeats < 1:
         raise ValueError(f"repeats={repeats}: expected >= 1")
     model = getattr(policy, "model", None)
-    params = nonzero = flops = None
+    params = nonzero = flops = weights = None
     if model is not None:
         params, nonzero = _parameter_counts(model)
         flops = _flops(policy, obs)
+        weights = weight_bytes(model)
     for _ in range(warmup):
         policy.act(obs)
     gc.collect()
@@ -91,6 +145,8 @@ def profile(policy, obs, repeats: int = 50, warmup: int = 5) -> InferenceProfile
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+    if model is not None:  # a second call, outside tracemalloc: the profiler's own objects must not count
+        peak += _torch_peak_bytes(lambda: policy.act(obs))
     latencies = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -104,4 +160,5 @@ def profile(policy, obs, repeats: int = 50, warmup: int = 5) -> InferenceProfile
         latency_p90_ms=float(np.percentile(latencies, 90)),
         peak_memory_mb=peak / 2**20,
         calls=repeats,
+        weight_memory_mb=None if weights is None else weights / 2**20,
     )

@@ -12,7 +12,7 @@ from evaluation.parts import PartStore
 from evaluation.runner import OutputExistsError, run_episodes
 from evaluation.units import plan_units
 
-PROFILE_COLUMNS = ["episode_latency_mean_ms"]
+PROFILE_COLUMNS = ["latency_per_call_mean_ms", "inference_time_per_episode_ms"]
 
 
 def _summary(path):

@@ -81,3 +81,36 @@ def test_peak_memory_sees_what_a_call_allocates():
     large = profile(Allocating(16), OBS, repeats=3).peak_memory_mb
     assert small < 1.0
     assert 16.0 <= large < 16.0 + 1.0
+
+
+def test_peak_memory_sees_torch_tensors_of_a_known_size():
+    """tracemalloc does not see torch's allocator: a 38 MB tensor must still show (within 20 %)."""
+    import torch
+
+    class TorchScratch(Policy):
+        action_dim = 2
+
+        def __init__(self):
+            self.model = torch.nn.Linear(2, 2)
+
+        def act(self, obs):
+            scratch = torch.ones(38 * 2**20 // 4)  # 38 MB of float32, freed when the call returns
+            return np.full((1, 2), float(scratch[0]), np.float32)
+
+    peak = profile(TorchScratch(), OBS, repeats=2, warmup=1).peak_memory_mb
+    assert 0.8 * 38 <= peak <= 1.2 * 38
+
+
+def test_weight_memory_counts_the_effective_precision():
+    import torch
+
+    from policies.compression.quantization import dynamic_int8, fake_quantize
+    from policies.profiling import weight_bytes
+
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    fp32 = 4 * (64 * 32 + 32 + 32 * 8 + 8)
+    assert weight_bytes(model) == fp32
+    # int4: half a byte per weight, a float32 scale per output row, float32 biases
+    assert weight_bytes(fake_quantize(model, 4)) == (64 * 32 + 32 * 8) // 2 + 4 * (32 + 8) + 4 * (32 + 8)
+    assert weight_bytes(fake_quantize(model, 8)) == (64 * 32 + 32 * 8) + 4 * (32 + 8) + 4 * (32 + 8)
+    assert weight_bytes(dynamic_int8(model)) == (64 * 32 + 32 * 8) + 4 * (32 + 8) + 4 * (32 + 8)

@@ -159,7 +159,7 @@ def eval_command(
             config_path=str(config), console=console,
         )
     table = Table(title=f"{cfg.name or Path(config).stem}: success and embodied cost (means over successes)")
-    for column in ("task", "variant", "success", "completion (s)", "jerk", "energy (J)", "latency (ms)"):
+    for column in ("task", "variant", "success", "completion (s)", "jerk", "energy (J)", "latency per call (ms)"):
         table.add_column(column, justify="right")
     def fmt(value, spec: str) -> str:
         return "–" if value is None or value != value else format(value, spec)  # None or nan

@@ -36,6 +36,7 @@ def fake_quantize(module: nn.Module, bits: int, layer_types: tuple[type, ...] = 
         for layer in quantized.modules():
             if isinstance(layer, layer_types):
                 layer.weight.copy_(fake_quantize_weight(layer.weight, bits))
+                layer.weight_bits = bits  # what its weights would take on a device (profiling.weight_bytes)
     return quantized
 
 
