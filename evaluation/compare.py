@@ -89,5 +89,5 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path) -> tuple
     lines = [f"Runs: {label_a} = {run_a}, {label_b} = {run_b}.", *(f"Note: {n}." for n in notes), ""]
     (out / "summary.md").write_text(markdown(rows, stats.confidence, title).replace("\n", "\n\n" + "\n".join(lines), 1),
                                     encoding="utf-8")
-    write_report(out / "report.html", rows, {**info_a, "config": {**info_a["config"], "name": title}}, {})
+    write_report(out / "report.html", rows, {**info_a, "config": {**info_a["config"], "name": title}}, episodes)
     return rows, notes

@@ -1,8 +1,19 @@
-"""``report.html``: one self-contained page (plots embedded as base64 PNG, no external assets).
+"""``report.html``: one self-contained page (plots embedded as base64 PNG, no external assets)
+that answers the suite's question first: which variant moves worse than its reference, and by
+how much.
 
-Per task: inference latency and FLOPs against completion time, jerk and energy; success rates
-with Wilson intervals; every embodied metric as bars with bootstrap intervals; the joint
-velocity and torque traces of one episode; the summary table.
+Per task, in this order:
+
+1. **Paired change** (the headline): for every variant, the paired % change of each main
+   metric against its reference with its bootstrap interval, over the seeds both solved; the
+   grey band is the minimum detectable effect at the run's n, so "no change" reads honestly.
+   Success rates with Wilson intervals beside it.
+2. **Success against cost**: success rate against latency per call, FLOPs per call and weight
+   memory, the Pareto front (no other variant both cheaper and more successful) marked.
+3. **Per-episode distributions** of the main metrics (successful episodes).
+4. **One episode of the base and one variant on the same seed**: joint velocity, joint torque
+   and commanded actions, with the steps where a new chunk was queried marked.
+5. The paired and inference tables, then every summary column.
 """
 
 from __future__ import annotations
@@ -16,8 +27,16 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.summary import SUMMARY_METRICS
+from wrappers.metrics import METRIC_LABELS
 
-_TRADE_OFF_METRICS = ("completion_time_s", "jerk_ms", "energy_j")
+# the metrics the figures show (summary.csv has every one)
+REPORT_METRICS = ("completion_time_s", "jerk_ms", "energy_j", "action_rate", "ee_path_m", "joint_rotation_rad")
+# success against these costs: (summary column, axis label)
+COSTS = (
+    ("profile_latency_median_ms", "latency per call, median (ms)"),
+    ("profile_flops_per_call", "FLOPs per call"),
+    ("profile_weight_memory_mb", "weight memory (MB)"),
+)
 
 
 def _pyplot():
@@ -41,121 +60,232 @@ def _finite(value) -> bool:
     return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def _errors(rows: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and asymmetric error bars (nan where a variant solved nothing)."""
-    means = np.array([r[f"{metric}_mean"] for r in rows], dtype=float)
-    low = np.array([r[f"{metric}_ci_low"] for r in rows], dtype=float)
-    high = np.array([r[f"{metric}_ci_high"] for r in rows], dtype=float)
-    return means, np.nan_to_num(np.vstack([means - low, high - means]))
+def _name(row: dict, base: str) -> str:
+    return row["variant"] if row["compared_to"] in (base, row["variant"]) else f"{row['variant']} (vs {row['compared_to']})"
 
 
-def trade_off_plot(rows: list[dict], x_field: str, x_label: str) -> str | None:
-    """Each embodied metric against an inference cost, one labelled point per variant."""
-    points = [r for r in rows if _finite(r.get(x_field))]
-    if not points:
+# -- 1. paired change ------------------------------------------------------------------------
+def forest_plot(rows: list[dict]) -> str | None:
+    """Paired % change (bootstrap interval) per metric and variant, the MDE band behind it;
+    success rates (Wilson) in the first panel."""
+    base = next((r["variant"] for r in rows if r["is_base"]), None)
+    others = [r for r in rows if not r["is_base"]]
+    if not others:
         return None
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(_TRADE_OFF_METRICS), figsize=(4.4 * len(_TRADE_OFF_METRICS), 3.4), layout="constrained")
-    x = np.array([r[x_field] for r in points], dtype=float)
-    for ax, metric in zip(axes, _TRADE_OFF_METRICS):
-        means, errors = _errors(points, metric)
-        ax.errorbar(x, means, yerr=errors, fmt="o", capsize=3)
-        for xi, yi, r in zip(x, means, points):
-            if math.isfinite(yi):
-                ax.annotate(r["variant"], (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        positive = x[x > 0]
-        if len(positive) == len(x) and positive.max() / positive.min() > 20:
+    columns = len(REPORT_METRICS) + 1
+    fig, axes = plt.subplots(1, columns, figsize=(2.25 * columns, 0.45 * len(rows) + 1.6), sharey=False, layout="constrained")
+    y_all = np.arange(len(rows))[::-1]
+    ax = axes[0]
+    rates = np.array([r["success_rate"] for r in rows]) * 100
+    low = rates - np.array([r["success_ci_low"] for r in rows]) * 100
+    high = np.array([r["success_ci_high"] for r in rows]) * 100 - rates
+    ax.errorbar(rates, y_all, xerr=[low, high], fmt="o", color="tab:green", capsize=3)
+    ax.set_yticks(y_all, [r["variant"] + (" (base)" if r["is_base"] else "") for r in rows], fontsize=8)
+    ax.set_xlim(-2, 102)
+    ax.set_xlabel("success (%), Wilson interval", fontsize=8)
+    ax.grid(alpha=0.3, axis="x")
+    y = np.arange(len(others))[::-1]
+    for ax, metric in zip(axes[1:], REPORT_METRICS):
+        for yi, row in zip(y, others):
+            reference = row[f"{metric}_paired_base_mean"]
+            pct = row[f"{metric}_paired_pct"]
+            mde = row[f"{metric}_paired_mde_pct"]
+            if _finite(mde):
+                ax.fill_betweenx([yi - 0.3, yi + 0.3], -mde, mde, color="0.85", linewidth=0)
+            if _finite(pct) and _finite(reference) and reference != 0:
+                lo = 100 * row[f"{metric}_paired_ci_low"] / abs(reference)
+                hi = 100 * row[f"{metric}_paired_ci_high"] / abs(reference)
+                worse = lo > 0  # every metric here is a cost: higher is worse
+                better = hi < 0
+                color = "tab:red" if worse else "tab:blue" if better else "0.3"
+                ax.errorbar([pct], [yi], xerr=[[pct - lo], [hi - pct]], fmt="o", color=color, capsize=3)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(y, [_name(r, base) for r in others] if ax is axes[1] else [""] * len(others), fontsize=8)
+        ax.set_ylim(-0.7, len(others) - 0.3)
+        ax.set_title(METRIC_LABELS[metric], fontsize=8)
+        ax.set_xlabel("paired change (%)", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(alpha=0.3, axis="x")
+    axes[1].tick_params(axis="y", labelleft=True)
+    fig.suptitle(f"{rows[0]['task']}: change against the reference over the seeds both solved "
+                 "(red: worse, blue: better, grey band: smallest change this run could detect)", fontsize=10)
+    return _png(fig)
+
+
+# -- 2. success against cost --------------------------------------------------------------
+def pareto_front(costs: np.ndarray, success: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point beats on both (cost lower or equal, success higher
+    or equal, one strictly), sorted by cost."""
+    front = []
+    for i in range(len(costs)):
+        dominated = any(
+            costs[j] <= costs[i] and success[j] >= success[i] and (costs[j] < costs[i] or success[j] > success[i])
+            for j in range(len(costs))
+        )
+        if not dominated:
+            front.append(i)
+    return np.array(sorted(front, key=lambda i: costs[i]), dtype=int)
+
+
+def pareto_plot(rows: list[dict]) -> str | None:
+    plt = _pyplot()
+    panels = [(field, label) for field, label in COSTS if sum(_finite(r.get(field)) for r in rows) >= 2]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False, layout="constrained")
+    for ax, (field, label) in zip(axes[0], panels):
+        points = [r for r in rows if _finite(r.get(field))]
+        cost = np.array([r[field] for r in points], dtype=float)
+        success = np.array([r["success_rate"] for r in points]) * 100
+        front = pareto_front(cost, success)
+        ax.scatter(cost, success, color="0.5", zorder=2)
+        ax.step(cost[front], success[front], where="post", color="tab:orange", zorder=1, label="Pareto front")
+        ax.scatter(cost[front], success[front], color="tab:orange", zorder=3)
+        for c, s, r in zip(cost, success, points):
+            ax.annotate(r["variant"], (c, s), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        if cost.min() > 0 and cost.max() / cost.min() > 20:
             ax.set_xscale("log")  # an expert's microseconds beside a model's milliseconds
-        ax.set_xlabel(x_label)
-        ax.set_ylabel(metric)
+        ax.set_xlabel(label)
+        ax.set_ylabel("success (%)")
+        ax.set_ylim(-3, 105)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{x_label} vs embodied cost (means over successful episodes, {points[0]['task']})")
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{rows[0]['task']}: success against inference cost", fontsize=10)
     return _png(fig)
 
 
-def success_plot(rows: list[dict]) -> str:
+# -- 3. distributions ---------------------------------------------------------------------
+def distribution_plot(rows: list[dict], episodes: list[dict]) -> str | None:
+    task = rows[0]["task"]
+    variants = [r["variant"] for r in rows]
+    solved = [e for e in episodes if e["task"] == task and e["success"]]
+    if not solved:
+        return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(rows) + 1), 3.2))
-    rates = np.array([r["success_rate"] for r in rows])
-    errors = np.vstack([rates - [r["success_ci_low"] for r in rows], [r["success_ci_high"] for r in rows] - rates])
-    ax.bar([r["variant"] for r in rows], rates, yerr=errors, capsize=3, color="tab:green", alpha=0.8)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("success rate (Wilson interval)")
-    ax.tick_params(axis="x", rotation=30)
-    ax.set_title(f"Success ({rows[0]['task']})")
+    columns = 3
+    n_rows = math.ceil(len(REPORT_METRICS) / columns)
+    fig, axes = plt.subplots(n_rows, columns, figsize=(4.4 * columns, 2.9 * n_rows), squeeze=False, layout="constrained")
+    rng = np.random.default_rng(0)  # jitter only: the same picture every time
+    for ax, metric in zip(axes.flat, REPORT_METRICS):
+        for index, variant in enumerate(variants):
+            values = np.array([e[metric] for e in solved if e["variant"] == variant], dtype=float)
+            values = values[np.isfinite(values)]
+            if len(values):
+                ax.scatter(index + rng.uniform(-0.18, 0.18, len(values)), values, s=8, alpha=0.5)
+                ax.hlines(values.mean(), index - 0.3, index + 0.3, color="black", linewidth=1.5)
+        ax.set_xticks(range(len(variants)), variants, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel(METRIC_LABELS[metric], fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"{task}: every successful episode (black: mean)", fontsize=10)
     return _png(fig)
 
 
-def metric_bars_plot(rows: list[dict]) -> str:
+# -- 4. one episode, base and variant -------------------------------------------------------
+def trace_plot(base_steps, variant_steps, base_title: str, variant_title: str) -> str:
+    """Joint velocity, torque and commanded actions of two episodes (pyarrow steps tables) side
+    by side; dotted lines where the policy was queried (a new chunk starts)."""
     plt = _pyplot()
-    columns = 4
-    n_rows = math.ceil(len(SUMMARY_METRICS) / columns)
-    fig, axes = plt.subplots(n_rows, columns, figsize=(4.0 * columns, 3.0 * n_rows), squeeze=False)
-    names = [r["variant"] for r in rows]
-    for ax, metric in zip(axes.flat, SUMMARY_METRICS):
-        means, errors = _errors(rows, metric)
-        ax.bar(names, np.nan_to_num(means), yerr=errors, capsize=3, alpha=0.8)
-        ax.set_title(metric, fontsize=9)
-        ax.tick_params(axis="x", rotation=45, labelsize=7)
-    for ax in list(axes.flat)[len(SUMMARY_METRICS):]:
-        ax.axis("off")
-    fig.suptitle(f"Embodied metrics, mean over successful episodes with bootstrap intervals ({rows[0]['task']})")
-    fig.tight_layout()
+    fig, axes = plt.subplots(3, 2, figsize=(13, 7.5), sharex="col", sharey="row", layout="constrained")
+    for column, (steps, title) in enumerate(((base_steps, base_title), (variant_steps, variant_title))):
+        time_s = steps.column("time_s").to_numpy()
+        queried = np.asarray(steps.column("queried").to_pylist(), dtype=bool)
+        for row, (field, label) in enumerate((("qvel", "joint velocity (rad/s)"), ("torque", "joint torque (N m)"),
+                                              ("action", "commanded action (action units)"))):
+            ax = axes[row][column]
+            values = _matrix(steps.column(field).to_pylist())
+            for j in range(values.shape[1]):
+                ax.plot(time_s, values[:, j], lw=1, label=f"{'a' if field == 'action' else 'j'}{j + 1}")
+            for t in time_s[queried]:
+                ax.axvline(t, color="0.6", linestyle=":", linewidth=0.7)
+            ax.set_ylabel(label, fontsize=8)
+            ax.grid(alpha=0.3)
+            if row == 0:
+                ax.set_title(title, fontsize=9)
+            if row == 2:
+                ax.set_xlabel("time (s)")
+        axes[2][column].legend(fontsize=6, ncol=4)
+    fig.suptitle("one seed, base and variant (dotted: a new chunk was queried)", fontsize=10)
     return _png(fig)
 
 
-def trace_plot(steps, title: str) -> str:
-    """Joint velocity and torque against time for one episode's steps table (pyarrow)."""
-    plt = _pyplot()
-    time_s = steps.column("time_s").to_numpy()
-    qvel = np.array(steps.column("qvel").to_pylist(), dtype=float)
-    torque = np.array(steps.column("torque").to_pylist(), dtype=float)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
-    for ax, values, label in ((axes[0], qvel, "joint velocity (rad/s)"), (axes[1], torque, "joint torque (N m)")):
-        for joint in range(values.shape[1]):
-            ax.plot(time_s, values[:, joint], lw=1, label=f"j{joint + 1}")
-        ax.set_xlabel("time (s)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle(title)
-    return _png(fig)
+def _matrix(cells: list) -> np.ndarray:
+    """A list column as a 2-D float array; a missing row (the reset row has no action) is NaN."""
+    width = max((len(c) for c in cells if c is not None), default=0)
+    return np.array([c if c is not None else [math.nan] * width for c in cells], dtype=float)
 
 
-def _table(rows: list[dict]) -> str:
-    fields = ["variant", "latency_model", "success_rate", "success_ci_low", "success_ci_high"]
-    fields += [f"{m}_mean" for m in SUMMARY_METRICS] + [f"{m}_pct_vs_base" for m in ("completion_time_s", "energy_j", "jerk_ms")]
-    fields += ["paired_n", "profile_params", "profile_flops_per_call", "profile_latency_median_ms", "inference_calls_mean"]
+# -- 5. tables ------------------------------------------------------------------------------
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "–" if not math.isfinite(value) else f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+    return html.escape("–" if value is None else str(value))
 
-    def cell(value) -> str:
-        if isinstance(value, float):
-            return "–" if not math.isfinite(value) else f"{value:.4g}"
-        return html.escape("–" if value is None else str(value))
 
-    head = "".join(f"<th>{html.escape(f)}</th>" for f in fields)
-    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(f))}</td>" for f in fields) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def _html_table(header: list[str], body: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    rows = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in body)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def paired_table(rows: list[dict]) -> str:
+    base = next((r["variant"] for r in rows if r["is_base"]), None)
+    header = ["variant", "success", "pairs"] + [METRIC_LABELS[m] for m in REPORT_METRICS]
+    body = []
+    for r in rows:
+        if r["is_base"]:
+            continue
+        cells = [html.escape(_name(r, base)), f"{r['successes']}/{r['episodes']}", str(r["paired_n"])]
+        for m in REPORT_METRICS:
+            pct, mde = r[f"{m}_paired_pct"], r[f"{m}_paired_mde_pct"]
+            ref = r[f"{m}_paired_base_mean"]
+            if not (_finite(pct) and _finite(ref) and ref != 0):
+                cells.append("–")
+                continue
+            lo, hi = (100 * r[f"{m}_paired_ci_{side}"] / abs(ref) for side in ("low", "high"))
+            cells.append(f"{pct:+.1f}% [{lo:+.1f}, {hi:+.1f}]<br><small>MDE ±{_cell(mde)}%</small>")
+        body.append(cells)
+    return _html_table(header, body)
+
+
+def inference_table(rows: list[dict]) -> str:
+    header = ["variant", "params", "weight memory (MB)", "FLOPs per call", "latency per call, median (ms)",
+              "peak memory per call (MB)", "calls per episode", "inference time per episode (ms)", "latency model"]
+    fields = ["profile_params", "profile_weight_memory_mb", "profile_flops_per_call", "profile_latency_median_ms",
+              "profile_peak_memory_mb", "inference_calls_mean", "inference_time_per_episode_ms", "latency_model"]
+    return _html_table(header, [[html.escape(r["variant"])] + [_cell(r.get(f)) for f in fields] for r in rows])
+
+
+def full_table(rows: list[dict]) -> str:
+    fields = ["variant", "compared_to", "latency_model", "success_rate", "success_ci_low", "success_ci_high"]
+    fields += [f"{m}_mean" for m in SUMMARY_METRICS]
+    return _html_table(fields, [[_cell(r.get(f)) for f in fields] for r in rows])
 
 
 def _img(data: str | None, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">' if data else ""
 
 
-def write_report(path: Path, rows: list[dict], info: dict, traces: dict[str, tuple[object, str]]) -> Path:
-    """``traces``: task -> (steps table of the chosen episode, its title)."""
+def write_report(path: Path, rows: list[dict], info: dict, episodes: list[dict] | None = None,
+                 traces: dict[str, tuple] | None = None) -> Path:
+    """``traces``: task -> (base steps, variant steps, base title, variant title)."""
+    episodes = episodes or []
+    traces = traces or {}
     sections = []
     for task in dict.fromkeys(r["task"] for r in rows):
         task_rows = [r for r in rows if r["task"] == task]
-        parts = [f"<h2>{html.escape(task)}</h2>", _table(task_rows)]
-        parts.append(_img(trade_off_plot(task_rows, "profile_latency_median_ms", "inference latency per call, median (ms)"), "latency"))
-        parts.append(_img(trade_off_plot(task_rows, "profile_flops_per_call", "FLOPs per call"), "flops"))
-        parts.append(_img(success_plot(task_rows), "success"))
-        parts.append(_img(metric_bars_plot(task_rows), "metrics"))
+        parts = [f"<h2>{html.escape(task)}</h2>",
+                 "<h3>How each variant moves compared with its reference</h3>", _img(forest_plot(task_rows), "paired change"),
+                 paired_table(task_rows),
+                 "<h3>Success against inference cost</h3>", _img(pareto_plot(task_rows), "success against cost"),
+                 inference_table(task_rows),
+                 "<h3>Every episode</h3>", _img(distribution_plot(task_rows, episodes), "distributions")]
         if task in traces:
-            steps, title = traces[task]
-            parts.append(_img(trace_plot(steps, title), "traces"))
+            parts += ["<h3>One seed, base and variant</h3>", _img(trace_plot(*traces[task]), "traces")]
         else:
             parts.append("<p>No joint traces: steps were not recorded (recording.record_steps).</p>")
+        parts += ["<details><summary>Every summary column (means over successful episodes)</summary>",
+                  full_table(task_rows), "</details>"]
         sections.append("\n".join(p for p in parts if p))
     git = info.get("git", {})
     packages = ", ".join(f"{k} {v}" for k, v in info.get("packages", {}).items() if v)
@@ -163,17 +293,20 @@ def write_report(path: Path, rows: list[dict], info: dict, traces: dict[str, tup
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1400px; }}
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1360px; padding: 0 1em; }}
 table {{ border-collapse: collapse; font-size: 12px; margin: 1em 0; }}
-th, td {{ border: 1px solid #ccc; padding: 3px 6px; text-align: right; }}
+th, td {{ border: 1px solid #ccc; padding: 3px 6px; text-align: right; vertical-align: top; }}
 th {{ background: #f3f3f3; }}
+small {{ color: #777; }}
 img {{ display: block; margin: 1em 0; max-width: 100%; }}
+details {{ overflow-x: auto; }}
 </style></head><body>
 <h1>{title}</h1>
-<p>Commit {html.escape(str(git.get("commit")))}{" (uncommitted changes)" if git.get("dirty") else ""};
-{html.escape(packages)}; machine {html.escape(str(info.get("machine", {}).get("platform")))};
-latency {html.escape(str(info.get("config", {}).get("latency")))}. Embodied metrics are means over
-successful episodes with bootstrap intervals; success rates have Wilson intervals.</p>
+<p>Changes are paired: each variant against its reference (the base, or the variant it names
+with <code>compare_to</code>) over the seeds both solved, with bootstrap intervals; success
+rates have Wilson intervals; MDE is the smallest change this run's number of pairs could detect
+(95 % confidence, 80 % power). Commit {html.escape(str(git.get("commit")))}{" (uncommitted changes)" if git.get("dirty") else ""};
+{html.escape(packages)}; machine {html.escape(str(info.get("machine", {}).get("platform")))}.</p>
 {"".join(sections)}
 </body></html>
 """

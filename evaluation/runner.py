@@ -225,32 +225,38 @@ def write_summary_and_report(config: EvalConfig, out: Path, episodes: list[dict]
     )
     write_csv(rows, out / "summary.csv")
     (out / "summary.md").write_text(markdown(rows, stats.confidence, config.name or "Evaluation summary"), encoding="utf-8")
-    write_report(out / "report.html", rows, info, _traces(config, out, episodes))
+    write_report(out / "report.html", rows, info, episodes, _traces(config, out, episodes))
     return rows
 
 
 def _traces(config: EvalConfig, out: Path, episodes: list[dict]) -> dict:
-    """task -> (steps of the episode to plot, title): the configured one, else the base
-    variant's first success, else its first episode."""
+    """task -> (base steps, variant steps, titles) of one seed: ``report.trace_variant`` (default:
+    the first variant) and ``report.trace_seed`` (default: the first seed both solved)."""
     if not config.recording.record_steps:
         return {}
     traces = {}
     chosen = config.report
+    base = config.base.name
+    variant = chosen.trace_variant or (config.variant_names[1] if len(config.variant_names) > 1 else base)
+    columns = ["time_s", "qvel", "torque", "action", "queried"]
     for task in config.tasks:
         if chosen.trace_task is not None and chosen.trace_task != task:
             continue
-        variant = chosen.trace_variant or config.base.name
-        candidates = [e for e in episodes if e["task"] == task and e["variant"] == variant]
-        if chosen.trace_seed is not None:
-            candidates = [e for e in candidates if e["seed"] == chosen.trace_seed]
-        candidates.sort(key=lambda e: (not e["success"], e["episode"]))
-        if not candidates:
+        by_seed = {(e["variant"], int(e["seed"])): e for e in episodes if e["task"] == task}
+        seeds = config.seed_list if chosen.trace_seed is None else [chosen.trace_seed]
+        both = [s for s in seeds if by_seed.get((base, s), {}).get("success") and by_seed.get((variant, s), {}).get("success")]
+        seed = (both or seeds)[0]
+        if (base, seed) not in by_seed or (variant, seed) not in by_seed:
             continue
-        e = candidates[0]
-        title = f"{task} / {variant} / seed {e['seed']} ({'success' if e['success'] else 'failure'})"
-        steps = pq.read_table(out / "steps.parquet", columns=["time_s", "qvel", "torque"],
-                              filters=[("task", "=", task), ("variant", "=", variant), ("seed", "=", int(e["seed"]))])
-        traces[task] = (steps, title)
+
+        def steps(name: str):
+            return pq.read_table(out / "steps.parquet", columns=columns,
+                                 filters=[("task", "=", task), ("variant", "=", name), ("seed", "=", seed)])
+
+        def title(name: str) -> str:
+            return f"{task} / {name} / seed {seed} ({'success' if by_seed[(name, seed)]['success'] else 'failure'})"
+
+        traces[task] = (steps(base), steps(variant), title(base), title(variant))
     return traces
 
 

@@ -75,6 +75,8 @@ class PairedComparison:
     ci_low: float
     ci_high: float
     percent_change: float  # of the paired means: 100 * (mean variant - mean base) / |mean base|
+    base_mean: float = math.nan  # the reference's mean over the pairs (what the % are of)
+    mde_percent: float = math.nan  # minimum detectable effect: see minimum_detectable_effect
 
 
 def paired_comparison(
@@ -93,10 +95,25 @@ def paired_comparison(
     v = np.array([variant[s] for s in seeds], dtype=np.float64)
     differences = v - b
     low, high = bootstrap_ci(differences, confidence, resamples, seed)
+    mde = minimum_detectable_effect(differences, confidence)
     return PairedComparison(
         n_pairs=len(seeds),
         mean_difference=float(differences.mean()),
         ci_low=low,
         ci_high=high,
         percent_change=percent_change(float(v.mean()), float(b.mean())),
+        base_mean=float(b.mean()),
+        mde_percent=100.0 * mde / abs(float(b.mean())) if b.mean() != 0 else math.nan,
     )
+
+
+def minimum_detectable_effect(differences, confidence: float = 0.95, power: float = 0.8) -> float:
+    """The smallest mean paired difference a two-sided test at ``confidence`` would detect with
+    probability ``power``, given the differences' spread: (z_{1-a/2} + z_power) * sd / sqrt(n)
+    (normal approximation; NaN with fewer than two pairs). A change smaller than this reading
+    "no change" means the run could not have told, not that there is none."""
+    differences = np.asarray(differences, dtype=np.float64)
+    if len(differences) < 2:
+        return math.nan
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2) + NormalDist().inv_cdf(power)
+    return float(z * differences.std(ddof=1) / math.sqrt(len(differences)))

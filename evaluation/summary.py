@@ -91,6 +91,8 @@ def summarize(
                     f"{metric}_paired_ci_low": paired.ci_low,
                     f"{metric}_paired_ci_high": paired.ci_high,
                     f"{metric}_paired_pct": paired.percent_change,
+                    f"{metric}_paired_base_mean": paired.base_mean,
+                    f"{metric}_paired_mde_pct": paired.mde_percent,
                 })
             row["inference_calls_mean"] = _mean([e["inference_calls"] for e in group])
             row["waiting_steps_mean"] = _mean([e["waiting_steps"] for e in group])
@@ -147,7 +149,8 @@ def markdown(rows: list[dict], confidence: float = 0.95, title: str = "Evaluatio
         f"[bootstrap {level} interval] (% change of the mean against the base, or the variant named after "
         "'vs'). Paired: mean "
         "difference (variant - base) over the seeds both solved [bootstrap interval] (% change of "
-        "the paired means). Every metric and interval is in summary.csv.",
+        "the paired means); MDE: the smallest % change this number of pairs could detect (95% "
+        "confidence, 80% power). Every metric and interval is in summary.csv.",
         "",
     ]
     for task in dict.fromkeys(r["task"] for r in rows):
@@ -177,9 +180,11 @@ def markdown(rows: list[dict], confidence: float = 0.95, title: str = "Evaluatio
                 continue
             cells = [r["variant"] + ("" if r["compared_to"] == base else f" vs {r['compared_to']}"), str(r["paired_n"])]
             for m in _MD_METRICS:
+                mde = r[f"{m}_paired_mde_pct"]
                 cells.append(
                     f"{_num(r[f'{m}_paired_diff'])} [{_num(r[f'{m}_paired_ci_low'])}, "
                     f"{_num(r[f'{m}_paired_ci_high'])}]{_pct(r[f'{m}_paired_pct'])}"
+                    + (f" MDE ±{mde:.1f}%" if mde is not None and math.isfinite(mde) else "")
                 )
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", f"Inference ({task}): profile() on the first seed's observation; calls and "

@@ -163,3 +163,15 @@ def test_paired_comparison_is_seeded_and_empty_is_all_nan():
     empty = paired_comparison({0: 1.0}, {1: 1.0})
     assert empty.n_pairs == 0
     assert all(math.isnan(getattr(empty, f)) for f in ("mean_difference", "ci_low", "ci_high", "percent_change"))
+
+
+def test_minimum_detectable_effect_matches_the_normal_formula():
+    from evaluation.stats import minimum_detectable_effect
+
+    differences = np.array([1.0, -1.0, 3.0, -3.0, 0.0])  # sd (ddof 1) = sqrt(5), n = 5
+    expected = (1.959963984540054 + 0.8416212335729143) * math.sqrt(5.0) / math.sqrt(5.0)
+    assert minimum_detectable_effect(differences) == pytest.approx(expected, rel=1e-9)
+    assert math.isnan(minimum_detectable_effect([2.0]))
+    comparison = paired_comparison({0: 10.0, 1: 10.0, 2: 10.0}, {0: 11.0, 1: 9.0, 2: 10.0})
+    assert comparison.base_mean == 10.0
+    assert comparison.mde_percent == pytest.approx(100 * minimum_detectable_effect([1.0, -1.0, 0.0]) / 10.0)

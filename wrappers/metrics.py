@@ -38,6 +38,24 @@ LEDGER_KEYS: tuple[str, ...] = (
     "peak_joint_speed_frac",
 )
 METRIC_KEYS: tuple[str, ...] = KINEMATIC_AND_ENERGY_KEYS + LEDGER_KEYS
+# What plots and tables call each metric: words and unit (docs/metrics.md has the formulas).
+METRIC_LABELS: dict[str, str] = {
+    "completion_time_s": "completion time (s)",
+    "ee_path_m": "end-effector path length (m)",
+    "joint_path_rad": "joint-space path length (rad)",
+    "joint_rotation_rad": "cumulative joint rotation (rad)",
+    "jerk_ms": "mean squared joint jerk (rad²/s⁶)",
+    "action_rate": "mean action change (action units)",
+    "energy_j": "motor energy (J)",
+    "effort_nm2s": "torque effort (N²m²s)",
+    "n_steps": "control steps",
+    "positive_work_j": "positive work (J)",
+    "negative_work_j": "negative work (J)",
+    "peak_torque_frac": "peak torque (fraction of limit)",
+    "torque_saturation_frac": "time at torque limit (fraction)",
+    "peak_joint_speed_frac": "peak joint speed (fraction of limit)",
+}
+assert set(METRIC_LABELS) == set(METRIC_KEYS)
 
 # Per-step summands of the additive cost terms (what EfficiencyReward penalises), in order.
 STEP_TERM_KEYS: tuple[str, ...] = (
