@@ -105,6 +105,15 @@ class ExecutionConfig(_Strict):
         None, ge=1, description="open-loop k (capped at each policy's chunk size); default: the chunk size"
     )
     ensemble_coefficient: float = Field(0.01, ge=0.0)
+    on_empty: Literal["hold_position", "repeat_last"] = Field(
+        "hold_position",
+        description="while waiting for a chunk once the previous one is used up: an arm command of no "
+        "motion (gripper kept), or the last action again (under a delta controller the arm keeps moving)",
+    )
+
+    def executor_kwargs(self) -> dict:
+        """The ``policies.ChunkExecutor`` keyword arguments (``on_empty`` belongs to the latency loop)."""
+        return self.model_dump(exclude_none=True, exclude={"on_empty"})
 
 
 class BaseConfig(_Strict):

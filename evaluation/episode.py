@@ -105,7 +105,14 @@ class EpisodeRunner:
         if execute_steps is not None:
             execute_steps = min(execute_steps, int(getattr(policy, "chunk_size", 1)))
         chunk = TimedChunkExecutor(policy, execution.schedule, execute_steps, execution.ensemble_coefficient)
-        return LatencyAwareExecutor(chunk, self.config.latency_for(variant), self.env(task).unwrapped.control_freq)
+        hold = None
+        if execution.on_empty == "hold_position":
+            from functools import partial
+
+            from vla_envs.controllers import hold_position_action
+
+            hold = partial(hold_position_action, self.config.env.controller)
+        return LatencyAwareExecutor(chunk, self.config.latency_for(variant), self.env(task).unwrapped.control_freq, hold)
 
     def close(self) -> None:
         for env in self._envs.values():

@@ -5,7 +5,10 @@ Three latency models (``docs/evaluation.md`` has a worked example):
 - ``frozen``: simulated time stops while the policy computes (every benchmark's convention).
 - ``measured``: each policy query takes its measured wall-clock time ``t_inf``; meanwhile the
   simulation runs ``round(t_inf * control_freq)`` control steps (half up) executing the
-  previous chunk's not-yet-executed actions, and holding the last action once none is left.
+  previous chunk's not-yet-executed actions; once none is left, the robot does what
+  ``execution.on_empty`` says: ``hold_position`` (the default: an arm command of no motion,
+  the gripper as last commanded; ``vla_envs.controllers.hold_position_action``) or
+  ``repeat_last`` (the last action again, which under a delta controller keeps the arm moving).
   The new chunk then starts from its first action (the plan for the observation it saw).
 - ``{fixed_ms: X}``: the same with ``t_inf = X`` ms (a target device); deterministic.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,9 +69,13 @@ class StepSource:
 class LatencyAwareExecutor:
     """Turns a ``TimedChunkExecutor`` into one action per control step under a latency model."""
 
-    def __init__(self, executor: TimedChunkExecutor, latency: LatencySpec, control_freq_hz: float):
+    def __init__(self, executor: TimedChunkExecutor, latency: LatencySpec, control_freq_hz: float,
+                 hold_action: Callable[[np.ndarray], np.ndarray] | None = None):
+        """``hold_action(last_action)``: what to execute while waiting once the previous chunk is
+        used up; ``None`` repeats the last action."""
         if latency not in ("frozen", "measured") and not isinstance(latency, FixedLatency):
             raise ValueError(f"latency={latency!r}: expected 'frozen', 'measured' or {{fixed_ms: X}}")
+        self.hold_action = hold_action
         self.executor = executor
         self.latency = latency
         self.control_freq_hz = float(control_freq_hz)
@@ -119,7 +127,8 @@ class LatencyAwareExecutor:
         if n_wait == 0:
             return self._emit(action), StepSource(queried=True, waiting=False)
         filler = self._leftover(previous)[:n_wait]
-        hold = filler[-1] if filler else self._last_action
+        last = filler[-1] if filler else self._last_action
+        hold = last if self.hold_action is None else self.hold_action(last)
         filler += [hold] * (n_wait - len(filler))
         self._deferred = action
         self._filler = deque(filler[1:])

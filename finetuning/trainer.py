@@ -71,7 +71,7 @@ def make_env(config: FinetuneConfig) -> gym.Env:
         scale=config.residual.scale,
         obs_keys=config.residual.obs_keys,
         include_base_action=config.residual.include_base_action,
-        execution=config.base.execution.model_dump(exclude_none=True),
+        execution=config.base.execution.executor_kwargs(),
     )
 
 
@@ -151,7 +151,7 @@ def export_residual(model, vec_env, config: FinetuneConfig, path: Path, training
         squash="tanh" if config.algorithm.name == "SAC" else "clip",
         obs_clip=config.algorithm.obs_clip if isinstance(vec_env, VecNormalize) else float("inf"),
         base_policy=config.base.policy.model_dump(mode="json"),
-        base_execution=config.base.execution.model_dump(exclude_none=True),
+        base_execution=config.base.execution.executor_kwargs(),
         task=config.task,
         training=training,
     )

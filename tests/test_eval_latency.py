@@ -175,3 +175,53 @@ def test_reset_without_an_instruction_gives_the_policy_an_empty_one():
     assert policy.instruction == ""
     executor.executor.reset()
     assert policy.instruction == ""
+
+
+class SevenD(Policy):
+    """OSC_POSE-shaped chunks: row j of chunk i moves +x by 0.1 * (j + 1) and closes the gripper."""
+
+    action_dim = 7
+
+    def __init__(self):
+        self.chunk_size = 2
+
+    def act(self, obs):
+        chunk = np.zeros((2, 7), np.float32)
+        chunk[:, 0] = [0.1, 0.2]
+        chunk[:, 6] = 1.0
+        return chunk
+
+
+@pytest.mark.parametrize("on_empty", ["hold_position", "repeat_last"])
+def test_what_the_robot_does_once_the_chunk_is_used_up(on_empty):
+    """150 ms at 20 Hz = 3 steps; with k = H = 2 nothing of the previous chunk is left, so the
+    robot waits 3 steps: with hold_position it asks the arm for no motion (gripper kept closed),
+    with repeat_last it repeats +x 0.2, which under a delta controller keeps the arm moving."""
+    from functools import partial
+
+    from vla_envs.controllers import hold_position_action
+
+    hold = partial(hold_position_action, "OSC_POSE") if on_empty == "hold_position" else None
+    executor = LatencyAwareExecutor(TimedChunkExecutor(SevenD(), "open_loop", 2), FixedLatency(fixed_ms=150), 20.0, hold)
+    executor.reset("")
+    steps = [executor.step(None) for _ in range(6)]
+    actions = np.stack([a for a, _ in steps])
+    waiting = [s.waiting for _, s in steps]
+    assert waiting == [False, False, True, True, True, False]
+    np.testing.assert_allclose(actions[:2, 0], [0.1, 0.2])
+    held_x = 0.0 if on_empty == "hold_position" else 0.2
+    np.testing.assert_allclose(actions[2:5, 0], [held_x] * 3)
+    np.testing.assert_allclose(actions[:, 6], 1.0)  # the gripper stays closed either way
+    np.testing.assert_allclose(actions[2:5, 1:6], 0.0)
+    np.testing.assert_allclose(actions[5], [0.1, 0, 0, 0, 0, 0, 1.0])  # the new chunk arrives
+
+
+def test_hold_position_zeroes_each_controllers_arm_dimensions():
+    from vla_envs.controllers import ARM_ACTION_DIMS, hold_position_action
+
+    for controller, arm in ARM_ACTION_DIMS.items():
+        last = np.arange(1.0, arm + 2.0, dtype=np.float32)  # arm dims + a gripper
+        held = hold_position_action(controller, last)
+        assert (held[:arm] == 0).all() and held[arm] == last[arm] and last[0] == 1.0  # input untouched
+    with pytest.raises(ValueError, match="not supported"):
+        hold_position_action("OSC_WRONG", np.zeros(7))
