@@ -45,6 +45,22 @@ def state_fingerprint(env) -> str:
     return digest.hexdigest()[:16]
 
 
+# jerk_ms and action_rate split at chunk seams (wrappers.metrics.*_parts): <metric>_seam + <metric>_within = <metric>
+SEAM_COLUMNS: tuple[str, ...] = ("jerk_ms_seam", "jerk_ms_within", "action_rate_seam", "action_rate_within")
+
+
+def seam_columns(episode, sources: list[tuple[bool, bool]], control_freq_hz: float) -> dict[str, float]:
+    """The episode's ``SEAM_COLUMNS`` from its recorded velocities and actions and where each
+    chunk started (``evaluation.latency.chunk_starts``)."""
+    from evaluation.latency import chunk_starts
+    from wrappers.metrics import action_rate_parts, jerk_ms_parts
+
+    starts = chunk_starts(sources)
+    jerk = jerk_ms_parts(episode.qvel, control_freq_hz, starts)
+    rate = action_rate_parts(episode.action, starts[1:])  # action i was executed on row i + 1
+    return dict(zip(SEAM_COLUMNS, (*jerk, *rate)))
+
+
 class EpisodeRunner:
     """Runs work units of one config; keeps one env per task and the policies built on it."""
 
@@ -159,6 +175,7 @@ class EpisodeRunner:
             "latency_p90_ms": float(np.percentile(latencies_ms, 90)) if len(latencies_ms) else float("nan"),
             "initial_state": fingerprint,
             "wall_s": time.perf_counter() - start,
+            **seam_columns(env.last_episode, sources, env.unwrapped.control_freq),
         }
         steps = self._steps_table(env, unit, running, sources) if self.config.recording.record_steps else None
         video = None

@@ -66,6 +66,22 @@ class StepSource:
     waiting: bool  # a filler action executed while an inference was in flight
 
 
+def chunk_starts(sources: list[tuple[bool, bool]]) -> np.ndarray:
+    """Per recorded row (row 0 is the reset), whether that step executed the first action of a
+    new chunk, the episode's first chunk excepted: the chunk seams. ``sources`` holds each row's
+    (queried, waiting). Without a wait a chunk starts on the step that queried it; after a wait,
+    on the first step that is not waiting."""
+    starts = np.zeros(len(sources), dtype=bool)
+    seen_first = False
+    for row in range(1, len(sources)):
+        queried, waiting = sources[row]
+        arrived = (queried and not waiting) or (not waiting and sources[row - 1][1])
+        if arrived:
+            starts[row] = seen_first
+            seen_first = True
+    return starts
+
+
 class LatencyAwareExecutor:
     """Turns a ``TimedChunkExecutor`` into one action per control step under a latency model."""
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.episode import SEAM_COLUMNS
 from evaluation.stats import bootstrap_ci, paired_comparison, percent_change, wilson_interval
 from wrappers.metrics import METRIC_KEYS
 
@@ -94,6 +95,8 @@ def summarize(
                     f"{metric}_paired_base_mean": paired.base_mean,
                     f"{metric}_paired_mde_pct": paired.mde_percent,
                 })
+            for column in SEAM_COLUMNS:  # means over successful episodes, like the metrics
+                row[f"{column}_mean"] = _mean([e.get(column) for e in solved.values()])
             row["inference_calls_mean"] = _mean([e["inference_calls"] for e in group])
             row["waiting_steps_mean"] = _mean([e["waiting_steps"] for e in group])
             # per call (what a model costs each query) and per episode (what an episode waited in total)
@@ -133,6 +136,10 @@ def _num(value, digits: int = 3) -> str:
     if isinstance(value, (int, np.integer)) or (abs(value) >= 1000):
         return f"{value:,.0f}"
     return f"{value:.{digits}g}"
+
+
+def _finite_pair(a, b) -> bool:
+    return all(v is not None and math.isfinite(v) for v in (a, b))
 
 
 def _pct(value: float) -> str:
@@ -186,6 +193,17 @@ def markdown(rows: list[dict], confidence: float = 0.95, title: str = "Evaluatio
                     f"{_num(r[f'{m}_paired_ci_high'])}]{_pct(r[f'{m}_paired_pct'])}"
                     + (f" MDE ±{mde:.1f}%" if mde is not None and math.isfinite(mde) else "")
                 )
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", f"Chunk seams ({task}): jerk and action change on the steps where a new chunk starts "
+                  "vs within chunks (the two parts sum to the metric; means over successful episodes).", ""]
+        header = ["variant", "jerk at seams", "jerk within chunks", "share at seams", "action change at seams",
+                  "action change within chunks"]
+        lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        for r in task_rows:
+            seam, within = r["jerk_ms_seam_mean"], r["jerk_ms_within_mean"]
+            share = seam / (seam + within) if _finite_pair(seam, within) and seam + within > 0 else math.nan
+            cells = [r["variant"], _num(seam), _num(within), "–" if not math.isfinite(share) else f"{share:.0%}",
+                     _num(r["action_rate_seam_mean"]), _num(r["action_rate_within_mean"])]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", f"Inference ({task}): profile() on the first seed's observation; calls and "
                   "latency measured in the episodes.", ""]

@@ -225,3 +225,15 @@ def test_hold_position_zeroes_each_controllers_arm_dimensions():
         assert (held[:arm] == 0).all() and held[arm] == last[arm] and last[0] == 1.0  # input untouched
     with pytest.raises(ValueError, match="not supported"):
         hold_position_action("OSC_WRONG", np.zeros(7))
+
+
+def test_chunk_starts_mark_where_a_new_plan_begins():
+    from evaluation.latency import chunk_starts
+
+    # frozen, k = 2: queries on steps 1, 3, 5 (row 0 is the reset); the first chunk is no seam
+    _, sources, _ = run("frozen", 6)
+    assert chunk_starts([(False, False)] + sources).tolist() == [False, False, False, True, False, True, False]
+    # 100 ms = 2 waiting steps: query on step 3 waits on steps 3-4, the chunk arrives on step 5
+    _, sources, _ = run(FixedLatency(fixed_ms=100), 10)
+    starts = chunk_starts([(False, False)] + sources)
+    assert [i for i, s in enumerate(starts) if s] == [5, 9]

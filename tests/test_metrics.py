@@ -207,3 +207,22 @@ def test_ledger_shape_errors_name_their_argument_and_the_threshold_is_inclusive(
         metrics.peak_joint_speed_frac(np.zeros(4), [1.0])
     # a sample at exactly 98 % of its limit is saturated
     assert metrics.torque_saturation_frac(np.array([[49.0], [10.0]]), [50.0]) == 0.5
+
+
+def test_seam_and_within_parts_sum_to_the_totals_and_land_where_chunks_start():
+    from wrappers.metrics import action_rate, action_rate_parts, jerk_ms, jerk_ms_parts
+
+    # one joint; velocities 0, 0, 1, 1, 1, 3: second differences (f = 2) at samples 2..5 are
+    # 1, -1, 0, 2 -> summands f^4 * d^2 / 4 = 4, 4, 0, 16 (J = 24)
+    qvel = np.array([[0.0], [0.0], [1.0], [1.0], [1.0], [3.0]])
+    seam = np.array([False, False, True, False, False, True])  # chunks start at samples 2 and 5
+    at_seam, within = jerk_ms_parts(qvel, 2.0, seam)
+    assert jerk_ms(qvel, 2.0) == pytest.approx(24.0)
+    assert (at_seam, within) == (pytest.approx(4.0 + 16.0), pytest.approx(4.0 + 0.0))
+    # actions 0, 1, 1, 4: changes 1, 0, 3 over 3 pairs -> 1/3, 0, 1; a new chunk opens at action 3
+    actions = np.array([[0.0], [1.0], [1.0], [4.0]])
+    at_seam, within = action_rate_parts(actions, np.array([True, False, False, True]))
+    assert (at_seam, within) == (pytest.approx(1.0), pytest.approx(1.0 / 3.0))
+    assert at_seam + within == pytest.approx(action_rate(actions))
+    with pytest.raises(ValueError, match="one flag per velocity sample"):
+        jerk_ms_parts(qvel, 2.0, seam[:-1])

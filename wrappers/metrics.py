@@ -131,6 +131,40 @@ def action_rate(actions: np.ndarray) -> float:
     return float(np.linalg.norm(np.diff(actions, axis=0), axis=1).mean())
 
 
+def jerk_ms_parts(qvel: np.ndarray, control_freq_hz: float, seam: np.ndarray) -> tuple[float, float]:
+    """``jerk_ms`` split in two parts that sum to it: (at chunk seams, within chunks).
+
+    Summand k of J uses velocity samples k, k+1, k+2 and belongs to the step of its last sample:
+    a seam summand when ``seam[k + 2]`` (that step executed the first action of a new chunk, so
+    the second difference holds the switch from the old plan to the new one). ``seam`` has one
+    flag per velocity sample.
+    """
+    qvel = _rows("qvel", qvel)
+    seam = np.asarray(seam, dtype=bool)
+    if seam.shape != (len(qvel),):
+        raise ValueError(f"seam has shape {seam.shape}, expected ({len(qvel)},): one flag per velocity sample")
+    if len(qvel) < 3:
+        return 0.0, 0.0
+    second_diff = qvel[2:] - 2.0 * qvel[1:-1] + qvel[:-2]
+    summands = control_freq_hz**4 * np.einsum("ij,ij->i", second_diff, second_diff) / len(second_diff)
+    at_seam = seam[2:]
+    return float(summands[at_seam].sum()), float(summands[~at_seam].sum())
+
+
+def action_rate_parts(actions: np.ndarray, seam: np.ndarray) -> tuple[float, float]:
+    """``action_rate`` split in two parts that sum to it: (at chunk seams, within chunks). The
+    change a_{t+1} - a_t is a seam change when ``seam[t + 1]`` (a_{t+1} opens a new chunk)."""
+    actions = _rows("actions", actions)
+    seam = np.asarray(seam, dtype=bool)
+    if seam.shape != (len(actions),):
+        raise ValueError(f"seam has shape {seam.shape}, expected ({len(actions)},): one flag per action")
+    if len(actions) < 2:
+        return 0.0, 0.0
+    changes = np.linalg.norm(np.diff(actions, axis=0), axis=1) / (len(actions) - 1)
+    at_seam = seam[1:]
+    return float(changes[at_seam].sum()), float(changes[~at_seam].sum())
+
+
 def energy_j(torque: np.ndarray, substep_qvel: np.ndarray, dt: float) -> float:
     """Mechanical energy E = sum_substeps sum_j |tau_j * qd_j| * dt, joules (N m rad = J)."""
     torque = _rows("torque", torque)
