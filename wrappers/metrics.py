@@ -140,29 +140,33 @@ def jerk_ms_parts(qvel: np.ndarray, control_freq_hz: float, seam: np.ndarray) ->
     flag per velocity sample.
     """
     qvel = _rows("qvel", qvel)
-    seam = np.asarray(seam, dtype=bool)
-    if seam.shape != (len(qvel),):
-        raise ValueError(f"seam has shape {seam.shape}, expected ({len(qvel)},): one flag per velocity sample")
     if len(qvel) < 3:
-        return 0.0, 0.0
+        return _split(np.zeros(0), _seam_flags(seam, len(qvel), "velocity sample")[2:])
     second_diff = qvel[2:] - 2.0 * qvel[1:-1] + qvel[:-2]
     summands = control_freq_hz**4 * np.einsum("ij,ij->i", second_diff, second_diff) / len(second_diff)
-    at_seam = seam[2:]
-    return float(summands[at_seam].sum()), float(summands[~at_seam].sum())
+    return _split(summands, _seam_flags(seam, len(qvel), "velocity sample")[2:])
 
 
 def action_rate_parts(actions: np.ndarray, seam: np.ndarray) -> tuple[float, float]:
     """``action_rate`` split in two parts that sum to it: (at chunk seams, within chunks). The
     change a_{t+1} - a_t is a seam change when ``seam[t + 1]`` (a_{t+1} opens a new chunk)."""
     actions = _rows("actions", actions)
-    seam = np.asarray(seam, dtype=bool)
-    if seam.shape != (len(actions),):
-        raise ValueError(f"seam has shape {seam.shape}, expected ({len(actions)},): one flag per action")
+    flags = _seam_flags(seam, len(actions), "action")[1:]
     if len(actions) < 2:
-        return 0.0, 0.0
-    changes = np.linalg.norm(np.diff(actions, axis=0), axis=1) / (len(actions) - 1)
-    at_seam = seam[1:]
-    return float(changes[at_seam].sum()), float(changes[~at_seam].sum())
+        return _split(np.zeros(0), flags)
+    return _split(np.linalg.norm(np.diff(actions, axis=0), axis=1) / (len(actions) - 1), flags)
+
+
+def _seam_flags(seam, n: int, per: str) -> np.ndarray:
+    seam = np.asarray(seam, dtype=bool)
+    if seam.shape != (n,):
+        raise ValueError(f"seam has shape {seam.shape}, expected ({n},): one flag per {per}")
+    return seam
+
+
+def _split(summands: np.ndarray, at_seam: np.ndarray) -> tuple[float, float]:
+    """(sum where ``at_seam``, sum elsewhere)."""
+    return float(summands[at_seam].sum()), float(summands[~at_seam].sum())
 
 
 def energy_j(torque: np.ndarray, substep_qvel: np.ndarray, dt: float) -> float:
