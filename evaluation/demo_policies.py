@@ -33,6 +33,9 @@ class PerturbedExpert(Policy):
 
         return PerturbedExpert(self.expert, copy.deepcopy(self.model, memo), self.obs_key, self.chunk_size, self.scale)
 
+    def torch_module(self):
+        return self.model
+
     def reset(self, instruction: str = "") -> None:
         super().reset(instruction)
         self.expert.reset(instruction)

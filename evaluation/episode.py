@@ -101,9 +101,9 @@ class EpisodeRunner:
             if videos is not None:  # a renderer for the front view; only filmed episodes use it
                 kwargs.update(render_mode="rgb_array", render_size=videos.size)
             env = EmbodiedCost(gym.make(get_task_config(task).env_id, **kwargs))
-            recording = self.config.recording
-            if recording.record_steps:
-                env = JointStateRecorder(env, record_substeps=recording.record_substeps)
+            # always recorded in memory: the chunk-seam columns need each step's velocities and
+            # actions; steps.parquet is written only with recording.record_steps
+            env = JointStateRecorder(env, record_substeps=self.config.recording.record_substeps)
             self._envs[task] = env
             self._policies[task] = PolicyCache(self.config, task, env)
         return self._envs[task]

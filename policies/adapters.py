@@ -77,6 +77,11 @@ class ModuleAdapter(Policy):
         self.reset_hook = reset_hook
         self.instruction = ""
 
+    def torch_module(self):
+        import torch
+
+        return self.model if isinstance(self.model, torch.nn.Module) else None  # a plain callable has none
+
     def reset(self, instruction: str = "") -> None:
         super().reset(instruction)
         if self.reset_hook is not None:

@@ -20,6 +20,13 @@ class Policy(abc.ABC):
     def reset(self, instruction: str = "") -> None:
         self.instruction = instruction
 
+    def torch_module(self):
+        """The ``torch.nn.Module`` this policy computes with, which ``profile()`` counts (params,
+        FLOPs, weight memory) and weight compression transforms; ``None`` (the default) for
+        policies without one (scripted experts, remote clients, plain callables), which are
+        timed but reported without model metrics."""
+        return None
+
     @abc.abstractmethod
     def act(self, obs) -> np.ndarray:
         """Return an (H, action_dim) float32 array of actions."""

@@ -2,8 +2,8 @@
 
 ``profile(policy, obs)`` -> params, non-zero params, weight memory at the weights' effective
 precision, FLOPs per ``act`` call (torch's FLOP counter), latency per call (median and p90 over
-repeated calls), peak memory of one call. Policies backed by a torch module expose it as
-``policy.model``; others (scripted experts, remote clients) get ``None`` for the model-based
+repeated calls), peak memory of one call. Policies backed by a torch module return it from
+``Policy.torch_module()``; others (scripted experts, remote clients) get ``None`` for the model-based
 fields and are timed all the same.
 
 Peak memory adds two allocators' own accounting over one call: torch's CPU allocator (the
@@ -68,7 +68,7 @@ def _flops(policy, obs) -> int:
         rows = inputs[0].numel() // module.in_features
         quantized_flops += 2 * rows * module.in_features * module.out_features
 
-    hooks = [m.register_forward_hook(count) for m in policy.model.modules() if isinstance(m, DynamicQuantizedLinear)]
+    hooks = [m.register_forward_hook(count) for m in policy.torch_module().modules() if isinstance(m, DynamicQuantizedLinear)]
     counter = FlopCounterMode(display=False)
     try:
         with counter:
@@ -130,7 +130,7 @@ def profile(policy, obs, repeats: int = 50, warmup: int = 5) -> InferenceProfile
     """Profile ``policy.act(obs)``; latencies over ``repeats`` calls after ``warmup`` calls."""
     if repeats < 1:
         raise ValueError(f"repeats={repeats}: expected >= 1")
-    model = getattr(policy, "model", None)
+    model = policy.torch_module()
     params = nonzero = flops = weights = None
     if model is not None:
         params, nonzero = _parameter_counts(model)

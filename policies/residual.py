@@ -203,10 +203,13 @@ class ResidualPolicy(Policy):
             raise ValueError(f"residual network outputs {network.output_dim} numbers, the base policy's actions have {self.action_dim}")
         self.executor = ChunkExecutor(base, **spec.base_execution)
         # what profile() counts (params, FLOPs): the base's network, if any, and the residual's
-        base_model = getattr(base, "model", None)
-        self.model = network.mlp if base_model is None else _torch().nn.ModuleList([base_model, network.mlp])
+        base_model = base.torch_module()
+        self._module = network.mlp if base_model is None else _torch().nn.ModuleList([base_model, network.mlp])
         self.last_base_action: np.ndarray | None = None
         self.last_residual: np.ndarray | None = None
+
+    def torch_module(self):
+        return self._module
 
     @classmethod
     def load(cls, path: str | Path, base: Policy) -> ResidualPolicy:

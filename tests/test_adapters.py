@@ -59,3 +59,18 @@ def test_adapter_reports_bad_outputs():
         policy.act({"state": np.zeros(3)})
     with pytest.raises(ValueError, match="action_dim=0"):
         ModuleAdapter(lambda x: x, action_dim=0)
+
+
+def test_a_plain_callable_adapter_is_profiled_without_model_metrics():
+    """README's recipe wraps external models as callables: profile() must time them, not crash."""
+    import numpy as np
+
+    from policies.adapters import ModuleAdapter
+    from policies.profiling import profile
+
+    adapter = ModuleAdapter(lambda x: np.zeros((2, 7), np.float32), action_dim=7, chunk_size=2,
+                            preprocess=lambda obs, instruction: obs["state"],
+                            postprocess=lambda out: np.asarray(out))
+    result = profile(adapter, {"state": np.zeros(3, np.float32)}, repeats=3, warmup=1)
+    assert result.params is None and result.flops_per_call is None and result.weight_memory_mb is None
+    assert result.latency_median_ms >= 0

@@ -5,6 +5,8 @@ import pytest
 import torch
 from torch import nn
 
+from policies.base import Policy
+
 from policies.compression import (
     dct_compress,
     dynamic_int8,
@@ -130,14 +132,14 @@ def test_compress_from_a_spec_changes_only_what_it_names(mlp, tmp_path):
     assert pruned.variant_card == {
         "base_model": "mlp", "methods": ["pruning"], "parameters": {"pruning": {"fraction": 0.3, "structured": False}},
     }
-    assert int((pruned.model[0].weight == 0).sum()) == int(0.3 * 32 * 64)
+    assert int((pruned.torch_module()[0].weight == 0).sum()) == int(0.3 * 32 * 64)
     assert torch.equal(policy.model[0].weight, mlp[0].weight)  # the base policy is untouched
 
     spec_file = tmp_path / "int4_dct.yaml"
     spec_file.write_text("quantization: {method: fake, bits: 4}\naction_codec: {dct_keep: 8}\nexecution: {open_loop_steps: 4}\n")
     variant = compress(policy, spec_file)
     assert variant.variant_card["methods"] == ["quantization", "action_codec", "execution"]
-    assert torch.unique(variant.model[0].weight[0]).numel() <= 16
+    assert torch.unique(variant.torch_module()[0].weight[0]).numel() <= 16
     chunk = variant.act(obs)
     assert chunk.shape == base_chunk.shape and not np.array_equal(chunk, base_chunk)
     executor = ChunkExecutor(variant, execute_steps=variant.execute_steps)
@@ -164,10 +166,13 @@ def test_compress_rejects_what_it_cannot_do(mlp, tmp_path):
     with pytest.raises(ValueError, match=r"open_loop_steps=9: expected <= chunk size 8"):
         compress(policy, {"execution": {"open_loop_steps": 9}})
 
-    class NoModel:
+    class NoModel(Policy):
         action_dim, chunk_size = 2, 1
 
-    with pytest.raises(ValueError, match="has no .model"):
+        def act(self, obs):
+            return np.zeros((1, 2), np.float32)
+
+    with pytest.raises(ValueError, match="has no torch module"):
         compress(NoModel(), {"quantization": {"bits": 8}})
     bad = tmp_path / "bad.yaml"
     bad.write_text("quantization: {bits: 3}\n")
@@ -358,9 +363,9 @@ def test_compress_applies_exactly_the_named_codec_and_settings(mlp):
         np.testing.assert_allclose(compress(policy, spec).act(obs), expected, atol=1e-6, err_msg=name)
 
     structured = compress(policy, {"pruning": {"fraction": 0.25, "structured": True}})
-    assert int((structured.model[0].weight == 0).all(dim=1).sum()) == 16
+    assert int((structured.torch_module()[0].weight == 0).all(dim=1).sum()) == 16
     dynamic = compress(policy, {"quantization": {"method": "dynamic_int8"}})
-    assert isinstance(dynamic.model[0], DynamicQuantizedLinear)
+    assert isinstance(dynamic.torch_module()[0], DynamicQuantizedLinear)
 
     full = compress(policy, {"execution": {"open_loop_steps": 8}})  # k = chunk size is allowed
     assert full.execute_steps == 8
@@ -379,11 +384,14 @@ def test_compress_sets_the_token_method_and_names_the_base():
 
     policy = load_reference()
     variant = compress(policy, {"token_sparsification": {"keep": 0.5, "method": "random"}})
-    assert (variant.model.token_keep, variant.model.token_method) == (0.5, "random")
+    assert (variant.torch_module().token_keep, variant.torch_module().token_method) == (0.5, "random")
     assert compress(policy, {"action_codec": {"dct_keep": 2}}).variant_card["base_model"] == "TinyVLAPolicy"
 
-    class NoModel:
+    class NoModel(Policy):
         action_dim, chunk_size = 2, 1
 
-    with pytest.raises(ValueError, match=r"^NoModel has no .model"):
+        def act(self, obs):
+            return np.zeros((1, 2), np.float32)
+
+    with pytest.raises(ValueError, match=r"^NoModel has no torch module"):
         compress(NoModel(), {"pruning": {"fraction": 0.1}})

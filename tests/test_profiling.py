@@ -17,6 +17,9 @@ class MLPPolicy(Policy):
     def __init__(self, model):
         self.model = model
 
+    def torch_module(self):
+        return self.model
+
     def act(self, obs):
         with torch.no_grad():
             out = self.model(torch.as_tensor(obs["state"], dtype=torch.float32)[None])
@@ -92,6 +95,9 @@ def test_peak_memory_sees_torch_tensors_of_a_known_size():
 
         def __init__(self):
             self.model = torch.nn.Linear(2, 2)
+
+        def torch_module(self):
+            return self.model
 
         def act(self, obs):
             scratch = torch.ones(38 * 2**20 // 4)  # 38 MB of float32, freed when the call returns

@@ -122,7 +122,7 @@ def test_pruning_leaves_the_action_head_whole(structured):
     policy = small_policy()
     pruned = compress(policy, {"pruning": {"fraction": 0.5, "structured": structured}})
     assert torch.equal(pruned.model.action_head.weight, policy.model.action_head.weight)
-    qkv = pruned.model.blocks[0].attn.qkv.weight
+    qkv = pruned.torch_module().blocks[0].attn.qkv.weight
     zeros = int((qkv == 0).sum()) if not structured else int((qkv.abs().sum(dim=1) == 0).sum())
     assert zeros == (qkv.numel() // 2 if not structured else qkv.shape[0] // 2)
 

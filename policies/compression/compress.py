@@ -10,7 +10,7 @@ A spec (dict, or YAML under ``configs/``) selects any combination of::
                   {downsample: 2}
     execution: {open_loop_steps: 4}              # the ChunkExecutor's k
 
-Weight methods need ``policy.model`` (a torch module); token sparsification needs a policy
+Weight methods need ``policy.torch_module()`` (and a settable ``policy.model``); token sparsification needs a policy
 with ``set_token_sparsification(keep, method)``; action codecs and execution work on any
 policy. The result carries ``variant_card``: method, parameters and base model, plain data.
 """
@@ -81,9 +81,13 @@ class CompressedPolicy(Policy):
             )
         self.execute_steps = spec.execution.open_loop_steps if spec.execution else None
 
+    def torch_module(self):
+        return self.base.torch_module()
+
     @property
     def model(self):
-        return getattr(self.base, "model", None)
+        """The transformed torch module (``torch_module()``), for inspection."""
+        return self.torch_module()
 
     def reset(self, instruction: str = "") -> None:
         super().reset(instruction)
@@ -114,9 +118,9 @@ def compress(policy: Policy, spec: dict | str | Path | CompressionSpec, base_nam
     """A compressed variant of ``policy`` (the original is left untouched)."""
     spec = load_spec(spec)
     weight_methods = spec.quantization is not None or spec.pruning is not None
-    model = getattr(policy, "model", None)
-    if weight_methods and model is None:
-        raise ValueError(f"{type(policy).__name__} has no .model: weight quantization/pruning need a torch module")
+    if weight_methods and policy.torch_module() is None:
+        raise ValueError(f"{type(policy).__name__} has no torch module (Policy.torch_module() is None): "
+                         "weight quantization/pruning need one")
     base = copy.deepcopy(policy) if (weight_methods or spec.token_sparsification) else policy
     if spec.pruning is not None:
         prune = structured_prune_rows if spec.pruning.structured else magnitude_prune

@@ -36,6 +36,9 @@ class TinyVLAPolicy(Policy):
         # on which episodes ran before it in the same process
         self._generator.manual_seed(self.token_seed)
 
+    def torch_module(self):
+        return self.model
+
     def set_token_sparsification(self, keep: float, method: str = "attention") -> None:
         """Keep ``max(1, round(keep * n_image_tokens))`` image tokens after the model's
         ``sparsify_after_block``-th block (``keep = 1`` turns sparsification off)."""
