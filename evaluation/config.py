@@ -20,7 +20,6 @@ expected before any episode runs. Example::
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -367,13 +366,12 @@ class EvalConfig(_Strict):
 
 def check_factory_importable(spec: FactoryPolicySpec) -> None:
     """Resolve ``module:callable`` now (``ConfigError`` naming it otherwise)."""
-    module_name, _, attr = spec.factory.partition(":")
+    from policies.factories import resolve_factory
+
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"policy factory {spec.factory!r}: cannot import module {module_name!r} ({exc})") from None
-    if not callable(getattr(module, attr, None)):
-        raise ConfigError(f"policy factory {spec.factory!r}: module {module_name!r} has no callable {attr!r}")
+        resolve_factory(spec.factory)
+    except ValueError as exc:
+        raise ConfigError(f"policy factory {exc}") from None
 
 
 def load_eval_config(path: str | Path, check_imports: bool = True) -> EvalConfig:

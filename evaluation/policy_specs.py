@@ -7,12 +7,12 @@ initialisation or random token dropping are the same in every worker process.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import zlib
 
 from evaluation.config import EvalConfig, ExpertPolicySpec, FactoryPolicySpec, PolicySpec, ResidualPolicySpec
 from policies.base import Policy
+from policies.factories import resolve_factory
 
 def stable_seed(*parts: object) -> int:
     """A 31-bit seed from any values, the same in every process (``hash`` is salted per process)."""
@@ -30,11 +30,6 @@ def seed_everything(seed: int) -> None:
 
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_factory(path: str):
-    module_name, _, attr = path.partition(":")
-    return getattr(importlib.import_module(module_name), attr)
 
 
 def build_policy(spec: PolicySpec, env, task: str, seed: int) -> Policy:

@@ -104,26 +104,11 @@ def _iterate(config: EvalConfig, units: list[WorkUnit], backend: Backend, worker
 def _progress(enabled: bool, console=None):
     if not enabled:
         return nullcontext(None)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import Progress, TextColumn
 
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("episodes"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[last]}"),
-        console=console,
-    )
+    from vla_envs.progress import progress_columns
+
+    return Progress(*progress_columns("episodes", TextColumn("{task.fields[last]}")), console=console)
 
 
 def run_episodes(

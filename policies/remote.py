@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import importlib
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -186,10 +185,12 @@ class RemotePolicy(Policy):
 
 def load_policy(spec: str) -> Policy:
     """``module:factory`` -> ``factory()``."""
-    module_name, _, attribute = spec.partition(":")
-    if not attribute:
-        raise ValueError(f"--policy {spec!r}: expected module:factory")
-    return getattr(importlib.import_module(module_name), attribute)()
+    from policies.factories import resolve_factory
+
+    try:
+        return resolve_factory(spec)()
+    except ValueError as exc:
+        raise ValueError(f"--policy {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> None:

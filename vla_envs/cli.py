@@ -9,15 +9,17 @@ from dataclasses import dataclass
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from rich.table import Table
+
+from vla_envs.progress import progress_columns
 
 app = typer.Typer(help="vla-envs: manipulation tasks that measure how efficiently a robot moves.", no_args_is_help=True)
 console = Console()
 
 
 @dataclass(frozen=True)
-class EpisodeResult:
+class RolloutRow:
     seed: int
     steps: int
     episode_return: float
@@ -76,16 +78,8 @@ def rollout(
     cfg = get_task_config(task)
     env = gym.make(cfg.env_id, obs_mode=obs_mode, controller=controller, max_episode_steps=max_steps)
     limit = env.spec.max_episode_steps
-    results: list[EpisodeResult] = []
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("steps"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
+    results: list[RolloutRow] = []
+    columns = progress_columns("steps")
     try:
         with Progress(*columns, console=console) as progress:
             bar = progress.add_task(f"{cfg.name} rollout", total=episodes * limit)
@@ -104,7 +98,7 @@ def rollout(
                     progress.advance(bar)
                 progress.advance(bar, limit - steps)  # an early success skips the rest of the budget
                 results.append(
-                    EpisodeResult(episode_seed, steps, total, success, truncated, time.perf_counter() - start)
+                    RolloutRow(episode_seed, steps, total, success, truncated, time.perf_counter() - start)
                 )
     finally:
         env.close()

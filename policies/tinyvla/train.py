@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress, TextColumn
 
 from policies.normalization import ActionNormalizer
 from policies.smoothness import SmoothnessWeights, continuity_loss, smoothness_loss
@@ -36,6 +36,7 @@ from policies.tinyvla import checkpoint
 from policies.tinyvla.model import TinyVLA, TinyVLAConfig
 from policies.tinyvla.tokenizer import WordTokenizer, words
 from vla_envs.config import load_config
+from vla_envs.progress import progress_columns
 
 
 class _Strict(BaseModel):
@@ -237,10 +238,9 @@ def train(config: TrainConfig, steps: int | None = None, output: Path | None = N
     term_history: dict[str, list[float]] = defaultdict(list)  # the loss's parts, for the record
     start = time.perf_counter()
     model.train()
-    columns = [TextColumn("training TinyVLA"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
-               TimeElapsedColumn(), TimeRemainingColumn()]
+    columns = progress_columns("steps", TextColumn("loss {task.fields[loss]:.4f}"))
     with Progress(*columns) as progress:
-        bar = progress.add_task("train", total=total, loss=float("nan"))
+        bar = progress.add_task("training TinyVLA", total=total, loss=float("nan"))
         for step in range(total):
             index = torch.from_numpy(rng.choice(len(weights), section.batch_size, p=weights)).to(device)
             batch_images = {}
