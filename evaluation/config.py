@@ -93,7 +93,9 @@ class FixedLatency(_Strict):
     fixed_ms: float = Field(ge=0.0, allow_inf_nan=False)
 
 
-LatencySpec = Literal["frozen", "measured"] | FixedLatency
+# "profiled": the variant's median latency per call from profile() on this machine, measured once
+# before the episodes (EvalConfig.profiled_latency_ms) and then applied like a fixed latency
+LatencySpec = Literal["frozen", "measured", "profiled"] | FixedLatency
 
 
 class ExecutionConfig(_Strict):
@@ -234,6 +236,11 @@ class EvalConfig(_Strict):
     variants: list[VariantConfig] = Field(default_factory=list)
     execution: ExecutionConfig = ExecutionConfig()
     latency: LatencySpec = "frozen"
+    profiled_latency_ms: dict[str, float] | None = Field(
+        None,
+        description="'<task>/<variant>' -> ms for variants with latency: profiled; filled in by the run "
+        "(and recorded in run.json) before the episodes, or given to pin them (e.g. measured on a target device)",
+    )
     recording: RecordingConfig = RecordingConfig()
     profile: ProfileConfig = ProfileConfig()
     stats: StatsConfig = StatsConfig()
@@ -358,6 +365,10 @@ class EvalConfig(_Strict):
     def execution_for(self, name: str) -> ExecutionConfig:
         variant = self.variant(name)
         return variant.execution if variant is not None and variant.execution is not None else self.execution
+
+    def profiled_variants(self) -> list[str]:
+        """The variants whose latency model is ``profiled``."""
+        return [name for name in self.variant_names if self.latency_for(name) == "profiled"]
 
     def latency_for(self, name: str) -> LatencySpec:
         variant = self.variant(name)

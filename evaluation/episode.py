@@ -128,7 +128,16 @@ class EpisodeRunner:
             from vla_envs.controllers import hold_position_action
 
             hold = partial(hold_position_action, self.config.env.controller)
-        return LatencyAwareExecutor(chunk, self.config.latency_for(variant), self.env(task).unwrapped.control_freq, hold)
+        latency = self.config.latency_for(variant)
+        profiled = None
+        if latency == "profiled":
+            table = self.config.profiled_latency_ms or {}
+            key = f"{task}/{variant}"
+            if key not in table:
+                raise RuntimeError(f"latency 'profiled' for {key}: no profiled latency in the config "
+                                   "(run_episodes measures it before the episodes)")
+            profiled = table[key]
+        return LatencyAwareExecutor(chunk, latency, self.env(task).unwrapped.control_freq, hold, profiled)
 
     def close(self) -> None:
         for env in self._envs.values():
@@ -170,7 +179,7 @@ class EpisodeRunner:
             "episode_return": total_reward,
             "inference_calls": int(executor.inference_calls),
             "waiting_steps": int(executor.waiting_steps),
-            "latency_model": latency_label(executor.latency),
+            "latency_model": latency_label(executor.latency, executor.profiled_ms),
             "latency_mean_ms": float(latencies_ms.mean()) if len(latencies_ms) else float("nan"),
             "latency_p90_ms": float(np.percentile(latencies_ms, 90)) if len(latencies_ms) else float("nan"),
             "initial_state": fingerprint,

@@ -11,6 +11,9 @@ Three latency models (``docs/evaluation.md`` has a worked example):
   ``repeat_last`` (the last action again, which under a delta controller keeps the arm moving).
   The new chunk then starts from its first action (the plan for the observation it saw).
 - ``{fixed_ms: X}``: the same with ``t_inf = X`` ms (a target device); deterministic.
+- ``profiled``: the same with ``t_inf`` = the variant's median latency per call from
+  ``profile()`` on this machine, measured once before the episodes and recorded in run.json;
+  deterministic from then on (a resumed run reuses the recorded values).
 
 The episode clock starts when the first chunk is ready: the first query of an episode costs no
 simulated time (before it the robot has no action to hold).
@@ -37,9 +40,13 @@ def delay_steps(inference_s: float, control_freq_hz: float) -> int:
     return int(math.floor(inference_s * control_freq_hz + 0.5))
 
 
-def latency_label(latency: LatencySpec) -> str:
-    """``frozen``, ``measured`` or ``fixed_50ms``: for tables."""
-    return f"fixed_{latency.fixed_ms:g}ms" if isinstance(latency, FixedLatency) else str(latency)
+def latency_label(latency: LatencySpec, profiled_ms: float | None = None) -> str:
+    """``frozen``, ``measured``, ``fixed_50ms`` or ``profiled_3.62ms``: for tables."""
+    if isinstance(latency, FixedLatency):
+        return f"fixed_{latency.fixed_ms:g}ms"
+    if latency == "profiled" and profiled_ms is not None:
+        return f"profiled_{profiled_ms:.3g}ms"
+    return str(latency)
 
 
 class TimedChunkExecutor(ChunkExecutor):
@@ -86,11 +93,14 @@ class LatencyAwareExecutor:
     """Turns a ``TimedChunkExecutor`` into one action per control step under a latency model."""
 
     def __init__(self, executor: TimedChunkExecutor, latency: LatencySpec, control_freq_hz: float,
-                 hold_action: Callable[[np.ndarray], np.ndarray] | None = None):
+                 hold_action: Callable[[np.ndarray], np.ndarray] | None = None, profiled_ms: float | None = None):
         """``hold_action(last_action)``: what to execute while waiting once the previous chunk is
-        used up; ``None`` repeats the last action."""
-        if latency not in ("frozen", "measured") and not isinstance(latency, FixedLatency):
-            raise ValueError(f"latency={latency!r}: expected 'frozen', 'measured' or {{fixed_ms: X}}")
+        used up; ``None`` repeats the last action. ``profiled_ms``: the latency ``profiled`` applies."""
+        if latency not in ("frozen", "measured", "profiled") and not isinstance(latency, FixedLatency):
+            raise ValueError(f"latency={latency!r}: expected 'frozen', 'measured', 'profiled' or {{fixed_ms: X}}")
+        if latency == "profiled" and (profiled_ms is None or not math.isfinite(profiled_ms) or profiled_ms < 0):
+            raise ValueError(f"latency 'profiled' needs the profiled latency in ms, got {profiled_ms!r}")
+        self.profiled_ms = profiled_ms
         self.hold_action = hold_action
         self.executor = executor
         self.latency = latency
@@ -115,6 +125,8 @@ class LatencyAwareExecutor:
     def _inference_s(self) -> float:
         if isinstance(self.latency, FixedLatency):
             return self.latency.fixed_ms / 1e3
+        if self.latency == "profiled":
+            return self.profiled_ms / 1e3
         return self.executor.latencies_s[-1]
 
     def _leftover(self, previous: np.ndarray | None) -> list[np.ndarray]:

@@ -116,8 +116,11 @@ def test_latency_labels():
     assert latency_label("frozen") == "frozen" and latency_label("measured") == "measured"
     assert latency_label(FixedLatency(fixed_ms=50)) == "fixed_50ms"
     assert latency_label(FixedLatency(fixed_ms=12.5)) == "fixed_12.5ms"
-    with pytest.raises(ValueError, match=r"latency='slow': expected 'frozen', 'measured' or \{fixed_ms: X\}"):
+    assert latency_label("profiled", 3.6249) == "profiled_3.62ms"
+    with pytest.raises(ValueError, match=r"latency='slow': expected 'frozen', 'measured', 'profiled' or \{fixed_ms: X\}"):
         LatencyAwareExecutor(TimedChunkExecutor(Counting(4), "open_loop", 2), "slow", 20.0)
+    with pytest.raises(ValueError, match="'profiled' needs the profiled latency in ms, got None"):
+        LatencyAwareExecutor(TimedChunkExecutor(Counting(4), "open_loop", 2), "profiled", 20.0)
 
 
 def test_a_fixed_latency_of_half_a_step_waits_one_step():
@@ -237,3 +240,36 @@ def test_chunk_starts_mark_where_a_new_plan_begins():
     _, sources, _ = run(FixedLatency(fixed_ms=100), 10)
     starts = chunk_starts([(False, False)] + sources)
     assert [i for i, s in enumerate(starts) if s] == [5, 9]
+
+
+def test_profiled_latency_is_measured_once_recorded_and_then_deterministic(tmp_path):
+    """A `latency: profiled` variant gets its profile() median before the episodes, recorded in
+    run.json; pinning that value reproduces the episodes exactly, and a pinned 100 ms behaves
+    like `fixed_ms: 100`."""
+    import json
+
+    from eval_helpers import SMALL, deterministic_episodes, small_config
+
+    from evaluation import run_eval
+
+    text = SMALL.replace("latency: {fixed_ms: 100}}", "latency: profiled}")
+    _, config = small_config(tmp_path, text)
+    first = run_eval(config, tmp_path / "first", progress=False)
+    recorded = json.loads((tmp_path / "first" / "run.json").read_text())["config"]["profiled_latency_ms"]
+    assert list(recorded) == ["Lift/int4_100ms"] and recorded["Lift/int4_100ms"] > 0
+    labels = {r["variant"]: r["latency_model"] for r in first.summary}
+    assert labels["int4_100ms"].startswith("profiled_") and labels["perturbed"] == "frozen"
+
+    pinned = config.model_copy(update={"profiled_latency_ms": recorded})
+    run_eval(pinned, tmp_path / "second", progress=False)
+    assert deterministic_episodes(tmp_path / "second" / "episodes.parquet") == deterministic_episodes(tmp_path / "first" / "episodes.parquet")
+
+    slow = config.model_copy(update={"profiled_latency_ms": {"Lift/int4_100ms": 100.0}})
+    fixed = small_config(tmp_path, SMALL, "fixed.yaml")[1]
+    run_eval(slow, tmp_path / "slow", progress=False)
+    run_eval(fixed, tmp_path / "fixed", progress=False)
+    waits = {}
+    for name in ("slow", "fixed"):
+        rows = deterministic_episodes(tmp_path / name / "episodes.parquet")
+        waits[name] = [(r["seed"], r["waiting_steps"], r["energy_j"]) for r in rows if r["variant"] == "int4_100ms"]
+    assert waits["slow"] == waits["fixed"] and all(w > 0 for _, w, _ in waits["slow"])
