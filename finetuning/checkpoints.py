@@ -3,8 +3,8 @@
 Layout of ``OUT/checkpoints/``::
 
     step_000020000/
-        agent.safetensors      every SB3 state dict (policy, critic, optimizers' tensors flattened
-                               by torch.save) -- see below -- and the extra torch variables
+        agent.safetensors      the SB3 policy's state dict (actor and critic) and the algorithm's
+                               extra torch variables (SAC's log_ent_coef)
         optimizers.pt          the optimizers' state dicts (torch.load(weights_only=True))
         normalizer.safetensors VecNormalize's running mean/var/count (when used)
         replay_buffer.npz      SAC's replay buffer (plain arrays, np.load(allow_pickle=False))
