@@ -86,8 +86,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path) -> tuple
     out.mkdir(parents=True, exist_ok=True)
     title = f"{label_b} compared with {label_a}"
     write_csv(rows, out / "summary.csv")
-    lines = [f"Runs: {label_a} = {run_a}, {label_b} = {run_b}.", *(f"Note: {n}." for n in notes), ""]
-    (out / "summary.md").write_text(markdown(rows, stats.confidence, title).replace("\n", "\n\n" + "\n".join(lines), 1),
-                                    encoding="utf-8")
+    notes_md = (f"Runs: {label_a} = {run_a}, {label_b} = {run_b}.", *(f"Note: {n}." for n in notes))
+    (out / "summary.md").write_text(markdown(rows, stats.confidence, title, notes_md), encoding="utf-8")
     write_report(out / "report.html", rows, {**info_a, "config": {**info_a["config"], "name": title}}, episodes)
     return rows, notes

@@ -146,17 +146,21 @@ def _pct(value: float) -> str:
     return "" if value is None or not math.isfinite(value) else f" ({value:+.1f}%)"
 
 
-def markdown(rows: list[dict], confidence: float = 0.95, title: str = "Evaluation summary") -> str:
+def markdown(rows: list[dict], confidence: float = 0.95, title: str = "Evaluation summary",
+             notes: tuple[str, ...] = ()) -> str:
     """summary.md: success, the main embodied metrics (mean [CI] (% vs base)), paired
-    comparisons and inference metrics, one table each per task."""
+    comparisons and inference metrics, one table each per task; ``notes`` are paragraphs
+    under the title."""
     level = f"{confidence:.0%}"
     lines = [f"# {title}", ""]
+    for note in notes:
+        lines += [note, ""]
     lines += [
         f"Success rate with a Wilson {level} interval; embodied metrics: mean over successful episodes "
         f"[bootstrap {level} interval] (% change of the mean against the base, or the variant named after "
         "'vs'). Paired: mean "
         "difference (variant - base) over the seeds both solved [bootstrap interval] (% change of "
-        "the paired means); MDE: the smallest % change this number of pairs could detect (95% "
+        f"the paired means); MDE: the smallest % change this number of pairs could detect ({level} "
         "confidence, 80% power). Every metric and interval is in summary.csv.",
         "",
     ]
