@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from evaluation.devices import DeviceModel
 from vla_envs.config import ConfigError, check_task_names, load_config
 
 # numpy's legacy seeding (np.random.seed) takes 32-bit seeds; larger ones fail mid-run
@@ -93,15 +94,24 @@ class FixedLatency(_Strict):
     fixed_ms: float = Field(ge=0.0, allow_inf_nan=False)
 
 
-# "profiled": the variant's median latency per call from profile() on this machine, measured once
-# before the episodes (EvalConfig.profiled_latency_ms) and then applied like a fixed latency
-LatencySpec = Literal["frozen", "measured", "profiled"] | FixedLatency
+class DeviceLatency(_Strict):
+    """A device model (``evaluation.devices``): FLOPs per call / effective throughput + overhead."""
+
+    device: str = Field(description="a name in configs/latency/devices.yaml or in the config's 'devices'")
+
+
+# "profiled" (the variant's median latency per call from profile() on this machine) and
+# {device: NAME} are resolved once before the episodes (EvalConfig.resolved_latency_ms) and then
+# applied like a fixed latency
+LatencySpec = Literal["frozen", "measured", "profiled"] | FixedLatency | DeviceLatency
 
 
 class ExecutionConfig(_Strict):
     """How action chunks become control steps (``policies.ChunkExecutor``)."""
 
-    schedule: Literal["open_loop", "temporal_ensemble"] = "open_loop"
+    schedule: Literal["open_loop", "temporal_ensemble", "async"] = Field(
+        "open_loop", description="async: query while the current chunk still has query_when_remaining actions"
+    )
     execute_steps: int | None = Field(
         None, ge=1, description="open-loop k (capped at each policy's chunk size); default: the chunk size"
     )
@@ -112,9 +122,27 @@ class ExecutionConfig(_Strict):
         "motion (gripper kept), or the last action again (under a delta controller the arm keeps moving)",
     )
 
+    query_when_remaining: int | None = Field(
+        None, ge=0, description="async only: start the next query when this many actions of the chunk are left"
+    )
+
+    @model_validator(mode="after")
+    def _async_settings(self):
+        if self.schedule == "async" and self.query_when_remaining is None:
+            raise ValueError("schedule 'async' needs 'query_when_remaining' (actions left when the next query "
+                             "starts), expected an integer >= 0")
+        if self.schedule != "async" and self.query_when_remaining is not None:
+            raise ValueError(f"'query_when_remaining' = {self.query_when_remaining} applies to schedule 'async', "
+                             f"not {self.schedule!r}")
+        return self
+
     def executor_kwargs(self) -> dict:
-        """The ``policies.ChunkExecutor`` keyword arguments (``on_empty`` belongs to the latency loop)."""
-        return self.model_dump(exclude_none=True, exclude={"on_empty"})
+        """The ``policies.ChunkExecutor`` keyword arguments: an async schedule queries through an
+        open-loop executor (``on_empty`` and ``query_when_remaining`` belong to the latency loop)."""
+        kwargs = self.model_dump(exclude_none=True, exclude={"on_empty", "query_when_remaining"})
+        if self.schedule == "async":
+            kwargs["schedule"] = "open_loop"
+        return kwargs
 
 
 class BaseConfig(_Strict):
@@ -236,10 +264,14 @@ class EvalConfig(_Strict):
     variants: list[VariantConfig] = Field(default_factory=list)
     execution: ExecutionConfig = ExecutionConfig()
     latency: LatencySpec = "frozen"
-    profiled_latency_ms: dict[str, float] | None = Field(
+    devices: dict[str, DeviceModel] = Field(
+        default_factory=dict, description="device models for latency {device: NAME}, added to (or overriding) "
+        "configs/latency/devices.yaml",
+    )
+    resolved_latency_ms: dict[str, float] | None = Field(
         None,
-        description="'<task>/<variant>' -> ms for variants with latency: profiled; filled in by the run "
-        "(and recorded in run.json) before the episodes, or given to pin them (e.g. measured on a target device)",
+        description="'<task>/<variant>' -> ms for variants with latency 'profiled' or {device: NAME}; filled in "
+        "by the run (and recorded in run.json) before the episodes, or given to pin them (e.g. measured on a target device)",
     )
     recording: RecordingConfig = RecordingConfig()
     profile: ProfileConfig = ProfileConfig()
@@ -308,6 +340,12 @@ class EvalConfig(_Strict):
                 raise ValueError(f"variant {variant.name!r}: compare_to = {variant.compare_to!r}, expected one of {names}")
             if variant.compare_to == variant.name:
                 raise ValueError(f"variant {variant.name!r}: compare_to names itself, expected another variant")
+        known_devices = self.device_table()
+        for name in names:
+            latency = self.latency_for(name)
+            if isinstance(latency, DeviceLatency) and latency.device not in known_devices:
+                raise ValueError(f"variant {name!r}: latency device {latency.device!r} is not in "
+                                 f"configs/latency/devices.yaml or 'devices', expected one of {sorted(known_devices)}")
         report = self.report
         if report.trace_variant is not None and report.trace_variant not in names:
             raise ValueError(f"'report.trace_variant' = {report.trace_variant!r}, expected one of {names}")
@@ -366,9 +404,16 @@ class EvalConfig(_Strict):
         variant = self.variant(name)
         return variant.execution if variant is not None and variant.execution is not None else self.execution
 
-    def profiled_variants(self) -> list[str]:
-        """The variants whose latency model is ``profiled``."""
-        return [name for name in self.variant_names if self.latency_for(name) == "profiled"]
+    def device_table(self) -> dict[str, DeviceModel]:
+        """The shipped device models with the config's own ``devices`` over them."""
+        from evaluation.devices import shipped_devices
+
+        return {**shipped_devices(), **self.devices}
+
+    def resolved_variants(self) -> list[str]:
+        """The variants whose latency is resolved once before the episodes (``profiled``, ``{device: NAME}``)."""
+        return [name for name in self.variant_names
+                if self.latency_for(name) == "profiled" or isinstance(self.latency_for(name), DeviceLatency)]
 
     def latency_for(self, name: str) -> LatencySpec:
         variant = self.variant(name)

@@ -12,6 +12,7 @@ stochastic policies); policies are built with seeds derived from their names.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
@@ -20,7 +21,15 @@ import numpy as np
 import pyarrow as pa
 
 from evaluation.config import EvalConfig
-from evaluation.latency import LatencyAwareExecutor, TimedChunkExecutor, latency_label
+from evaluation.latency import (
+    AsyncChunkExecutor,
+    LatencyAwareExecutor,
+    StepSource,
+    TimedChunkExecutor,
+    latency_label,
+    needs_resolved_latency,
+    seam_mask,
+)
 from evaluation.policy_specs import PolicyCache, seed_everything
 from evaluation.units import WorkUnit
 from wrappers.metrics import METRIC_KEYS
@@ -49,13 +58,12 @@ def state_fingerprint(env) -> str:
 SEAM_COLUMNS: tuple[str, ...] = ("jerk_ms_seam", "jerk_ms_within", "action_rate_seam", "action_rate_within")
 
 
-def seam_columns(episode, sources: list[tuple[bool, bool]], control_freq_hz: float) -> dict[str, float]:
+def seam_columns(episode, sources: list[StepSource], control_freq_hz: float) -> dict[str, float]:
     """The episode's ``SEAM_COLUMNS`` from its recorded velocities and actions and where each
-    chunk started (``evaluation.latency.chunk_starts``)."""
-    from evaluation.latency import chunk_starts
+    chunk started (``evaluation.latency.seam_mask``; ``sources[0]`` stands for the reset row)."""
     from wrappers.metrics import action_rate_parts, jerk_ms_parts
 
-    starts = chunk_starts(sources)
+    starts = seam_mask(sources)
     jerk = jerk_ms_parts(episode.qvel, control_freq_hz, starts)
     rate = action_rate_parts(episode.action, starts[1:])  # action i was executed on row i + 1
     return dict(zip(SEAM_COLUMNS, (*jerk, *rate)))
@@ -112,7 +120,7 @@ class EpisodeRunner:
         self.env(task)
         return self._policies[task].get(variant)
 
-    def executor(self, task: str, variant: str) -> LatencyAwareExecutor:
+    def executor(self, task: str, variant: str) -> LatencyAwareExecutor | AsyncChunkExecutor:
         policy = self.policy(task, variant)
         execution = self.config.execution_for(variant)
         # a compression spec's `execution: {open_loop_steps: k}` wins over the config's k; the
@@ -120,7 +128,8 @@ class EpisodeRunner:
         execute_steps = getattr(policy, "execute_steps", None) or execution.execute_steps
         if execute_steps is not None:
             execute_steps = min(execute_steps, int(getattr(policy, "chunk_size", 1)))
-        chunk = TimedChunkExecutor(policy, execution.schedule, execute_steps, execution.ensemble_coefficient)
+        kwargs = execution.executor_kwargs()
+        chunk = TimedChunkExecutor(policy, kwargs["schedule"], execute_steps, execution.ensemble_coefficient)
         hold = None
         if execution.on_empty == "hold_position":
             from functools import partial
@@ -129,15 +138,18 @@ class EpisodeRunner:
 
             hold = partial(hold_position_action, self.config.env.controller)
         latency = self.config.latency_for(variant)
-        profiled = None
-        if latency == "profiled":
-            table = self.config.profiled_latency_ms or {}
+        resolved = None
+        if needs_resolved_latency(latency):
+            table = self.config.resolved_latency_ms or {}
             key = f"{task}/{variant}"
             if key not in table:
-                raise RuntimeError(f"latency 'profiled' for {key}: no profiled latency in the config "
-                                   "(run_episodes measures it before the episodes)")
-            profiled = table[key]
-        return LatencyAwareExecutor(chunk, latency, self.env(task).unwrapped.control_freq, hold, profiled)
+                raise RuntimeError(f"latency {latency_label(latency)!r} for {key}: no resolved latency in the config "
+                                   "(run_episodes resolves it before the episodes)")
+            resolved = table[key]
+        control_freq = self.env(task).unwrapped.control_freq
+        if execution.schedule == "async":
+            return AsyncChunkExecutor(chunk, latency, control_freq, execution.query_when_remaining, hold, resolved)
+        return LatencyAwareExecutor(chunk, latency, control_freq, hold, resolved)
 
     def close(self) -> None:
         for env in self._envs.values():
@@ -156,7 +168,7 @@ class EpisodeRunner:
         fingerprint = state_fingerprint(env)
         executor.reset(info.get("instruction", ""))
         running = [info["embodied"]]
-        sources = [(False, False)]
+        sources = [StepSource(queried=False, waiting=False)]  # the reset row
         frames = [env.render()] if film else []
         total_reward, success, terminated, truncated = 0.0, bool(info.get("is_success", False)), False, False
         while not (terminated or truncated):
@@ -165,7 +177,7 @@ class EpisodeRunner:
             total_reward += float(reward)
             success = success or bool(info.get("is_success", False))
             running.append(info["embodied"])
-            sources.append((source.queried, source.waiting))
+            sources.append(source)
             if film:
                 frames.append(env.render())
         latencies_ms = np.asarray(executor.latencies_s) * 1e3
@@ -179,7 +191,8 @@ class EpisodeRunner:
             "episode_return": total_reward,
             "inference_calls": int(executor.inference_calls),
             "waiting_steps": int(executor.waiting_steps),
-            "latency_model": latency_label(executor.latency, executor.profiled_ms),
+            "stale_actions": int(executor.stale_actions),
+            "latency_model": latency_label(executor.latency, executor.resolved_ms),
             "latency_mean_ms": float(latencies_ms.mean()) if len(latencies_ms) else float("nan"),
             "latency_p90_ms": float(np.percentile(latencies_ms, 90)) if len(latencies_ms) else float("nan"),
             "initial_state": fingerprint,
@@ -195,7 +208,7 @@ class EpisodeRunner:
         return EpisodeResult(row, steps, video)
 
     @staticmethod
-    def _steps_table(env, unit: WorkUnit, running: list[dict], sources: list[tuple[bool, bool]]) -> pa.Table:
+    def _steps_table(env, unit: WorkUnit, running: list[dict], sources: list[StepSource]) -> pa.Table:
         """The recorder's per-step table with the episode keys, running costs and action sources."""
         from wrappers.parquet_io import episode_table
 
@@ -217,6 +230,6 @@ class EpisodeRunner:
         for key in METRIC_KEYS:
             if key != "n_steps":
                 table = table.append_column(f"running_{key}", pa.array([float(r[key]) for r in running]))
-        table = table.append_column("queried", pa.array([s[0] for s in sources]))
-        table = table.append_column("waiting", pa.array([s[1] for s in sources]))
+        for field in dataclasses.fields(StepSource):
+            table = table.append_column(field.name, pa.array([getattr(s, field.name) for s in sources], pa.bool_()))
         return table.replace_schema_metadata(None)

@@ -1,5 +1,6 @@
 """Conventional inference metrics of every variant (``policies.profiling.profile``), measured in
-the driver (after the episodes for the report; before them for ``latency: profiled``), so
+the driver (after the episodes for the report; before them for ``latency: profiled`` and
+``{device: NAME}``), so
 parallel workers do not disturb the timings."""
 
 from __future__ import annotations
@@ -40,7 +41,26 @@ def profile_variants(config: EvalConfig) -> dict[tuple[str, str], dict]:
     return {(task, variant): result.to_dict() for task, variant, result in _profile_each(config, config.variant_names)}
 
 
-def measure_latency_ms(config: EvalConfig, variants: list[str]) -> dict[str, float]:
-    """'<task>/<variant>' -> median latency per call (ms) for ``variants``: what ``latency:
-    profiled`` applies (measured whatever ``profile.enabled`` says)."""
-    return {f"{task}/{variant}": result.latency_median_ms for task, variant, result in _profile_each(config, variants)}
+def resolve_latency_ms(config: EvalConfig, variants: list[str]) -> dict[str, float]:
+    """'<task>/<variant>' -> the latency per call (ms) that ``variants`` apply, from one
+    ``profile()`` each (whatever ``profile.enabled`` says): the median for ``profiled``, the
+    device model of the FLOPs per call for ``{device: NAME}``."""
+    from evaluation.config import DeviceLatency
+    from evaluation.devices import device_latency_ms
+    from vla_envs.config import ConfigError
+
+    devices = config.device_table()
+    resolved = {}
+    for task, variant, result in _profile_each(config, variants):
+        latency = config.latency_for(variant)
+        if isinstance(latency, DeviceLatency):
+            if result.flops_per_call is None:
+                raise ConfigError(
+                    f"variant {variant!r}: latency {{device: {latency.device}}} needs FLOPs per call, and its "
+                    "policy offers no torch module to count them (Policy.torch_module() is None); expected a "
+                    "torch-backed policy, or latency 'profiled' or {fixed_ms: X}"
+                )
+            resolved[f"{task}/{variant}"] = device_latency_ms(result.flops_per_call, devices[latency.device])
+        else:
+            resolved[f"{task}/{variant}"] = result.latency_median_ms
+    return resolved

@@ -1,19 +1,27 @@
 """Latency-aware chunk execution: does a faster model finish the task sooner?
 
-Three latency models (``docs/evaluation.md`` has a worked example):
+Latency models (``docs/evaluation.md`` has worked examples):
 
 - ``frozen``: simulated time stops while the policy computes (every benchmark's convention).
 - ``measured``: each policy query takes its measured wall-clock time ``t_inf``; meanwhile the
-  simulation runs ``round(t_inf * control_freq)`` control steps (half up) executing the
-  previous chunk's not-yet-executed actions; once none is left, the robot does what
-  ``execution.on_empty`` says: ``hold_position`` (the default: an arm command of no motion,
-  the gripper as last commanded; ``vla_envs.controllers.hold_position_action``) or
-  ``repeat_last`` (the last action again, which under a delta controller keeps the arm moving).
-  The new chunk then starts from its first action (the plan for the observation it saw).
+  simulation runs ``round(t_inf * control_freq)`` control steps (half up).
 - ``{fixed_ms: X}``: the same with ``t_inf = X`` ms (a target device); deterministic.
-- ``profiled``: the same with ``t_inf`` = the variant's median latency per call from
-  ``profile()`` on this machine, measured once before the episodes and recorded in run.json;
-  deterministic from then on (a resumed run reuses the recorded values).
+- ``profiled``: ``t_inf`` = the variant's median latency per call from ``profile()`` on this
+  machine, measured once before the episodes and recorded in run.json.
+- ``{device: NAME}``: ``t_inf`` = FLOPs per call / the device's effective throughput + its
+  overhead (``evaluation.devices``), computed once before the episodes and recorded.
+
+Two ways to spend that time (``execution.schedule``):
+
+- synchronous (``open_loop``, ``temporal_ensemble``; ``LatencyAwareExecutor``): the query starts
+  when the schedule re-plans; while it is in flight the robot executes the previous chunk's
+  not-yet-executed actions, then what ``execution.on_empty`` says: ``hold_position`` (an arm
+  command of no motion, the gripper as last commanded; ``vla_envs.controllers.hold_position_action``)
+  or ``repeat_last``. The new chunk then starts from its first action.
+- ``async`` (``AsyncChunkExecutor``): the next query starts while the current chunk still has
+  ``query_when_remaining`` actions to run; the robot keeps executing them, the chunk arrives
+  after the delay, its actions for steps already passed are dropped (stale), and the rest
+  replace what was left of the older plan.
 
 The episode clock starts when the first chunk is ready: the first query of an episode costs no
 simulated time (before it the robot has no action to hold).
@@ -29,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evaluation.config import FixedLatency, LatencySpec
+from evaluation.config import DeviceLatency, FixedLatency, LatencySpec
 from policies.chunk_executor import ChunkExecutor
 
 
@@ -40,13 +48,22 @@ def delay_steps(inference_s: float, control_freq_hz: float) -> int:
     return int(math.floor(inference_s * control_freq_hz + 0.5))
 
 
-def latency_label(latency: LatencySpec, profiled_ms: float | None = None) -> str:
-    """``frozen``, ``measured``, ``fixed_50ms`` or ``profiled_3.62ms``: for tables."""
+def latency_label(latency: LatencySpec, resolved_ms: float | None = None) -> str:
+    """``frozen``, ``measured``, ``fixed_50ms``, ``profiled_3.62ms`` or ``jetson_orin_nano_2.1ms``
+    (a device model): for tables."""
     if isinstance(latency, FixedLatency):
         return f"fixed_{latency.fixed_ms:g}ms"
-    if latency == "profiled" and profiled_ms is not None:
-        return f"profiled_{profiled_ms:.3g}ms"
+    if isinstance(latency, DeviceLatency):
+        return latency.device if resolved_ms is None else f"{latency.device}_{resolved_ms:.3g}ms"
+    if latency == "profiled" and resolved_ms is not None:
+        return f"profiled_{resolved_ms:.3g}ms"
     return str(latency)
+
+
+def needs_resolved_latency(latency: LatencySpec) -> bool:
+    """Whether the latency model's value is resolved once before the episodes (``profiled``,
+    ``{device: NAME}``) and read from ``EvalConfig.resolved_latency_ms``."""
+    return latency == "profiled" or isinstance(latency, DeviceLatency)
 
 
 class TimedChunkExecutor(ChunkExecutor):
@@ -57,9 +74,9 @@ class TimedChunkExecutor(ChunkExecutor):
         self.latencies_s: list[float] = []
         self.last_chunk: np.ndarray | None = None
 
-    def _query(self, obs) -> np.ndarray:
+    def query(self, obs) -> np.ndarray:
         start = time.perf_counter()
-        chunk = super()._query(obs)
+        chunk = super().query(obs)
         self.latencies_s.append(time.perf_counter() - start)
         self.last_chunk = chunk
         return chunk
@@ -67,52 +84,40 @@ class TimedChunkExecutor(ChunkExecutor):
 
 @dataclass(frozen=True)
 class StepSource:
-    """Where a control step's action came from."""
+    """Where a control step's action came from (one row of ``steps.parquet``)."""
 
-    queried: bool  # the policy was queried on this step's observation
-    waiting: bool  # a filler action executed while an inference was in flight
+    queried: bool  # a policy query started on this step's observation
+    waiting: bool  # synchronous: a query was in flight; async: no planned action was left (on_empty)
+    chunk_start: bool = False  # the step executed the first action run from a newly arrived chunk
 
 
-def chunk_starts(sources: list[tuple[bool, bool]]) -> np.ndarray:
-    """Per recorded row (row 0 is the reset), whether that step executed the first action of a
-    new chunk, the episode's first chunk excepted: the chunk seams. ``sources`` holds each row's
-    (queried, waiting). Without a wait a chunk starts on the step that queried it; after a wait,
-    on the first step that is not waiting."""
-    starts = np.zeros(len(sources), dtype=bool)
-    seen_first = False
-    for row in range(1, len(sources)):
-        queried, waiting = sources[row]
-        arrived = (queried and not waiting) or (not waiting and sources[row - 1][1])
-        if arrived:
-            starts[row] = seen_first
-            seen_first = True
+def seam_mask(sources: list[StepSource]) -> np.ndarray:
+    """Per step, whether a new chunk started there, the episode's first chunk excepted: the
+    chunk seams that ``wrappers.metrics.jerk_ms_parts`` splits at."""
+    starts = np.array([s.chunk_start for s in sources], dtype=bool)
+    first = np.flatnonzero(starts)
+    if len(first):
+        starts[first[0]] = False
     return starts
 
 
-class LatencyAwareExecutor:
-    """Turns a ``TimedChunkExecutor`` into one action per control step under a latency model."""
+class _LatencyModel:
+    """The latency model's delay per query and the on_empty action, shared by both schedules."""
 
     def __init__(self, executor: TimedChunkExecutor, latency: LatencySpec, control_freq_hz: float,
-                 hold_action: Callable[[np.ndarray], np.ndarray] | None = None, profiled_ms: float | None = None):
-        """``hold_action(last_action)``: what to execute while waiting once the previous chunk is
-        used up; ``None`` repeats the last action. ``profiled_ms``: the latency ``profiled`` applies."""
-        if latency not in ("frozen", "measured", "profiled") and not isinstance(latency, FixedLatency):
-            raise ValueError(f"latency={latency!r}: expected 'frozen', 'measured', 'profiled' or {{fixed_ms: X}}")
-        if latency == "profiled" and (profiled_ms is None or not math.isfinite(profiled_ms) or profiled_ms < 0):
-            raise ValueError(f"latency 'profiled' needs the profiled latency in ms, got {profiled_ms!r}")
-        self.profiled_ms = profiled_ms
+                 hold_action: Callable[[np.ndarray], np.ndarray] | None, resolved_ms: float | None):
+        valid = latency in ("frozen", "measured", "profiled") or isinstance(latency, (FixedLatency, DeviceLatency))
+        if not valid:
+            raise ValueError(f"latency={latency!r}: expected 'frozen', 'measured', 'profiled', {{fixed_ms: X}} "
+                             "or {device: NAME}")
+        if needs_resolved_latency(latency) and (resolved_ms is None or not math.isfinite(resolved_ms) or resolved_ms < 0):
+            raise ValueError(f"latency {latency_label(latency)!r} needs its resolved latency in ms "
+                             f"(EvalConfig.resolved_latency_ms), got {resolved_ms!r}")
+        self.resolved_ms = resolved_ms
         self.hold_action = hold_action
         self.executor = executor
         self.latency = latency
         self.control_freq_hz = float(control_freq_hz)
-        self.reset()
-
-    def reset(self, instruction: str = "") -> None:
-        self.executor.reset(instruction)
-        self._filler: deque[np.ndarray] = deque()
-        self._deferred: np.ndarray | None = None
-        self._last_action: np.ndarray | None = None
-        self.waiting_steps = 0  # control steps spent waiting for inference, this episode
 
     @property
     def inference_calls(self) -> int:
@@ -122,12 +127,46 @@ class LatencyAwareExecutor:
     def latencies_s(self) -> list[float]:
         return self.executor.latencies_s
 
-    def _inference_s(self) -> float:
+    def _delay_steps(self) -> int:
+        """Control steps the query just made takes (0 for the episode's first query and when frozen)."""
+        if self.latency == "frozen" or self.executor.inference_calls == 1:
+            return 0
         if isinstance(self.latency, FixedLatency):
-            return self.latency.fixed_ms / 1e3
-        if self.latency == "profiled":
-            return self.profiled_ms / 1e3
-        return self.executor.latencies_s[-1]
+            seconds = self.latency.fixed_ms / 1e3
+        elif needs_resolved_latency(self.latency):
+            seconds = self.resolved_ms / 1e3
+        else:
+            seconds = self.executor.latencies_s[-1]
+        return delay_steps(seconds, self.control_freq_hz)
+
+    def _hold(self, last: np.ndarray | None) -> np.ndarray:
+        return last if self.hold_action is None else self.hold_action(last)
+
+    def _emit(self, action: np.ndarray) -> np.ndarray:
+        self._last_action = np.asarray(action, dtype=np.float32)
+        return self._last_action
+
+
+class LatencyAwareExecutor(_LatencyModel):
+    """Turns a ``TimedChunkExecutor`` into one action per control step under a latency model,
+    querying synchronously (when the executor's schedule re-plans)."""
+
+    stale_actions = 0  # a synchronous chunk always starts from its first action
+
+    def __init__(self, executor: TimedChunkExecutor, latency: LatencySpec, control_freq_hz: float,
+                 hold_action: Callable[[np.ndarray], np.ndarray] | None = None, resolved_ms: float | None = None):
+        """``hold_action(last_action)``: what to execute while waiting once the previous chunk is
+        used up; ``None`` repeats the last action. ``resolved_ms``: the latency ``profiled`` and
+        ``{device: NAME}`` apply."""
+        super().__init__(executor, latency, control_freq_hz, hold_action, resolved_ms)
+        self.reset()
+
+    def reset(self, instruction: str = "") -> None:
+        self.executor.reset(instruction)
+        self._filler: deque[np.ndarray] = deque()
+        self._deferred: np.ndarray | None = None
+        self._last_action: np.ndarray | None = None
+        self.waiting_steps = 0  # control steps spent waiting for inference, this episode
 
     def _leftover(self, previous: np.ndarray | None) -> list[np.ndarray]:
         """The previous chunk's actions that the schedule had not executed."""
@@ -144,25 +183,80 @@ class LatencyAwareExecutor:
             return self._emit(action), StepSource(queried=False, waiting=True)
         if self._deferred is not None:  # the chunk computed during the wait arrives
             action, self._deferred = self._deferred, None
-            return self._emit(action), StepSource(queried=False, waiting=False)
+            return self._emit(action), StepSource(queried=False, waiting=False, chunk_start=True)
         previous = self.executor.last_chunk
         queried = self.executor.needs_query
         action = self.executor.step(obs)
-        first_query = queried and self.executor.inference_calls == 1
-        if not queried or self.latency == "frozen" or first_query:
-            return self._emit(action), StepSource(queried=queried, waiting=False)
-        n_wait = delay_steps(self._inference_s(), self.control_freq_hz)
+        n_wait = self._delay_steps() if queried else 0
         if n_wait == 0:
-            return self._emit(action), StepSource(queried=True, waiting=False)
+            return self._emit(action), StepSource(queried=queried, waiting=False, chunk_start=queried)
         filler = self._leftover(previous)[:n_wait]
         last = filler[-1] if filler else self._last_action
-        hold = last if self.hold_action is None else self.hold_action(last)
-        filler += [hold] * (n_wait - len(filler))
+        filler += [self._hold(last)] * (n_wait - len(filler))
         self._deferred = action
         self._filler = deque(filler[1:])
         self.waiting_steps += 1
         return self._emit(filler[0]), StepSource(queried=True, waiting=True)
 
-    def _emit(self, action: np.ndarray) -> np.ndarray:
-        self._last_action = np.asarray(action, dtype=np.float32)
-        return self._last_action
+
+class AsyncChunkExecutor(_LatencyModel):
+    """``execution.schedule: async``: query while the current chunk still has
+    ``query_when_remaining`` actions, keep executing them while the query is in flight.
+
+    A chunk queried on step ``t_q`` plans steps ``t_q, t_q + 1, ...``; it arrives on step
+    ``t_q + d`` (``d`` the latency model's delay). Its first ``d`` actions are for steps already
+    past: they are dropped and counted in ``stale_actions`` (LeRobot's asynchronous client does
+    the same); the rest of its first ``execute_steps`` actions replace whatever was left of the
+    older chunk. A step with no planned action left runs the ``on_empty`` action and counts in
+    ``waiting_steps``. With ``frozen`` latency a chunk arrives on the step it was asked for.
+    """
+
+    def __init__(self, executor: TimedChunkExecutor, latency: LatencySpec, control_freq_hz: float,
+                 query_when_remaining: int, hold_action: Callable[[np.ndarray], np.ndarray] | None = None,
+                 resolved_ms: float | None = None):
+        if executor.schedule != "open_loop":
+            raise ValueError(f"async execution runs an open-loop executor, got schedule={executor.schedule!r}")
+        if not 0 <= query_when_remaining < executor.execute_steps:
+            raise ValueError(f"query_when_remaining={query_when_remaining}: expected 0..{executor.execute_steps - 1} "
+                             f"(fewer than the {executor.execute_steps} actions executed per chunk)")
+        super().__init__(executor, latency, control_freq_hz, hold_action, resolved_ms)
+        self.query_when_remaining = int(query_when_remaining)
+        self.reset()
+
+    def reset(self, instruction: str = "") -> None:
+        self.executor.reset(instruction)
+        self._queue: deque[np.ndarray] = deque()
+        self._in_flight: tuple[int, np.ndarray, int] | None = None  # (query step, chunk, arrival step)
+        self._last_action: np.ndarray | None = None
+        self.t = 0
+        self.waiting_steps = 0
+        self.stale_actions = 0  # actions of arrived chunks dropped because their step had passed
+
+    def step(self, obs) -> tuple[np.ndarray, StepSource]:
+        # a chunk due now arrives before the query rule is checked, so a query can start on the
+        # step its predecessor arrives; a chunk with no delay arrives on the step it is asked for
+        chunk_start = self._arrive()
+        queried = self._in_flight is None and len(self._queue) <= self.query_when_remaining
+        if queried:
+            chunk = self.executor.query(obs)[: self.executor.execute_steps]
+            self._in_flight = (self.t, chunk, self.t + self._delay_steps())
+            chunk_start = self._arrive() or chunk_start
+        self.t += 1
+        if self._queue:
+            return self._emit(self._queue.popleft()), StepSource(queried, waiting=False, chunk_start=chunk_start)
+        self.waiting_steps += 1
+        return self._emit(self._hold(self._last_action)), StepSource(queried, waiting=True)
+
+    def _arrive(self) -> bool:
+        """Deliver the in-flight chunk if it is due: drop its actions for steps already past,
+        let the rest replace the older plan; whether a new chunk now supplies the actions."""
+        if self._in_flight is None or self.t < self._in_flight[2]:
+            return False
+        query_step, chunk, _ = self._in_flight
+        self._in_flight = None
+        late = self.t - query_step
+        self.stale_actions += min(late, len(chunk))
+        if late >= len(chunk):
+            return False
+        self._queue = deque(chunk[late:])
+        return True

@@ -111,26 +111,28 @@ def _progress(enabled: bool, console=None):
     return Progress(*progress_columns("episodes", TextColumn("{task.fields[last]}")), console=console)
 
 
-def resolve_profiled_latency(config: EvalConfig, previous_run_json: Path | None = None) -> EvalConfig:
-    """The config with ``profiled_latency_ms`` filled in for its ``latency: profiled`` variants:
-    the values of the run being resumed, else those the config pins, else measured now with
-    ``profile()`` (its median latency per call, on the first seed's observation, with the
-    config's torch threads). Episodes then apply them deterministically."""
-    names = config.profiled_variants()
+def resolve_latencies(config: EvalConfig, previous_run_json: Path | None = None) -> EvalConfig:
+    """The config with ``resolved_latency_ms`` filled in for its ``latency: profiled`` and
+    ``{device: NAME}`` variants: the values of the run being resumed, else those the config
+    pins, else computed now (``evaluation.inference.resolve_latency_ms``: ``profile()`` on the
+    first seed's observation with the config's torch threads). Episodes then apply them
+    deterministically."""
+    names = config.resolved_variants()
     if not names:
         return config
     wanted = [f"{task}/{name}" for task in config.tasks for name in names]
     if previous_run_json is not None and previous_run_json.is_file():
-        recorded = json.loads(previous_run_json.read_text()).get("config", {}).get("profiled_latency_ms") or {}
+        recorded = json.loads(previous_run_json.read_text()).get("config", {}).get("resolved_latency_ms") or {}
         if all(key in recorded for key in wanted):
-            return config.model_copy(update={"profiled_latency_ms": {k: recorded[k] for k in wanted}})
-    pinned = config.profiled_latency_ms or {}
+            return config.model_copy(update={"resolved_latency_ms": {k: recorded[k] for k in wanted}})
+    pinned = config.resolved_latency_ms or {}
     if all(key in pinned for key in wanted):
         return config
-    from evaluation.inference import measure_latency_ms
+    from evaluation.inference import resolve_latency_ms
 
-    measured = measure_latency_ms(config, names)
-    return config.model_copy(update={"profiled_latency_ms": {**measured, **pinned}})
+    missing = sorted({key.split("/", 1)[1] for key in wanted if key not in pinned}, key=names.index)
+    computed = resolve_latency_ms(config, missing)
+    return config.model_copy(update={"resolved_latency_ms": {**computed, **pinned}})
 
 
 def run_episodes(
@@ -154,7 +156,7 @@ def run_episodes(
 
     store = PartStore(out_dir)
     store.out_dir.mkdir(parents=True, exist_ok=True)
-    config = resolve_profiled_latency(config, store.out_dir / "run.json" if resume else None)
+    config = resolve_latencies(config, store.out_dir / "run.json" if resume else None)
     _check_output(store, config, resume)
     units = plan_units(config)
     done, damaged = store.completed(expect_steps=config.recording.record_steps)
@@ -292,5 +294,5 @@ def run_eval(
         progress=progress,
         console=console,
     )
-    rows, step_rows = finalize(resolve_profiled_latency(config, Path(out_dir) / "run.json"), out_dir, units)
+    rows, step_rows = finalize(resolve_latencies(config, Path(out_dir) / "run.json"), out_dir, units)
     return EvalOutcome(Path(out_dir), len(units), ran, step_rows, rows)

@@ -99,6 +99,7 @@ def summarize(
                 row[f"{column}_mean"] = _mean([e.get(column) for e in solved.values()])
             row["inference_calls_mean"] = _mean([e["inference_calls"] for e in group])
             row["waiting_steps_mean"] = _mean([e["waiting_steps"] for e in group])
+            row["stale_actions_mean"] = _mean([e.get("stale_actions", 0) for e in group])
             # per call (what a model costs each query) and per episode (what an episode waited in total)
             row["latency_per_call_mean_ms"] = _mean([e["latency_mean_ms"] for e in group])
             row["inference_time_per_episode_ms"] = _mean([e["latency_mean_ms"] * e["inference_calls"] for e in group])

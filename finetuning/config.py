@@ -47,6 +47,14 @@ class BaseSection(_Strict):
     policy: PolicySpec
     execution: ExecutionConfig = ExecutionConfig()
 
+    @field_validator("execution")
+    @classmethod
+    def _synchronous(cls, value: ExecutionConfig) -> ExecutionConfig:
+        if value.schedule == "async":  # training runs in frozen time: there is no latency to hide
+            raise ValueError("schedule 'async' is for evaluation under a latency model, expected 'open_loop' "
+                             "or 'temporal_ensemble' for the base a residual is trained on")
+        return value
+
 
 class ResidualSection(_Strict):
     """The residual action: ``clip(base + scale * clip(residual, -1, 1), low, high)``."""

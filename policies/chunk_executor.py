@@ -61,7 +61,10 @@ class ChunkExecutor:
         """Whether the next ``step`` queries the policy (latency models need to know)."""
         return self.schedule == "temporal_ensemble" or not self._queue
 
-    def _query(self, obs) -> np.ndarray:
+    def query(self, obs) -> np.ndarray:
+        """One policy query: its chunk, shape-checked (shape (H, action_dim)); counted in
+        ``inference_calls``. ``step`` calls it when the schedule re-plans; an asynchronous
+        scheduler calls it directly."""
         self.inference_calls += 1
         return check_chunk(self.policy.act(obs), self.policy.action_dim, type(self.policy).__name__)
 
@@ -69,11 +72,11 @@ class ChunkExecutor:
         """The action for the current control step (shape (action_dim,))."""
         if self.schedule == "open_loop":
             if not self._queue:
-                chunk = self._query(obs)
+                chunk = self.query(obs)
                 self._queue.extend(chunk[: self.execute_steps])
             action = self._queue.popleft()
         else:
-            self._chunks.append((self.t, self._query(obs)))
+            self._chunks.append((self.t, self.query(obs)))
             # keep only chunks that still cover this step
             self._chunks = [(s, c) for s, c in self._chunks if s + len(c) > self.t]
             predictions = np.stack([c[self.t - s] for s, c in self._chunks])

@@ -3,8 +3,14 @@
 import numpy as np
 import pytest
 
-from evaluation.config import FixedLatency
-from evaluation.latency import LatencyAwareExecutor, TimedChunkExecutor, delay_steps, latency_label
+from evaluation.config import DeviceLatency, FixedLatency
+from evaluation.latency import (
+    AsyncChunkExecutor,
+    LatencyAwareExecutor,
+    TimedChunkExecutor,
+    delay_steps,
+    latency_label,
+)
 from policies.base import Policy
 
 
@@ -117,10 +123,13 @@ def test_latency_labels():
     assert latency_label(FixedLatency(fixed_ms=50)) == "fixed_50ms"
     assert latency_label(FixedLatency(fixed_ms=12.5)) == "fixed_12.5ms"
     assert latency_label("profiled", 3.6249) == "profiled_3.62ms"
-    with pytest.raises(ValueError, match=r"latency='slow': expected 'frozen', 'measured', 'profiled' or \{fixed_ms: X\}"):
+    assert latency_label(DeviceLatency(device="jetson_orin_nano"), 3.0421) == "jetson_orin_nano_3.04ms"
+    with pytest.raises(ValueError, match=r"latency='slow': expected 'frozen', 'measured', 'profiled', \{fixed_ms: X\} or \{device: NAME\}"):
         LatencyAwareExecutor(TimedChunkExecutor(Counting(4), "open_loop", 2), "slow", 20.0)
-    with pytest.raises(ValueError, match="'profiled' needs the profiled latency in ms, got None"):
+    with pytest.raises(ValueError, match="'profiled' needs its resolved latency in ms .* got None"):
         LatencyAwareExecutor(TimedChunkExecutor(Counting(4), "open_loop", 2), "profiled", 20.0)
+    with pytest.raises(ValueError, match="'rtx_4090' needs its resolved latency in ms .* got None"):
+        LatencyAwareExecutor(TimedChunkExecutor(Counting(4), "open_loop", 2), DeviceLatency(device="rtx_4090"), 20.0)
 
 
 def test_a_fixed_latency_of_half_a_step_waits_one_step():
@@ -231,15 +240,17 @@ def test_hold_position_zeroes_each_controllers_arm_dimensions():
 
 
 def test_chunk_starts_mark_where_a_new_plan_begins():
-    from evaluation.latency import chunk_starts
+    from evaluation.latency import StepSource, seam_mask
+
+    def seams(latency, steps):
+        executor = LatencyAwareExecutor(TimedChunkExecutor(Counting(4), "open_loop", 2), latency, 20.0)
+        executor.reset("")
+        return seam_mask([StepSource(False, False)] + [executor.step(None)[1] for _ in range(steps)])
 
     # frozen, k = 2: queries on steps 1, 3, 5 (row 0 is the reset); the first chunk is no seam
-    _, sources, _ = run("frozen", 6)
-    assert chunk_starts([(False, False)] + sources).tolist() == [False, False, False, True, False, True, False]
+    assert seams("frozen", 6).tolist() == [False, False, False, True, False, True, False]
     # 100 ms = 2 waiting steps: query on step 3 waits on steps 3-4, the chunk arrives on step 5
-    _, sources, _ = run(FixedLatency(fixed_ms=100), 10)
-    starts = chunk_starts([(False, False)] + sources)
-    assert [i for i, s in enumerate(starts) if s] == [5, 9]
+    assert np.flatnonzero(seams(FixedLatency(fixed_ms=100), 10)).tolist() == [5, 9]
 
 
 def test_profiled_latency_is_measured_once_recorded_and_then_deterministic(tmp_path):
@@ -255,16 +266,16 @@ def test_profiled_latency_is_measured_once_recorded_and_then_deterministic(tmp_p
     text = SMALL.replace("latency: {fixed_ms: 100}}", "latency: profiled}")
     _, config = small_config(tmp_path, text)
     first = run_eval(config, tmp_path / "first", progress=False)
-    recorded = json.loads((tmp_path / "first" / "run.json").read_text())["config"]["profiled_latency_ms"]
+    recorded = json.loads((tmp_path / "first" / "run.json").read_text())["config"]["resolved_latency_ms"]
     assert list(recorded) == ["Lift/int4_100ms"] and recorded["Lift/int4_100ms"] > 0
     labels = {r["variant"]: r["latency_model"] for r in first.summary}
     assert labels["int4_100ms"].startswith("profiled_") and labels["perturbed"] == "frozen"
 
-    pinned = config.model_copy(update={"profiled_latency_ms": recorded})
+    pinned = config.model_copy(update={"resolved_latency_ms": recorded})
     run_eval(pinned, tmp_path / "second", progress=False)
     assert deterministic_episodes(tmp_path / "second" / "episodes.parquet") == deterministic_episodes(tmp_path / "first" / "episodes.parquet")
 
-    slow = config.model_copy(update={"profiled_latency_ms": {"Lift/int4_100ms": 100.0}})
+    slow = config.model_copy(update={"resolved_latency_ms": {"Lift/int4_100ms": 100.0}})
     fixed = small_config(tmp_path, SMALL, "fixed.yaml")[1]
     run_eval(slow, tmp_path / "slow", progress=False)
     run_eval(fixed, tmp_path / "fixed", progress=False)
@@ -273,3 +284,158 @@ def test_profiled_latency_is_measured_once_recorded_and_then_deterministic(tmp_p
         rows = deterministic_episodes(tmp_path / name / "episodes.parquet")
         waits[name] = [(r["seed"], r["waiting_steps"], r["energy_j"]) for r in rows if r["variant"] == "int4_100ms"]
     assert waits["slow"] == waits["fixed"] and all(w > 0 for _, w, _ in waits["slow"])
+
+
+# -- asynchronous execution (docs/evaluation.md, "Asynchronous execution") -----------------------
+def run_async(latency, steps, chunk_size=8, execute_steps=8, remaining=3, freq=20.0, hold=None):
+    executor = AsyncChunkExecutor(TimedChunkExecutor(Counting(chunk_size), "open_loop", execute_steps),
+                                  latency, freq, remaining, hold)
+    executor.reset("")
+    out = [executor.step(None) for _ in range(steps)]
+    return [float(a[0]) for a, _ in out], [s for _, s in out], executor
+
+
+def test_async_docs_worked_example():
+    """20 Hz, H = k = 8, query when 3 actions are left, 130 ms (3 steps): chunk A runs A0-A4,
+    the query on step 5 (A's 3 last actions left) is in flight on steps 5-7 while A5-A7 run;
+    B arrives on step 8 with B0-B2 planned for steps 5-7 (stale, dropped): B3 runs on step 8."""
+    actions, sources, executor = run_async(FixedLatency(fixed_ms=130), 16)
+    assert actions == [0, 1, 2, 3, 4, 5, 6, 7, 13, 14, 15, 16, 17, 23, 24, 25]
+    # every chunk after the first runs 5 actions (3 of its 8 are stale) and is asked for with 3 left
+    assert [i for i, s in enumerate(sources) if s.queried] == [0, 5, 10, 15]
+    assert [i for i, s in enumerate(sources) if s.chunk_start] == [0, 8, 13]
+    assert not any(s.waiting for s in sources) and executor.waiting_steps == 0
+    assert executor.stale_actions == 3 + 3 and executor.inference_calls == 4
+
+
+def test_async_waits_once_the_latency_outlasts_what_is_left():
+    """300 ms = 6 steps but only 3 actions left: steps 8-10 hold position (on_empty), B's
+    first 6 actions are stale; B6 and B7 run, and the next query starts on step 11 (2 left <= 3)."""
+    hold = lambda last: np.zeros_like(last) - 1.0  # noqa: E731  (a recognisable filler)
+    actions, sources, executor = run_async(FixedLatency(fixed_ms=300), 14, hold=hold)
+    assert actions[:8] == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert actions[8:11] == [-1.0, -1.0, -1.0] and [s.waiting for s in sources[8:11]] == [True] * 3
+    assert actions[11:13] == [16, 17] and sources[11].chunk_start and sources[11].queried
+    assert executor.waiting_steps == 3 + 1 and executor.stale_actions == 6
+
+
+def test_async_with_frozen_time_is_open_loop_with_fewer_steps_per_chunk():
+    """Frozen: each chunk arrives on the step it is asked for, so querying with 3 of 8 left is
+    open loop executing 5 actions per chunk; and with 0 left it is plain open loop."""
+    actions, sources, executor = run_async("frozen", 12)
+    assert actions == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14, 20, 21]
+    assert executor.stale_actions == 0 and executor.waiting_steps == 0
+    frozen_open_loop, _, _ = run("frozen", 12, chunk_size=8, execute_steps=8)
+    assert run_async("frozen", 12, remaining=0)[0] == frozen_open_loop
+
+
+def test_async_checks_its_settings():
+    with pytest.raises(ValueError, match=r"query_when_remaining=8: expected 0..7"):
+        AsyncChunkExecutor(TimedChunkExecutor(Counting(8), "open_loop", 8), "frozen", 20.0, 8)
+    with pytest.raises(ValueError, match="open-loop executor"):
+        AsyncChunkExecutor(TimedChunkExecutor(Counting(8), "temporal_ensemble"), "frozen", 20.0, 1)
+
+
+def test_async_config_needs_query_when_remaining_and_only_with_async():
+    from pydantic import ValidationError
+
+    from evaluation.config import ExecutionConfig
+
+    with pytest.raises(ValidationError, match="schedule 'async' needs 'query_when_remaining'"):
+        ExecutionConfig(schedule="async")
+    with pytest.raises(ValidationError, match="applies to schedule 'async', not 'open_loop'"):
+        ExecutionConfig(query_when_remaining=2)
+    assert ExecutionConfig(schedule="async", query_when_remaining=2).executor_kwargs()["schedule"] == "open_loop"
+
+
+# -- device models -------------------------------------------------------------------------------
+def test_device_latency_is_flops_over_throughput_plus_overhead():
+    from evaluation.devices import DeviceModel, device_latency_ms, shipped_devices
+
+    device = DeviceModel(effective_tflops=2.0, overhead_ms=1.5)
+    assert device_latency_ms(0, device) == 1.5
+    assert device_latency_ms(4e9, device) == pytest.approx(2.0 + 1.5)  # 4 GFLOP at 2 TFLOP/s = 2 ms
+    with pytest.raises(ValueError, match="flops_per_call=nan"):
+        device_latency_ms(float("nan"), device)
+    table = shipped_devices()
+    assert {"jetson_orin_nano", "jetson_agx_orin", "rtx_4090", "h100_sxm", "raspberry_pi_5"} <= set(table)
+    assert all(d.description and d.source for d in table.values())
+
+
+def test_an_unknown_device_fails_at_load_time(tmp_path):
+    from eval_helpers import SMALL, small_config
+
+    from vla_envs.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"latency device 'tpu9' is not in .* expected one of \["):
+        small_config(tmp_path, SMALL.replace("latency: {fixed_ms: 100}}", "latency: {device: tpu9}}"))
+    own = SMALL.replace("latency: {fixed_ms: 100}}", "latency: {device: tpu9}}") + (
+        "devices: {tpu9: {effective_tflops: 0.001, overhead_ms: 2}}\n")
+    assert small_config(tmp_path, own)[1].device_table()["tpu9"].overhead_ms == 2
+
+
+def test_device_latency_is_resolved_before_the_episodes_and_deterministic(tmp_path):
+    """`latency: {device: NAME}`: FLOPs per call from profile() through the device model,
+    recorded in run.json; two runs give identical episodes, and the same value pinned as a
+    fixed latency gives the same episodes too."""
+    import json
+
+    from eval_helpers import SMALL, deterministic_episodes, small_config
+
+    from evaluation import run_eval
+    from evaluation.devices import device_latency_ms
+
+    text = SMALL.replace("latency: {fixed_ms: 100}}", "latency: {device: slow_chip}}") + (
+        "devices: {slow_chip: {effective_tflops: 0.0000001, overhead_ms: 40}}\n")
+    _, config = small_config(tmp_path, text)
+    first = run_eval(config, tmp_path / "first", progress=False)
+    info = json.loads((tmp_path / "first" / "run.json").read_text())
+    flops = info["profiles"]["Lift/int4_100ms"]["flops_per_call"]
+    recorded = info["config"]["resolved_latency_ms"]["Lift/int4_100ms"]
+    assert flops > 0 and recorded == pytest.approx(device_latency_ms(flops, config.devices["slow_chip"]))
+    assert {r["variant"]: r["latency_model"] for r in first.summary}["int4_100ms"] == f"slow_chip_{recorded:.3g}ms"
+    run_eval(config, tmp_path / "second", progress=False)
+    episodes = deterministic_episodes(tmp_path / "first" / "episodes.parquet")
+    assert deterministic_episodes(tmp_path / "second" / "episodes.parquet") == episodes
+    assert all(r["waiting_steps"] > 0 for r in episodes if r["variant"] == "int4_100ms")
+
+
+def test_device_latency_needs_a_torch_module(tmp_path):
+    from eval_helpers import SMALL, small_config
+
+    from evaluation import run_eval
+    from vla_envs.config import ConfigError
+
+    text = SMALL.replace("{name: expert, policy: {kind: expert}}", "{name: expert, policy: {kind: expert}, latency: {device: rtx_4090}}")
+    _, config = small_config(tmp_path, text)
+    with pytest.raises(ConfigError, match="variant 'expert': latency {device: rtx_4090} needs FLOPs per call"):
+        run_eval(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "parts").exists()  # no episode ran
+
+
+def test_async_episodes_count_stale_actions_and_waits(tmp_path):
+    """An async variant in a real run: steps.parquet's flags add up to the episode's counts,
+    and the seam columns follow the chunk_start flags."""
+    import pandas as pd
+
+    from eval_helpers import SMALL, small_config
+
+    from evaluation import run_eval
+
+    text = SMALL.replace(
+        "latency: {fixed_ms: 100}}",
+        "latency: {fixed_ms: 100}, execution: {schedule: async, query_when_remaining: 1, execute_steps: 4}}")
+    _, config = small_config(tmp_path, text)
+    run_eval(config, tmp_path / "run", progress=False)
+    episodes = pd.read_parquet(tmp_path / "run" / "episodes.parquet").set_index(["variant", "seed"])
+    steps = pd.read_parquet(tmp_path / "run" / "steps.parquet")
+    for seed in (0, 1):
+        row = episodes.loc[("int4_100ms", seed)]
+        rows = steps[(steps.variant == "int4_100ms") & (steps.seed == seed)]
+        # 2 steps of latency, 1 action left at each query: 2 stale actions per chunk after the
+        # first (those planned for the 2 steps in flight), and a chunk start on every arrival
+        arrivals = int(rows["chunk_start"].sum())
+        assert row["inference_calls"] == int(rows["queried"].sum())
+        assert row["waiting_steps"] == int(rows["waiting"].sum()) > 0
+        assert row["stale_actions"] == 2 * (arrivals - 1) > 0
+    assert (episodes.loc["perturbed", "stale_actions"] == 0).all()
