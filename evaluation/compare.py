@@ -70,7 +70,11 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path) -> tuple
              for key in ("env", "execution", "latency") if settings_a.get(key) != settings_b.get(key)]
 
     def renamed(rows: list[dict], label: str) -> list[dict]:
-        return [{**row, "variant": f"{label}/{row['variant']}"} for row in rows if row["task"] in tasks]
+        def forced(entries):  # teacher-forced entries name variants of the same run
+            return [{**t, "variant": f"{label}/{t['variant']}"} for t in entries or []]
+
+        return [{**row, "variant": f"{label}/{row['variant']}", "teacher_forced": forced(row.get("teacher_forced"))}
+                for row in rows if row["task"] in tasks]
 
     episodes = renamed(episodes_a, label_a) + renamed(episodes_b, label_b)
     variants = [f"{label_a}/{v}" for v in config_a.variant_names] + [f"{label_b}/{v}" for v in config_b.variant_names]

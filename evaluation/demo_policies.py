@@ -28,10 +28,13 @@ class PerturbedExpert(Policy):
 
     def __deepcopy__(self, memo):
         # compress() deep-copies a policy before changing its weights; the expert holds the live
-        # simulator, which must be shared, not copied (a copy would be a frozen snapshot)
+        # simulator, which must be shared, not copied (a copy would be a frozen snapshot), but its
+        # own phase must not be: a shallow copy reads the same simulator with a state machine of
+        # its own (teacher forcing queries the copy while the original runs an episode)
         import copy
 
-        return PerturbedExpert(self.expert, copy.deepcopy(self.model, memo), self.obs_key, self.chunk_size, self.scale)
+        return PerturbedExpert(copy.copy(self.expert), copy.deepcopy(self.model, memo), self.obs_key,
+                               self.chunk_size, self.scale)
 
     def torch_module(self):
         return self.model

@@ -12,7 +12,6 @@ stochastic policies); policies are built with seeds derived from their names.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
@@ -31,11 +30,14 @@ from evaluation.latency import (
     seam_mask,
 )
 from evaluation.policy_specs import PolicyCache, seed_everything
+from evaluation.schema import (
+    RUNNING_COLUMNS,
+    SEAM_COLUMNS,
+    STEP_SOURCE_COLUMNS,
+)
 from evaluation.units import WorkUnit
 from wrappers.metrics import METRIC_KEYS
 
-# Columns of episodes.parquet that depend on wall-clock time (differ between identical runs).
-TIMING_COLUMNS = ("latency_mean_ms", "latency_p90_ms", "wall_s")
 
 
 @dataclass
@@ -52,10 +54,6 @@ def state_fingerprint(env) -> str:
     digest = hashlib.sha1(np.ascontiguousarray(data.qpos, dtype=np.float64).tobytes())
     digest.update(np.ascontiguousarray(data.qvel, dtype=np.float64).tobytes())
     return digest.hexdigest()[:16]
-
-
-# jerk_ms and action_rate split at chunk seams (wrappers.metrics.*_parts): <metric>_seam + <metric>_within = <metric>
-SEAM_COLUMNS: tuple[str, ...] = ("jerk_ms_seam", "jerk_ms_within", "action_rate_seam", "action_rate_within")
 
 
 def seam_columns(episode, sources: list[StepSource], control_freq_hz: float) -> dict[str, float]:
@@ -151,6 +149,17 @@ class EpisodeRunner:
             return AsyncChunkExecutor(chunk, latency, control_freq, execution.query_when_remaining, hold, resolved)
         return LatencyAwareExecutor(chunk, latency, control_freq, hold, resolved)
 
+    def teacher_forcing(self, task: str, variant: str):
+        """The variants compared with ``variant`` (its followers), to be queried on its episodes'
+        observations (``evaluation.divergence``); ``None`` when no variant is compared with it."""
+        from evaluation.divergence import TeacherForcing
+
+        config = self.config
+        followers = [v for v in config.variant_names if v != variant and config.reference_of(v) == variant]
+        if not followers:
+            return None
+        return TeacherForcing({v: self.policy(task, v) for v in followers}, self.policy(task, variant))
+
     def close(self) -> None:
         for env in self._envs.values():
             env.close()
@@ -167,12 +176,17 @@ class EpisodeRunner:
         obs, info = env.reset(seed=unit.seed)
         fingerprint = state_fingerprint(env)
         executor.reset(info.get("instruction", ""))
+        forcing = self.teacher_forcing(unit.task, unit.variant)
+        if forcing is not None:
+            forcing.reset(info.get("instruction", ""))
         running = [info["embodied"]]
         sources = [StepSource(queried=False, waiting=False)]  # the reset row
         frames = [env.render()] if film else []
         total_reward, success, terminated, truncated = 0.0, bool(info.get("is_success", False)), False, False
         while not (terminated or truncated):
             action, source = executor.step(obs)
+            if forcing is not None and source.queried:
+                forcing.observe(obs, executor.executor.last_chunk)
             obs, reward, terminated, truncated, info = env.step(action)
             total_reward += float(reward)
             success = success or bool(info.get("is_success", False))
@@ -198,6 +212,7 @@ class EpisodeRunner:
             "initial_state": fingerprint,
             "wall_s": time.perf_counter() - start,
             **seam_columns(env.last_episode, sources, env.unwrapped.control_freq),
+            "teacher_forced": [] if forcing is None else forcing.entries(),
         }
         steps = self._steps_table(env, unit, running, sources) if self.config.recording.record_steps else None
         video = None
@@ -227,9 +242,9 @@ class EpisodeRunner:
         }
         for index, (name, column) in enumerate(keys.items()):
             table = table.add_column(index, name, column)
-        for key in METRIC_KEYS:
-            if key != "n_steps":
-                table = table.append_column(f"running_{key}", pa.array([float(r[key]) for r in running]))
-        for field in dataclasses.fields(StepSource):
-            table = table.append_column(field.name, pa.array([getattr(s, field.name) for s in sources], pa.bool_()))
+        for column in RUNNING_COLUMNS:
+            key = column.removeprefix("running_")
+            table = table.append_column(column, pa.array([float(r[key]) for r in running], pa.float64()))
+        for column in STEP_SOURCE_COLUMNS:
+            table = table.append_column(column, pa.array([getattr(s, column) for s in sources], pa.bool_()))
         return table.replace_schema_metadata(None)

@@ -24,8 +24,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from evaluation.episode import EpisodeResult
-from vla_envs.files import atomic_path
+from evaluation.schema import episode_record
 from evaluation.units import WorkUnit
+from vla_envs.files import atomic_path
 
 
 def atomic_write_bytes(data: bytes, path: Path) -> Path:
@@ -115,7 +116,7 @@ class PartStore:
             atomic_write_table(result.steps, self.steps_path(unit))
         if result.video is not None:
             atomic_write_bytes(result.video, self.video_path(unit))
-        atomic_write_table(pa.Table.from_pylist([result.row]), self.episode_path(unit))
+        atomic_write_table(episode_record(result.row), self.episode_path(unit))
 
     def consolidate(self, units: list[WorkUnit]) -> tuple[pa.Table, int]:
         """Write ``episodes.parquet`` and ``steps.parquet`` from the parts of ``units`` (in that

@@ -57,8 +57,9 @@ def build_policy(spec: PolicySpec, env, task: str, seed: int) -> Policy:
         kwargs.setdefault("task", task)
     seed_everything(seed)
     policy = factory(**kwargs)
-    if not hasattr(policy, "act") or not hasattr(policy, "action_dim"):
-        raise ValueError(f"policy factory {spec.factory!r} returned {type(policy).__name__}, expected a Policy")
+    if not isinstance(policy, Policy):
+        raise ValueError(f"policy factory {spec.factory!r} returned a {type(policy).__name__}, expected a "
+                         "policies.base.Policy (wrap a plain callable in policies.adapters.ModuleAdapter)")
     return policy
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.summary import SUMMARY_METRICS
+from evaluation.summary import SUMMARY_METRICS, metric_column
 from wrappers.metrics import METRIC_LABELS
 
 # the metrics the figures show (summary.csv has every one)
@@ -88,14 +88,14 @@ def forest_plot(rows: list[dict]) -> str | None:
     y = np.arange(len(others))[::-1]
     for ax, metric in zip(axes[1:], REPORT_METRICS):
         for yi, row in zip(y, others):
-            reference = row[f"{metric}_paired_base_mean"]
-            pct = row[f"{metric}_paired_pct"]
-            mde = row[f"{metric}_paired_mde_pct"]
+            reference = row[metric_column(metric, "paired_base_mean")]
+            pct = row[metric_column(metric, "paired_pct")]
+            mde = row[metric_column(metric, "paired_mde_pct")]
             if _finite(mde):
                 ax.fill_betweenx([yi - 0.3, yi + 0.3], -mde, mde, color="0.85", linewidth=0)
             if _finite(pct) and _finite(reference) and reference != 0:
-                lo = 100 * row[f"{metric}_paired_ci_low"] / abs(reference)
-                hi = 100 * row[f"{metric}_paired_ci_high"] / abs(reference)
+                lo = 100 * row[metric_column(metric, "paired_ci_low")] / abs(reference)
+                hi = 100 * row[metric_column(metric, "paired_ci_high")] / abs(reference)
                 worse = lo > 0  # every metric here is a cost: higher is worse
                 better = hi < 0
                 color = "tab:red" if worse else "tab:blue" if better else "0.3"
@@ -184,12 +184,14 @@ def distribution_plot(rows: list[dict], episodes: list[dict]) -> str | None:
 # -- 4. one episode, base and variant -------------------------------------------------------
 def trace_plot(base_steps, variant_steps, base_title: str, variant_title: str) -> str:
     """Joint velocity, torque and commanded actions of two episodes (pyarrow steps tables) side
-    by side; dotted lines where the policy was queried (a new chunk starts)."""
+    by side; dotted lines where a new chunk starts (``chunk_start``; runs before it: where the
+    policy was queried)."""
     plt = _pyplot()
     fig, axes = plt.subplots(3, 2, figsize=(13, 7.5), sharex="col", sharey="row", layout="constrained")
     for column, (steps, title) in enumerate(((base_steps, base_title), (variant_steps, variant_title))):
         time_s = steps.column("time_s").to_numpy()
-        queried = np.asarray(steps.column("queried").to_pylist(), dtype=bool)
+        marker = "chunk_start" if "chunk_start" in steps.column_names else "queried"
+        queried = np.asarray(steps.column(marker).to_pylist(), dtype=bool)
         for row, (field, label) in enumerate((("qvel", "joint velocity (rad/s)"), ("torque", "joint torque (N m)"),
                                               ("action", "commanded action (action units)"))):
             ax = axes[row][column]
@@ -205,7 +207,7 @@ def trace_plot(base_steps, variant_steps, base_title: str, variant_title: str) -
             if row == 2:
                 ax.set_xlabel("time (s)")
         axes[2][column].legend(fontsize=6, ncol=4)
-    fig.suptitle("one seed, base and variant (dotted: a new chunk was queried)", fontsize=10)
+    fig.suptitle("one seed, base and variant (dotted: a new chunk starts)", fontsize=10)
     return _png(fig)
 
 
@@ -230,19 +232,21 @@ def _html_table(header: list[str], body: list[list[str]]) -> str:
 
 def paired_table(rows: list[dict]) -> str:
     base = next((r["variant"] for r in rows if r["is_base"]), None)
-    header = ["variant", "success", "pairs"] + [METRIC_LABELS[m] for m in REPORT_METRICS]
+    header = ["variant", "success", "pairs", "per-step error, teacher-forced: plan / next action (action units)"]
+    header += [METRIC_LABELS[m] for m in REPORT_METRICS]
     body = []
     for r in rows:
         if r["is_base"]:
             continue
-        cells = [html.escape(_name(r, base)), f"{r['successes']}/{r['episodes']}", str(r["paired_n"])]
+        forced = f"{_cell(r.get('tf_action_distance_mean'))} / {_cell(r.get('tf_first_action_distance_mean'))}"
+        cells = [html.escape(_name(r, base)), f"{r['successes']}/{r['episodes']}", str(r["paired_n"]), forced]
         for m in REPORT_METRICS:
-            pct, mde = r[f"{m}_paired_pct"], r[f"{m}_paired_mde_pct"]
-            ref = r[f"{m}_paired_base_mean"]
+            pct, mde = r[metric_column(m, "paired_pct")], r[metric_column(m, "paired_mde_pct")]
+            ref = r[metric_column(m, "paired_base_mean")]
             if not (_finite(pct) and _finite(ref) and ref != 0):
                 cells.append("–")
                 continue
-            lo, hi = (100 * r[f"{m}_paired_ci_{side}"] / abs(ref) for side in ("low", "high"))
+            lo, hi = (100 * r[metric_column(m, f"paired_ci_{side}")] / abs(ref) for side in ("low", "high"))
             cells.append(f"{pct:+.1f}% [{lo:+.1f}, {hi:+.1f}]<br><small>MDE ±{_cell(mde)}%</small>")
         body.append(cells)
     return _html_table(header, body)
@@ -250,15 +254,17 @@ def paired_table(rows: list[dict]) -> str:
 
 def inference_table(rows: list[dict]) -> str:
     header = ["variant", "params", "weight memory (MB)", "FLOPs per call", "latency per call, median (ms)",
-              "peak memory per call (MB)", "calls per episode", "inference time per episode (ms)", "latency model"]
+              "peak memory per call (MB)", "calls per episode", "inference time per episode (ms)", "latency model",
+              "waiting steps per episode", "stale actions per episode"]
     fields = ["profile_params", "profile_weight_memory_mb", "profile_flops_per_call", "profile_latency_median_ms",
-              "profile_peak_memory_mb", "inference_calls_mean", "inference_time_per_episode_ms", "latency_model"]
+              "profile_peak_memory_mb", "inference_calls_mean", "inference_time_per_episode_ms", "latency_model",
+              "waiting_steps_mean", "stale_actions_mean"]
     return _html_table(header, [[html.escape(r["variant"])] + [_cell(r.get(f)) for f in fields] for r in rows])
 
 
 def full_table(rows: list[dict]) -> str:
     fields = ["variant", "compared_to", "latency_model", "success_rate", "success_ci_low", "success_ci_high"]
-    fields += [f"{m}_mean" for m in SUMMARY_METRICS]
+    fields += [metric_column(m, "mean") for m in SUMMARY_METRICS]
     return _html_table(fields, [[_cell(r.get(f)) for f in fields] for r in rows])
 
 

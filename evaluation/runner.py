@@ -135,6 +135,26 @@ def resolve_latencies(config: EvalConfig, previous_run_json: Path | None = None)
     return config.model_copy(update={"resolved_latency_ms": {**computed, **pinned}})
 
 
+def check_policies(config: EvalConfig) -> None:
+    """Build every (task, variant) policy and its executor once, here in the driver, so a factory
+    that returns something other than a ``Policy`` or execution settings a policy's chunk size
+    cannot take (``execute_steps``, ``query_when_remaining``) fail before any episode runs
+    (``ConfigError`` naming the variant). Needs the resolved latencies (``resolve_latencies``)."""
+    from evaluation.episode import EpisodeRunner
+    from vla_envs.config import ConfigError
+
+    runner = EpisodeRunner(config)
+    try:
+        for task in config.tasks:
+            for variant in config.variant_names:
+                try:
+                    runner.executor(task, variant)
+                except (ValueError, TypeError) as exc:
+                    raise ConfigError(f"variant {variant!r} on {task}: {exc}") from None
+    finally:
+        runner.close()
+
+
 def run_episodes(
     config: EvalConfig,
     out_dir: str | Path,
@@ -158,6 +178,7 @@ def run_episodes(
     store.out_dir.mkdir(parents=True, exist_ok=True)
     config = resolve_latencies(config, store.out_dir / "run.json" if resume else None)
     _check_output(store, config, resume)
+    check_policies(config)
     units = plan_units(config)
     done, damaged = store.completed(expect_steps=config.recording.record_steps)
     for message in damaged:
@@ -248,7 +269,8 @@ def _traces(config: EvalConfig, out: Path, episodes: list[dict]) -> dict:
     chosen = config.report
     base = config.base.name
     variant = chosen.trace_variant or (config.variant_names[1] if len(config.variant_names) > 1 else base)
-    columns = ["time_s", "qvel", "torque", "action", "queried"]
+    available = set(pq.read_schema(out / "steps.parquet").names) if (out / "steps.parquet").is_file() else set()
+    columns = [c for c in ("time_s", "qvel", "torque", "action", "queried", "chunk_start") if c in available]
     for task in config.tasks:
         if chosen.trace_task is not None and chosen.trace_task != task:
             continue

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.episode import SEAM_COLUMNS
+from evaluation.schema import SEAM_COLUMNS
 from evaluation.stats import bootstrap_ci, paired_comparison, percent_change, wilson_interval
 from wrappers.metrics import METRIC_KEYS
 
@@ -26,6 +26,37 @@ from wrappers.metrics import METRIC_KEYS
 SUMMARY_METRICS: tuple[str, ...] = tuple(k for k in METRIC_KEYS if k != "n_steps")
 PROFILE_FIELDS = ("params", "nonzero_params", "weight_memory_mb", "flops_per_call", "latency_median_ms", "latency_p90_ms",
                   "peak_memory_mb")
+# -- the summary's columns, declared once: summarize() builds exactly these, write_csv writes
+# them in this order, and readers name a metric's column with metric_column()
+ROW_COLUMNS: tuple[str, ...] = ("task", "variant", "is_base", "compared_to", "latency_model", "episodes", "successes",
+                                "success_rate", "success_ci_low", "success_ci_high", "paired_n")
+# per metric: mean and bootstrap interval over successes, % change of the mean vs the reference,
+# and the paired comparison over the seeds both solved (evaluation.stats.paired_comparison)
+METRIC_STATS: tuple[str, ...] = ("mean", "ci_low", "ci_high", "pct_vs_base", "paired_diff", "paired_ci_low",
+                                 "paired_ci_high", "paired_pct", "paired_base_mean", "paired_mde_pct")
+EPISODE_COLUMNS: tuple[str, ...] = (
+    *(f"{column}_mean" for column in SEAM_COLUMNS),  # means over successful episodes
+    "tf_action_distance_mean", "tf_first_action_distance_mean",  # teacher-forced, over the reference's episodes
+    "inference_calls_mean", "waiting_steps_mean", "stale_actions_mean",  # means over every episode
+    "latency_per_call_mean_ms", "inference_time_per_episode_ms",
+)
+
+
+def metric_column(metric: str, stat: str) -> str:
+    """The summary column of ``stat`` (one of ``METRIC_STATS``) of ``metric`` (``SUMMARY_METRICS``)."""
+    if metric not in SUMMARY_METRICS or stat not in METRIC_STATS:
+        raise KeyError(f"no summary column for metric {metric!r} and stat {stat!r}: expected a metric in "
+                       f"{SUMMARY_METRICS} and a stat in {METRIC_STATS}")
+    return f"{metric}_{stat}"
+
+
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    *ROW_COLUMNS,
+    *(metric_column(m, stat) for m in SUMMARY_METRICS for stat in METRIC_STATS),
+    *EPISODE_COLUMNS,
+    *(f"profile_{field}" for field in PROFILE_FIELDS),
+)
+
 # what summary.md shows of each metric (the CSV has every one)
 _MD_METRICS = ("completion_time_s", "ee_path_m", "joint_path_rad", "jerk_ms", "action_rate", "energy_j")
 
@@ -83,20 +114,16 @@ def summarize(
                     resamples,
                     seed,
                 )
-                row.update({
-                    f"{metric}_mean": mean,
-                    f"{metric}_ci_low": ci[0],
-                    f"{metric}_ci_high": ci[1],
-                    f"{metric}_pct_vs_base": percent_change(mean, base_means[metric]),
-                    f"{metric}_paired_diff": paired.mean_difference,
-                    f"{metric}_paired_ci_low": paired.ci_low,
-                    f"{metric}_paired_ci_high": paired.ci_high,
-                    f"{metric}_paired_pct": paired.percent_change,
-                    f"{metric}_paired_base_mean": paired.base_mean,
-                    f"{metric}_paired_mde_pct": paired.mde_percent,
-                })
+                values = (mean, ci[0], ci[1], percent_change(mean, base_means[metric]), paired.mean_difference,
+                          paired.ci_low, paired.ci_high, paired.percent_change, paired.base_mean, paired.mde_percent)
+                row.update({metric_column(metric, stat): value for stat, value in zip(METRIC_STATS, values, strict=True)})
             for column in SEAM_COLUMNS:  # means over successful episodes, like the metrics
                 row[f"{column}_mean"] = _mean([e.get(column) for e in solved.values()])
+            # teacher-forced: this variant queried on its reference's episodes (evaluation.divergence)
+            forced = [t for e in by_variant.get(reference, []) if variant != reference
+                      for t in (e.get("teacher_forced") or []) if t["variant"] == variant]
+            row["tf_action_distance_mean"] = _mean([t["action_distance"] for t in forced])
+            row["tf_first_action_distance_mean"] = _mean([t["first_action_distance"] for t in forced])
             row["inference_calls_mean"] = _mean([e["inference_calls"] for e in group])
             row["waiting_steps_mean"] = _mean([e["waiting_steps"] for e in group])
             row["stale_actions_mean"] = _mean([e.get("stale_actions", 0) for e in group])
@@ -106,6 +133,9 @@ def summarize(
             profile = profiles.get((task, variant), {})
             for field in PROFILE_FIELDS:
                 row[f"profile_{field}"] = profile.get(field)
+            if tuple(row) != SUMMARY_COLUMNS:  # the declaration above and this function disagree
+                raise AssertionError(f"summary row columns differ from SUMMARY_COLUMNS: "
+                                     f"{sorted(set(row) ^ set(SUMMARY_COLUMNS))} or their order")
             rows.append(row)
     return rows
 
@@ -124,7 +154,7 @@ def write_csv(rows: list[dict], path: Path) -> Path:
     if not rows:
         raise ValueError("no summary rows to write")
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(SUMMARY_COLUMNS))
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if v is None else repr(v) if isinstance(v, float) else v) for k, v in row.items()})
@@ -184,13 +214,16 @@ def markdown(rows: list[dict], confidence: float = 0.95, title: str = "Evaluatio
                     + ("" if r["is_base"] else _pct(r[f"{m}_pct_vs_base"]))
                 )
             lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", f"Paired against the base, or the variant named after 'vs' ({task}):", ""]
-        header = ["variant", "pairs", *_MD_METRICS]
+        lines += ["", f"Paired against the base, or the variant named after 'vs' ({task}); per-step error: the "
+                  "variant queried on its reference's episodes (teacher-forced), mean L2 distance of its plan from "
+                  "the reference's, in action units:", ""]
+        header = ["variant", "pairs", "per-step error", *_MD_METRICS]
         lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for r in task_rows:
             if r["is_base"]:
                 continue
-            cells = [r["variant"] + ("" if r["compared_to"] == base else f" vs {r['compared_to']}"), str(r["paired_n"])]
+            cells = [r["variant"] + ("" if r["compared_to"] == base else f" vs {r['compared_to']}"), str(r["paired_n"]),
+                     _num(r["tf_action_distance_mean"])]
             for m in _MD_METRICS:
                 mde = r[f"{m}_paired_mde_pct"]
                 cells.append(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from evaluation.config import load_eval_config
-from evaluation.episode import TIMING_COLUMNS
+from evaluation.schema import TIMING_COLUMNS
 
 # Lift in state mode: the expert solves it in ~31 steps, the perturbed expert (a torch MLP on
 # top, chunks of 4) in ~38; the int4 variant waits 2 steps per inference (100 ms at 20 Hz).

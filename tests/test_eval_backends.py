@@ -61,7 +61,7 @@ def test_a_stochastic_policy_gives_the_same_episodes_in_any_process_and_order(tm
     in 2 worker processes that take the units in reverse order (other RNG histories)."""
     import numpy as np
 
-    from evaluation.episode import TIMING_COLUMNS
+    from evaluation.schema import TIMING_COLUMNS
     from evaluation.units import plan_units
     from evaluation.workers import run_processes, run_sequential
 

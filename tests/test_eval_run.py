@@ -138,7 +138,7 @@ def test_a_second_run_into_the_same_folder_needs_resume(run_dir, tmp_path):
 def test_seam_and_within_parts_sum_to_each_episodes_metrics(run_dir):
     """Recomputed from steps.parquet: the parts sum to jerk_ms and action_rate, and the seam
     part is the jerk on the steps where a new chunk started (chunks of 4, k = 2)."""
-    from evaluation.latency import chunk_starts
+    from evaluation.latency import StepSource, seam_mask
     from wrappers.metrics import jerk_ms_parts
 
     episodes = pd.read_parquet(run_dir / "episodes.parquet")
@@ -147,7 +147,7 @@ def test_seam_and_within_parts_sum_to_each_episodes_metrics(run_dir):
         assert e["jerk_ms_seam"] + e["jerk_ms_within"] == pytest.approx(e["jerk_ms"], rel=1e-9, abs=1e-9)
         assert e["action_rate_seam"] + e["action_rate_within"] == pytest.approx(e["action_rate"], rel=1e-9, abs=1e-12)
         rows = steps[(steps.variant == e["variant"]) & (steps.seed == e["seed"])]
-        starts = chunk_starts(list(zip(rows["queried"], rows["waiting"])))
+        starts = seam_mask([StepSource(*flags) for flags in zip(rows["queried"], rows["waiting"], rows["chunk_start"])])
         qvel = np.stack(rows["qvel"].to_numpy())
         assert jerk_ms_parts(qvel, 20.0, starts)[0] == pytest.approx(e["jerk_ms_seam"], rel=1e-9, abs=1e-9)
     perturbed = episodes[episodes.variant == "perturbed"]

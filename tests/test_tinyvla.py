@@ -203,7 +203,6 @@ def test_smoothness_fine_tune_keeps_the_checkpoints_vocabulary_and_smooths_its_c
     """Fine-tuning from a checkpoint with a heavy jerk + action-rate weight: the vocabulary and
     action normaliser are the checkpoint's, the record says how it was made, and the predicted
     chunks of the demonstration frames get smoother than the starting model's."""
-    import json
 
     import torch
 

@@ -153,17 +153,21 @@ def eval_command(
             config_path=str(config), console=console,
         )
     table = Table(title=f"{cfg.name or Path(config).stem}: success and embodied cost (means over successes)")
-    for column in ("task", "variant", "success", "completion (s)", "jerk", "energy (J)", "latency per call (ms)"):
+    for column in ("task", "variant", "success", "completion (s)", "jerk", "energy (J)", "latency per call (ms)",
+                   "latency model"):
         table.add_column(column, justify="right")
+    from evaluation.summary import metric_column
+
     def fmt(value, spec: str) -> str:
         return "–" if value is None or value != value else format(value, spec)  # None or nan
 
     for row in outcome.summary:
-        pct = "" if row["is_base"] else fmt(row["completion_time_s_pct_vs_base"], "+.0f").join((" (", "%)"))
+        pct = "" if row["is_base"] else fmt(row[metric_column("completion_time_s", "pct_vs_base")], "+.0f").join((" (", "%)"))
         table.add_row(
             row["task"], row["variant"], f"{row['successes']}/{row['episodes']}",
-            fmt(row["completion_time_s_mean"], ".2f") + pct, fmt(row["jerk_ms_mean"], ".3g"),
-            fmt(row["energy_j_mean"], ".3g"), fmt(row["profile_latency_median_ms"], ".2f"),
+            fmt(row[metric_column("completion_time_s", "mean")], ".2f") + pct, fmt(row[metric_column("jerk_ms", "mean")], ".3g"),
+            fmt(row[metric_column("energy_j", "mean")], ".3g"), fmt(row["profile_latency_median_ms"], ".2f"),
+            row["latency_model"],
         )
     console.print(table)
     console.print(f"{outcome.ran} episodes run ({outcome.units} planned); outputs in {out_dir}/ (summary.md, report.html)")
@@ -191,6 +195,7 @@ def compare_command(
     from pathlib import Path
 
     from evaluation.compare import RunFolderError, compare_runs
+    from evaluation.summary import metric_column
 
     out_dir = Path(out) if out is not None else Path("runs") / "compare" / f"{Path(run_a).name}_vs_{Path(run_b).name}"
     with _exit_on(RunFolderError):
@@ -204,7 +209,7 @@ def compare_command(
         if row["is_base"]:
             continue
         table.add_row(row["task"], row["variant"], row["compared_to"], f"{row['successes']}/{row['episodes']}",
-                      str(row["paired_n"]), *(_pct(row[f"{m}_paired_pct"]) for m in ("completion_time_s", "jerk_ms", "energy_j")))
+                      str(row["paired_n"]), *(_pct(row[metric_column(m, "paired_pct")]) for m in ("completion_time_s", "jerk_ms", "energy_j")))
     console.print(table)
     console.print(f"outputs in {out_dir}/ (summary.md, summary.csv, report.html)")
 
