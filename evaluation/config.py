@@ -84,7 +84,20 @@ class ResidualPolicySpec(_Strict):
         return TypeAdapter(PolicySpec).validate_python(read_residual_spec(self.checkpoint).base_policy)
 
 
-PolicySpec = ExpertPolicySpec | FactoryPolicySpec | ResidualPolicySpec
+class OpenPIPolicySpec(_Strict):
+    """A policy served over openpi's websocket protocol (``policies.serving.openpi_client``): pi0
+    served by openpi, a LeRobot policy, or ``python -m policies.remote serve --protocol openpi``."""
+
+    kind: Literal["openpi"]
+    url: str = Field(pattern=r"^wss?://[^\s/]+", description="ws://host:port")
+    keys: dict[str, str] = Field(default_factory=dict, description="this suite's observation key -> the server's")
+    prompt_key: str = "prompt"
+    actions_key: str = "actions"
+    chunk_size: int | None = Field(None, ge=1, description="when the server's metadata does not say")
+    timeout_s: float = Field(60.0, gt=0.0)
+
+
+PolicySpec = ExpertPolicySpec | FactoryPolicySpec | ResidualPolicySpec | OpenPIPolicySpec
 ResidualPolicySpec.model_rebuild()
 
 

@@ -10,7 +10,14 @@ from __future__ import annotations
 import inspect
 import zlib
 
-from evaluation.config import EvalConfig, ExpertPolicySpec, FactoryPolicySpec, PolicySpec, ResidualPolicySpec
+from evaluation.config import (
+    EvalConfig,
+    ExpertPolicySpec,
+    FactoryPolicySpec,
+    OpenPIPolicySpec,
+    PolicySpec,
+    ResidualPolicySpec,
+)
 from policies.base import Policy
 from policies.factories import resolve_factory
 
@@ -44,6 +51,12 @@ def build_policy(spec: PolicySpec, env, task: str, seed: int) -> Policy:
         from policies.residual import ResidualPolicy
 
         return ResidualPolicy.load(spec.checkpoint, build_policy(spec.base_spec(), env, task, seed))
+    if isinstance(spec, OpenPIPolicySpec):
+        from policies.serving.openpi_client import OpenPIPolicy
+
+        return OpenPIPolicy(spec.url, action_dim=int(env.action_space.shape[0]), chunk_size=spec.chunk_size,
+                            keys=spec.keys, prompt_key=spec.prompt_key, actions_key=spec.actions_key,
+                            timeout_s=spec.timeout_s)
     assert isinstance(spec, FactoryPolicySpec)
     factory = resolve_factory(spec.factory)
     kwargs = dict(spec.kwargs)

@@ -149,8 +149,9 @@ def check_policies(config: EvalConfig) -> None:
             for variant in config.variant_names:
                 try:
                     runner.executor(task, variant)
-                except (ValueError, TypeError) as exc:
-                    raise ConfigError(f"variant {variant!r} on {task}: {exc}") from None
+                except Exception as exc:  # noqa: BLE001 - any failure to build is reported, naming the variant
+                    detail = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+                    raise ConfigError(f"variant {variant!r} on {task}: {detail}") from None
     finally:
         runner.close()
 

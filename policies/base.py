@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import copy
 
 import numpy as np
 
@@ -16,6 +17,7 @@ class Policy(abc.ABC):
 
     action_dim: int
     chunk_size: int = 1
+    instruction: str = ""  # the current episode's, set by reset
 
     def reset(self, instruction: str = "") -> None:
         self.instruction = instruction
@@ -26,6 +28,12 @@ class Policy(abc.ABC):
         policies without one (scripted experts, remote clients, plain callables), which are
         timed but reported without model metrics."""
         return None
+
+    def fork(self) -> Policy:
+        """A policy for another concurrent episode (a policy server's session): the same
+        behaviour with its own instruction and per-episode state. The default deep-copies the
+        policy; a policy whose weights are large and read-only can override it to share them."""
+        return copy.deepcopy(self)
 
     @abc.abstractmethod
     def act(self, obs) -> np.ndarray:

@@ -81,7 +81,7 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(server):
     remote = RemotePolicy(server)
     bad = _obs(0)
     bad["state"] = np.zeros(59, np.float32)
-    with pytest.raises(RemoteError, match=r"400: ValueError: observation\['state'\] has shape \(59,\), expected \(60,\)"):
+    with pytest.raises(RemoteError, match=r"400: observation\['state'\] has shape \(59,\), expected \(60,\)"):
         remote.act(bad)
     with pytest.raises(RemoteError, match="missing 'image'"):
         remote.act({"state": np.zeros(60, np.float32)})
@@ -90,6 +90,9 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(server):
     raw.request("POST", "/act", body=b"\xc1\xc1 not msgpack", headers={"Content-Type": "application/msgpack"})
     response = raw.getresponse()
     assert response.status == 400 and b"not valid msgpack" in response.read()
+    raw.request("POST", "/act", body=pack({"session": "feedbeef", "observation": _obs(0)}))
+    response = raw.getresponse()
+    assert response.status == 404 and b"session 'feedbeef' is unknown or expired" in response.read()
     raw.request("POST", "/teleport", body=pack({}))
     response = raw.getresponse()
     assert response.status == 404
@@ -102,11 +105,10 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(server):
 def test_server_binds_loopback_by_default():
     from policies.remote import PolicyServer
 
-    class Zero:
-        action_dim, chunk_size = 2, 1
+    from policies import Policy
 
-        def reset(self, instruction=""):
-            pass
+    class Zero(Policy):
+        action_dim, chunk_size = 2, 1
 
         def act(self, obs):
             return np.zeros((1, 2), np.float32)

@@ -56,7 +56,7 @@ class TinyVLAPolicy(Policy):
         value = np.asarray(obs[key])
         if value.shape != shape:
             raise ValueError(f"obs[{key!r}] has shape {value.shape}, expected {shape}")
-        return torch.from_numpy(np.ascontiguousarray(value, dtype=dtype))[None]
+        return torch.from_numpy(np.array(value, dtype=dtype))[None]  # a copy: inputs may be read-only buffers
 
     @torch.inference_mode()
     def act(self, obs) -> np.ndarray:
