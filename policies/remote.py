@@ -44,7 +44,12 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--max-sessions", type=int, default=64, help="concurrent client episodes")
     serve.add_argument("--idle-timeout-s", type=float, default=600.0, help="an idle HTTP session expires after this")
     serve.add_argument("--prompt-key", default="prompt", help="openpi: the observation entry holding the instruction")
+    serve.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     policy = load_policy(args.policy)
     if args.protocol == "openpi":
         from policies.serving.openpi_server import OpenPIServer

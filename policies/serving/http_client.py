@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import socket
 from typing import Any
 from urllib.parse import urlparse
 
@@ -10,6 +11,15 @@ import numpy as np
 
 from policies.base import Policy
 from policies.serving.wire import pack, unpack
+
+
+class _NoDelayConnection(http.client.HTTPConnection):
+    """http.client sends a body over 2,920 bytes apart from its headers; without TCP_NODELAY the
+    body waits for the server's delayed ACK (~40 ms a request)."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class RemoteError(RuntimeError):
@@ -26,7 +36,7 @@ class RemotePolicy(Policy):
             raise ValueError(f"url={url!r}: expected http://host:port")
         self.url = url
         self.timeout_s = timeout_s
-        self._connection = http.client.HTTPConnection(parsed.hostname, parsed.port or 80, timeout=timeout_s)
+        self._connection = _NoDelayConnection(parsed.hostname, parsed.port or 80, timeout=timeout_s)
         info = self._request("GET", "/info")
         self.action_dim = int(info["action_dim"])
         self.chunk_size = int(info["chunk_size"])

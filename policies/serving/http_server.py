@@ -68,6 +68,9 @@ class PolicyServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive: one connection per client
+            # headers and body leave in two writes: with Nagle's algorithm the body would wait for
+            # the client's delayed ACK (~40 ms a request)
+            disable_nagle_algorithm = True
 
             def log_message(self, format, *args):  # noqa: A002 - quiet by default
                 pass
