@@ -15,7 +15,7 @@ def test_every_package_on_disk_is_listed_in_pyproject():
     from setuptools import find_packages
 
     listed = set(tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    on_disk = set(find_packages(CHECKOUT, include=["vla_envs*", "wrappers*", "policies*", "evaluation*"]))
+    on_disk = set(find_packages(CHECKOUT, include=["vla_envs*", "wrappers*", "policies*", "evaluation*", "finetuning*"]))
     assert on_disk <= listed, f"add {sorted(on_disk - listed)} to [tool.setuptools] packages"
     assert "vla_envs.configs" in listed
 

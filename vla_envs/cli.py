@@ -173,6 +173,35 @@ def eval_command(
     console.print(f"{outcome.ran} episodes run ({outcome.units} planned); outputs in {out_dir}/ (summary.md, report.html)")
 
 
+@app.command("export")
+def export_command(
+    run: str = typer.Argument(..., help="a finished run folder (holds run.json, episodes.parquet, steps.parquet)"),
+    format: str = typer.Option(..., "--format", help="lerobot (LeRobotDataset v3) or minari"),  # noqa: A002
+    out: str | None = typer.Option(None, "--out", help="output folder (default: runs/export/<run>_<format>)"),
+    obs_mode: str | None = typer.Option(None, "--obs-mode", help="observations to render (default: the run's)"),
+    variant: list[str] = typer.Option(None, "--variant", help="only this variant (repeatable; default: all)"),
+) -> None:
+    """Re-render a run's episodes from seed + actions (checked bit for bit) into datasets, one per task."""
+    from pathlib import Path
+
+    from evaluation.compare import RunFolderError
+    from evaluation.export.lerobot import ExportError
+    from evaluation.export.replay import ReplayError
+    from evaluation.export.run import export_run
+
+    if obs_mode is not None and obs_mode not in ("state", "rgb", "state+rgb"):
+        console.print(f"--obs-mode {obs_mode!r}: expected state, rgb or state+rgb", style="red", markup=False)
+        raise typer.Exit(2)
+    out_dir = Path(out) if out is not None else Path("runs") / "export" / f"{Path(run).name}_{format}"
+    with _exit_on(RunFolderError, ExportError, ReplayError):
+        results = export_run(run, format, out_dir, obs_mode, variant or None, console=console)
+    for row in results:
+        name = row.get("dataset_id", row["path"])
+        console.print(f"{row['task']}: {row['episodes']} episodes, {row['frames']} frames -> {name}", markup=False)
+    if format == "minari":
+        console.print(f"load with MINARI_DATASETS_PATH={out_dir} and minari.load_dataset(<id>)", markup=False)
+
+
 @app.command("report")
 def report_command(
     run: str = typer.Argument(..., help="a finished run folder (holds run.json and episodes.parquet)"),

@@ -1,0 +1,123 @@
+"""Episodes out as a LeRobotDataset (v3 layout), written by LeRobot's own dataset writer.
+
+The writer is ``lerobot.datasets.lerobot_dataset.LeRobotDataset`` (lerobot, Python >= 3.12) or
+the same class from the standalone ``lerobot-dataset`` package (import name ``ledataset``,
+Python >= 3.10: ``pip install -e '.[lerobot]'``), so the layout is LeRobot's by construction and
+``LeRobotDataset(repo_id, root=...)`` loads it. Features (one frame per control step: the
+observation the policy saw and the action it then executed):
+
+======================================  =====================================================
+``observation.images.image``            agentview camera, uint8 (S, S, 3), stored as PNG
+``observation.images.wrist_image``      eye-in-hand camera                 } rgb observation modes
+``observation.state``                   ``proprio`` (rgb modes) or ``state`` (state mode)
+``observation.environment_state``       ``state`` (state+rgb mode only)
+``action``                              the executed action (float32)
+``next.reward``, ``next.done``          the step's reward; whether the episode ended with it
+``embodied.running``                    every running embodied metric after the action
+                                        (names in info.json: ``completion_time_s``, ...)
+task (per frame)                        the episode's instruction
+======================================  =====================================================
+
+Per episode, ``meta/embodied_episodes.parquet`` holds the episode's row of ``episodes.parquet``
+(task, variant, seed, success and every metric) keyed by LeRobot's ``episode_index``: LeRobot
+ignores the file, pandas and DuckDB read it as it is.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from evaluation.export.replay import ReplayedEpisode
+from evaluation.schema import EPISODE_SCHEMA, RUNNING_COLUMNS
+
+RUNNING_NAMES = [column.removeprefix("running_") for column in RUNNING_COLUMNS]
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be written (the message says what is missing)."""
+
+
+def lerobot_dataset_class():
+    """LeRobot's ``LeRobotDataset`` (lerobot, else the standalone lerobot-dataset package)."""
+    try:
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    except ImportError:
+        try:
+            from ledataset.datasets.lerobot_dataset import LeRobotDataset
+        except ImportError:
+            raise ExportError("--format lerobot writes with LeRobot's own dataset writer: install lerobot "
+                              "(Python >= 3.12) or `pip install -e '.[lerobot]'` (the lerobot-dataset package)") from None
+    return LeRobotDataset
+
+
+def feature_map(observation: dict[str, np.ndarray]) -> dict[str, str]:
+    """LeRobot feature name of each observation entry this suite's envs give."""
+    names = {"image": "observation.images.image", "wrist_image": "observation.images.wrist_image"}
+    if "proprio" in observation:
+        names["proprio"] = "observation.state"
+        names["state"] = "observation.environment_state"
+    else:
+        names["state"] = "observation.state"
+    return {key: names[key] for key in observation}
+
+
+def features(first: ReplayedEpisode) -> dict:
+    obs = first.observations[0]
+    out = {}
+    for key, name in feature_map(obs).items():
+        value = np.asarray(obs[key])
+        if name.startswith("observation.images."):
+            out[name] = {"dtype": "image", "shape": value.shape, "names": ["height", "width", "channels"]}
+        else:
+            out[name] = {"dtype": "float32", "shape": value.shape, "names": None}
+    out["action"] = {"dtype": "float32", "shape": (first.actions.shape[1],), "names": None}
+    out["next.reward"] = {"dtype": "float32", "shape": (1,), "names": None}
+    out["next.done"] = {"dtype": "bool", "shape": (1,), "names": None}
+    out["embodied.running"] = {"dtype": "float32", "shape": (len(RUNNING_NAMES),), "names": RUNNING_NAMES}
+    return out
+
+
+def write_lerobot(episodes, out: str | Path, repo_id: str = "vla_envs/export", progress=None) -> tuple[int, int]:
+    """Write ``episodes`` (``ReplayedEpisode``s) as a LeRobotDataset in ``out`` (a new folder);
+    returns (episodes, frames). ``progress(episode)`` is called after each episode."""
+    LeRobotDataset = lerobot_dataset_class()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ExportError(f"{out} is not empty: expected a new folder for the dataset")
+    if out.exists():
+        out.rmdir()  # LeRobot creates the folder itself
+    dataset, rows, frames = None, [], 0
+    for episode in episodes:
+        if dataset is None:
+            fps = episode.control_freq_hz
+            if fps != math.floor(fps):
+                raise ExportError(f"control frequency {fps} Hz: LeRobot datasets need an integer fps")
+            dataset = LeRobotDataset.create(repo_id, int(fps), features(episode), root=out, robot_type="panda",
+                                            use_videos=False)
+            names = feature_map(episode.observations[0])
+        for t in range(episode.n_steps):
+            obs = episode.observations[t]
+            frame = {name: (np.asarray(obs[key]) if name.startswith("observation.images.")
+                            else np.asarray(obs[key], dtype=np.float32)) for key, name in names.items()}
+            frame["action"] = episode.actions[t]
+            frame["next.reward"] = np.asarray([episode.rewards[t]], dtype=np.float32)
+            frame["next.done"] = np.asarray([t == episode.n_steps - 1])
+            frame["embodied.running"] = np.asarray([episode.running[k][t] for k in RUNNING_NAMES], dtype=np.float32)
+            frame["task"] = episode.instruction
+            dataset.add_frame(frame)
+        dataset.save_episode()
+        rows.append({"episode_index": len(rows), **{k: episode.record[k] for k in EPISODE_SCHEMA.names}})
+        frames += episode.n_steps
+        if progress is not None:
+            progress(episode)
+    if dataset is None:
+        raise ExportError("no episodes to export")
+    dataset.finalize()
+    schema = pa.schema([pa.field("episode_index", pa.int64()), *EPISODE_SCHEMA])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), out / "meta" / "embodied_episodes.parquet")
+    return len(rows), frames
