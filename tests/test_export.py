@@ -2,6 +2,9 @@
 LeRobot's own loader) and a Minari dataset (``minari.load_dataset``), holding the same actions
 and metrics as steps.parquet / episodes.parquet."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -38,35 +41,77 @@ def _steps(run, variant, seed):
     return table.sort_by("step").to_pandas()
 
 
-def test_lerobot_export_loads_with_lerobots_loader_and_matches_the_record(run, tmp_path):
-    pytest.importorskip("ledataset", reason="the lerobot-dataset package (pip install -e '.[lerobot]')")
+LEROBOT_PYTHON = os.environ.get("VLA_ENVS_LEROBOT_PYTHON") or next(
+    (str(p) for p in (Path(__file__).resolve().parents[1] / ".venv-lerobot" / "bin" / "python",) if p.exists()), None)
+
+LOAD_WITH_LEROBOT = """
+import sys, json
+import numpy as np
+try:
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+except ImportError:
     from ledataset.datasets.lerobot_dataset import LeRobotDataset
+root, repo_id, out = sys.argv[1:4]
+ds = LeRobotDataset(repo_id, root=root)
+frames = [ds[i] for i in range(ds.num_frames)]
+np.savez(out, action=np.stack([f["action"].numpy() for f in frames]),
+         running=np.stack([f["embodied.running"].numpy() for f in frames]),
+         episode_index=np.array([int(f["episode_index"]) for f in frames]),
+         image=np.stack([f["observation.images.image"].numpy() for f in frames[:2]]),
+         state=frames[0]["observation.state"].numpy(), environment_state=frames[0]["observation.environment_state"].numpy())
+print(json.dumps({"num_episodes": ds.num_episodes, "fps": ds.fps, "tasks": sorted({f["task"] for f in frames}),
+                  "names": ds.meta.features["embodied.running"]["names"]}))
+"""
+
+
+@pytest.mark.skipif(LEROBOT_PYTHON is None, reason="LeRobot's environment is not set up: export VLA_ENVS_LEROBOT_PYTHON "
+                    "(or create .venv-lerobot as docs/integrations.md shows)")
+def test_lerobot_export_loads_with_lerobots_loader_and_matches_the_record(run, tmp_path):
+    """Written by LeRobot's writer in LeRobot's environment (fed through a pipe), loaded there by
+    LeRobot's LeRobotDataset: the same actions as steps.parquet, the same final metrics as
+    episodes.parquet, the instruction as the task string, images of the requested size."""
+    import json
+    import subprocess
 
     out = tmp_path / "lerobot"
-    result = CliRunner().invoke(app, ["export", str(run), "--format", "lerobot", "--out", str(out), "--obs-mode", "state+rgb"])
+    result = CliRunner().invoke(app, ["export", str(run), "--format", "lerobot", "--out", str(out), "--obs-mode",
+                                      "state+rgb", "--lerobot-python", LEROBOT_PYTHON])
     assert result.exit_code == 0, result.output
+    loaded = subprocess.run([LEROBOT_PYTHON, "-c", LOAD_WITH_LEROBOT, str(out / "Lift"), "vla_envs/export_test_lift",
+                             str(tmp_path / "loaded.npz")], capture_output=True, text=True, timeout=600)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    meta = json.loads(loaded.stdout.strip().splitlines()[-1])
+    data = np.load(tmp_path / "loaded.npz")
     episodes = pq.read_table(run / "episodes.parquet").to_pylist()
-    dataset = LeRobotDataset("vla_envs/export_test_lift", root=out / "Lift")
-    assert dataset.num_episodes == 4 and dataset.fps == 20
-    assert dataset.num_frames == sum(int(e["n_steps"]) for e in episodes)
+    assert meta["num_episodes"] == 4 and meta["fps"] == 20
+    assert meta["tasks"] == ["pick up the red cube and lift it off the table"]
+    assert len(data["action"]) == sum(int(e["n_steps"]) for e in episodes)
+    assert data["image"].shape == (2, 3, 32, 32)  # LeRobot's loader gives channel-first float images
+    assert data["environment_state"].shape[0] > data["state"].shape[0]  # state+rgb: state and proprio
     sidecar = pq.read_table(out / "Lift" / "meta" / "embodied_episodes.parquet").to_pylist()
-    names = dataset.meta.features["embodied.running"]["names"]
-    start = 0
+    names = meta["names"]
     for index, record in enumerate(episodes):
-        assert sidecar[index]["seed"] == record["seed"] and sidecar[index]["energy_j"] == record["energy_j"]
+        assert (sidecar[index]["variant"], sidecar[index]["seed"]) == (record["variant"], record["seed"])
+        assert sidecar[index]["energy_j"] == record["energy_j"]
+        rows = data["episode_index"] == index
         steps = _steps(run, record["variant"], record["seed"])
-        n = int(record["n_steps"])
-        frames = [dataset[start + t] for t in range(n)]
-        actions = np.stack([f["action"].numpy() for f in frames])
-        np.testing.assert_array_equal(actions, np.stack(steps["action"].iloc[1:]).astype(np.float32))
-        last = frames[-1]["embodied.running"].numpy()
+        np.testing.assert_array_equal(data["action"][rows], np.stack(steps["action"].iloc[1:]).astype(np.float32))
+        last = data["running"][rows][-1]
         assert last[names.index("energy_j")] == pytest.approx(record["energy_j"], rel=1e-6)
         assert last[names.index("jerk_ms")] == pytest.approx(record["jerk_ms"], rel=1e-6)
-        assert frames[0]["task"] == "pick up the red cube and lift it"
-        image = frames[0]["observation.images.image"]
-        assert tuple(image.shape) == (3, 32, 32)  # LeRobot's loader gives channel-first floats
-        assert frames[0]["observation.environment_state"].shape[0] > frames[0]["observation.state"].shape[0]
-        start += n
+
+
+def test_lerobot_export_without_lerobot_says_how_to_get_it(run, tmp_path, monkeypatch):
+    monkeypatch.delenv("VLA_ENVS_LEROBOT_PYTHON", raising=False)
+    try:
+        from evaluation.export.lerobot_writer import lerobot_dataset_class
+
+        lerobot_dataset_class()
+        pytest.skip("LeRobot imports in this environment")
+    except Exception:  # noqa: BLE001
+        pass
+    result = CliRunner().invoke(app, ["export", str(run), "--format", "lerobot", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "--lerobot-python" in result.output
 
 
 def test_minari_export_loads_with_minari_and_matches_the_record(run, tmp_path, monkeypatch):

@@ -180,6 +180,9 @@ def export_command(
     out: str | None = typer.Option(None, "--out", help="output folder (default: runs/export/<run>_<format>)"),
     obs_mode: str | None = typer.Option(None, "--obs-mode", help="observations to render (default: the run's)"),
     variant: list[str] = typer.Option(None, "--variant", help="only this variant (repeatable; default: all)"),
+    lerobot_python: str | None = typer.Option(
+        None, "--lerobot-python", help="lerobot: the Python of LeRobot's environment (default: $VLA_ENVS_LEROBOT_PYTHON, "
+        "else this one)"),
 ) -> None:
     """Re-render a run's episodes from seed + actions (checked bit for bit) into datasets, one per task."""
     from pathlib import Path
@@ -194,7 +197,8 @@ def export_command(
         raise typer.Exit(2)
     out_dir = Path(out) if out is not None else Path("runs") / "export" / f"{Path(run).name}_{format}"
     with _exit_on(RunFolderError, ExportError, ReplayError):
-        results = export_run(run, format, out_dir, obs_mode, variant or None, console=console)
+        results = export_run(run, format, out_dir, obs_mode, variant or None, console=console,
+                             lerobot_python=lerobot_python)
     for row in results:
         name = row.get("dataset_id", row["path"])
         console.print(f"{row['task']}: {row['episodes']} episodes, {row['frames']} frames -> {name}", markup=False)

@@ -1,9 +1,11 @@
 """Episodes out as a LeRobotDataset (v3 layout), written by LeRobot's own dataset writer.
 
 The writer is ``lerobot.datasets.lerobot_dataset.LeRobotDataset`` (lerobot, Python >= 3.12) or
-the same class from the standalone ``lerobot-dataset`` package (import name ``ledataset``,
-Python >= 3.10: ``pip install -e '.[lerobot]'``), so the layout is LeRobot's by construction and
-``LeRobotDataset(repo_id, root=...)`` loads it. Features (one frame per control step: the
+the same class from the standalone ``lerobot-dataset`` package (import name ``ledataset``), so the
+layout is LeRobot's by construction and ``LeRobotDataset(repo_id, root=...)`` loads it. LeRobot
+rarely imports beside robosuite, so the writer usually runs in LeRobot's own environment, fed
+through a pipe (``evaluation.export.lerobot_writer``; ``--lerobot-python`` or
+``$VLA_ENVS_LEROBOT_PYTHON``). Features (one frame per control step: the
 observation the policy saw and the action it then executed):
 
 ======================================  =====================================================
@@ -42,17 +44,76 @@ class ExportError(RuntimeError):
     """An export that cannot be written (the message says what is missing)."""
 
 
-def lerobot_dataset_class():
-    """LeRobot's ``LeRobotDataset`` (lerobot, else the standalone lerobot-dataset package)."""
-    try:
-        from lerobot.datasets.lerobot_dataset import LeRobotDataset
-    except ImportError:
+LEROBOT_PYTHON_ENV = "VLA_ENVS_LEROBOT_PYTHON"
+
+
+class _InProcess:
+    def __init__(self, root: Path):
+        from evaluation.export.lerobot_writer import Writer
+
+        self.writer = Writer(root)
+
+    def send(self, message: dict) -> None:
+        self.writer.handle(message)
+
+    def close(self) -> dict:
+        return {"episodes": self.writer.episodes, "frames": self.writer.frames}
+
+
+class _Subprocess:
+    """The writer in LeRobot's environment, fed msgpack-numpy messages through a pipe."""
+
+    def __init__(self, python: str, root: Path):
+        import subprocess
+        import tempfile
+
+        from evaluation.export import lerobot_writer
+
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([python, lerobot_writer.__file__, str(root)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.log)
+
+    def send(self, message: dict) -> None:
+        from policies.serving.wire import pack
+
         try:
-            from ledataset.datasets.lerobot_dataset import LeRobotDataset
-        except ImportError:
-            raise ExportError("--format lerobot writes with LeRobot's own dataset writer: install lerobot "
-                              "(Python >= 3.12) or `pip install -e '.[lerobot]'` (the lerobot-dataset package)") from None
-    return LeRobotDataset
+            self.proc.stdin.write(pack(message))
+        except BrokenPipeError:
+            self.close()
+
+    def close(self) -> dict:
+        import json
+
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        out = self.proc.stdout.read()
+        if self.proc.wait() != 0:
+            self.log.seek(0)
+            tail = self.log.read().decode(errors="replace")[-3000:]
+            raise ExportError(f"LeRobot's dataset writer failed (exit {self.proc.returncode}):\n{tail}")
+        return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def _sink(root: Path, lerobot_python: str | None):
+    """LeRobot's writer here when it imports, else in ``lerobot_python`` (or $VLA_ENVS_LEROBOT_PYTHON)."""
+    import os
+
+    python = lerobot_python or os.environ.get(LEROBOT_PYTHON_ENV)
+    if python:
+        return _Subprocess(python, root)
+    try:
+        from evaluation.export.lerobot_writer import lerobot_dataset_class
+
+        lerobot_dataset_class()
+    except Exception:  # noqa: BLE001 - absent, or present but broken (torchvision vs torch)
+        raise ExportError(
+            "--format lerobot writes with LeRobot's own dataset writer, which does not import here: give the "
+            f"Python of an environment with lerobot or lerobot-dataset (--lerobot-python, or ${LEROBOT_PYTHON_ENV}; "
+            "docs/integrations.md sets one up)"
+        ) from None
+    return _InProcess(root)
 
 
 def feature_map(observation: dict[str, np.ndarray]) -> dict[str, str]:
@@ -82,23 +143,25 @@ def features(first: ReplayedEpisode) -> dict:
     return out
 
 
-def write_lerobot(episodes, out: str | Path, repo_id: str = "vla_envs/export", progress=None) -> tuple[int, int]:
+def write_lerobot(episodes, out: str | Path, repo_id: str = "vla_envs/export", progress=None,
+                  lerobot_python: str | None = None) -> tuple[int, int]:
     """Write ``episodes`` (``ReplayedEpisode``s) as a LeRobotDataset in ``out`` (a new folder);
     returns (episodes, frames). ``progress(episode)`` is called after each episode."""
-    LeRobotDataset = lerobot_dataset_class()
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"{out} is not empty: expected a new folder for the dataset")
     if out.exists():
         out.rmdir()  # LeRobot creates the folder itself
-    dataset, rows, frames = None, [], 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sink, rows = None, []
     for episode in episodes:
-        if dataset is None:
+        if sink is None:
             fps = episode.control_freq_hz
             if fps != math.floor(fps):
                 raise ExportError(f"control frequency {fps} Hz: LeRobot datasets need an integer fps")
-            dataset = LeRobotDataset.create(repo_id, int(fps), features(episode), root=out, robot_type="panda",
-                                            use_videos=False)
+            sink = _sink(out, lerobot_python)
+            sink.send({"kind": "create", "repo_id": repo_id, "fps": int(fps), "features": features(episode),
+                       "robot_type": "panda"})
             names = feature_map(episode.observations[0])
         for t in range(episode.n_steps):
             obs = episode.observations[t]
@@ -109,15 +172,17 @@ def write_lerobot(episodes, out: str | Path, repo_id: str = "vla_envs/export", p
             frame["next.done"] = np.asarray([t == episode.n_steps - 1])
             frame["embodied.running"] = np.asarray([episode.running[k][t] for k in RUNNING_NAMES], dtype=np.float32)
             frame["task"] = episode.instruction
-            dataset.add_frame(frame)
-        dataset.save_episode()
+            sink.send({"kind": "frame", "frame": frame})
+        sink.send({"kind": "save_episode"})
         rows.append({"episode_index": len(rows), **{k: episode.record[k] for k in EPISODE_SCHEMA.names}})
-        frames += episode.n_steps
         if progress is not None:
             progress(episode)
-    if dataset is None:
+    if sink is None:
         raise ExportError("no episodes to export")
-    dataset.finalize()
+    sink.send({"kind": "finish"})
+    written = sink.close()
+    if written["episodes"] != len(rows):
+        raise ExportError(f"LeRobot's writer saved {written['episodes']} episodes of {len(rows)}")
     schema = pa.schema([pa.field("episode_index", pa.int64()), *EPISODE_SCHEMA])
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), out / "meta" / "embodied_episodes.parquet")
-    return len(rows), frames
+    return len(rows), int(written["frames"])

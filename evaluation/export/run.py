@@ -20,7 +20,8 @@ def _slug(text: str) -> str:
 
 
 def export_run(run_dir: str | Path, fmt: Format, out: str | Path, obs_mode: str | None = None,
-               variants: list[str] | None = None, progress: bool = True, console=None) -> list[dict]:
+               variants: list[str] | None = None, progress: bool = True, console=None,
+               lerobot_python: str | None = None) -> list[dict]:
     """Write one dataset per task of the run into ``out`` (``out/<task>``); each row says
     task, path or dataset id, episodes and frames."""
     if fmt not in ("lerobot", "minari"):
@@ -46,7 +47,7 @@ def export_run(run_dir: str | Path, fmt: Format, out: str | Path, obs_mode: str 
             if fmt == "lerobot":
                 path = out / task
                 n, frames = write_lerobot(stream, path, repo_id=f"vla_envs/{_slug(config.name or run_dir.name)}_{_slug(task)}",
-                                          progress=advance)
+                                          progress=advance, lerobot_python=lerobot_python)
                 results.append({"task": task, "path": str(path), "episodes": n, "frames": frames})
             else:
                 import gymnasium as gym

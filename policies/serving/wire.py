@@ -9,6 +9,7 @@ that could carry a pickle).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -50,6 +51,11 @@ def _decode(value: dict) -> Any:
 
 def pack(value: Any) -> bytes:
     return msgpack.packb(value, default=_encode, use_bin_type=True)
+
+
+def stream(fileobj) -> Iterator[Any]:
+    """The messages of a binary stream of concatenated msgpack-numpy messages (e.g. a pipe)."""
+    yield from msgpack.Unpacker(fileobj, object_hook=_decode, raw=False, strict_map_key=False, max_buffer_size=2**30)
 
 
 def unpack(payload: bytes) -> Any:
