@@ -188,7 +188,7 @@ def export_command(
     from pathlib import Path
 
     from evaluation.compare import RunFolderError
-    from evaluation.export.lerobot import ExportError
+    from evaluation.export.lerobot_format import ExportError
     from evaluation.export.replay import ReplayError
     from evaluation.export.run import export_run
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Literal
 
 from evaluation.compare import read_run
-from evaluation.export.lerobot import ExportError, write_lerobot
-from evaluation.export.minari import write_minari
+from evaluation.export.lerobot_format import ExportError, write_lerobot
+from evaluation.export.minari_format import write_minari
 from evaluation.export.replay import env_kwargs, replay_run
 
 Format = Literal["lerobot", "minari"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.export.lerobot import ExportError
+from evaluation.export.lerobot_format import ExportError
 
 
 @contextmanager
