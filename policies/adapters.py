@@ -18,14 +18,9 @@ Wiring a Hugging Face style VLA (OpenVLA's ``predict_action``), no download invo
                                                                do_sample=False),
                            preprocess=preprocess, action_dim=7, chunk_size=1)
 
-A LeRobot policy (``select_action`` one step, or ``predict_action_chunk`` a chunk):
-
-    def preprocess(obs, instruction):
-        return {"observation.image": torch.from_numpy(obs["image"]).permute(2, 0, 1)[None] / 255,
-                "observation.state": torch.from_numpy(obs["proprio"])[None], "task": [instruction]}
-    policy = ModuleAdapter(lambda batch: lerobot_policy.predict_action_chunk(batch),
-                           preprocess=preprocess, action_dim=7, chunk_size=lerobot_policy.config.n_action_steps,
-                           reset_hook=lerobot_policy.reset)
+A LeRobot policy needs LeRobot's own environment (Python >= 3.12, numpy >= 2) and its
+pre/post-processors: serve it from there with ``policies.serving.lerobot_policy`` and evaluate
+it over openpi's protocol (docs/integrations.md), rather than through this adapter.
 """
 
 from __future__ import annotations
