@@ -77,7 +77,7 @@ def test_lerobot_export_loads_with_lerobots_loader_and_matches_the_record(run, t
     result = CliRunner().invoke(app, ["export", str(run), "--format", "lerobot", "--out", str(out), "--obs-mode",
                                       "state+rgb", "--lerobot-python", LEROBOT_PYTHON])
     assert result.exit_code == 0, result.output
-    loaded = subprocess.run([LEROBOT_PYTHON, "-c", LOAD_WITH_LEROBOT, str(out / "Lift"), "vla_envs/export_test_lift",
+    loaded = subprocess.run([LEROBOT_PYTHON, "-c", LOAD_WITH_LEROBOT, str(out / "lift"), "vla_envs/export_test_lift",
                              str(tmp_path / "loaded.npz")], capture_output=True, text=True, timeout=600)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     meta = json.loads(loaded.stdout.strip().splitlines()[-1])
@@ -88,7 +88,7 @@ def test_lerobot_export_loads_with_lerobots_loader_and_matches_the_record(run, t
     assert len(data["action"]) == sum(int(e["n_steps"]) for e in episodes)
     assert data["image"].shape == (2, 3, 32, 32)  # LeRobot's loader gives channel-first float images
     assert data["environment_state"].shape[0] > data["state"].shape[0]  # state+rgb: state and proprio
-    sidecar = pq.read_table(out / "Lift" / "meta" / "embodied_episodes.parquet").to_pylist()
+    sidecar = pq.read_table(out / "lift" / "meta" / "embodied_episodes.parquet").to_pylist()
     names = meta["names"]
     for index, record in enumerate(episodes):
         assert (sidecar[index]["variant"], sidecar[index]["seed"]) == (record["variant"], record["seed"])
@@ -150,3 +150,38 @@ def test_a_replay_that_differs_from_the_record_stops_the_export(run, tmp_path):
     pq.write_table(table, copy / "steps.parquet")
     result = CliRunner().invoke(app, ["export", str(copy), "--format", "minari", "--out", str(tmp_path / "m")])
     assert result.exit_code == 2 and "differs from the record from step" in result.output
+
+
+def test_joint_state_recorder_files_export_too(tmp_path, monkeypatch):
+    """Episodes a user recorded with JointStateRecorder(out_dir=...) around gym.make: replayed from
+    the metadata's env settings and seed, exported to Minari with the same actions and metrics."""
+    import gymnasium as gym
+    import minari
+
+    import vla_envs  # noqa: F401
+    from policies.experts import expert_for_task
+    from wrappers import EmbodiedCost, JointStateRecorder
+
+    env = JointStateRecorder(EmbodiedCost(gym.make("vla_envs/Lift-v0", obs_mode="state", max_episode_steps=15)),
+                             out_dir=tmp_path / "recorded")
+    expert = expert_for_task("Lift", env)
+    for seed in (3, 4):
+        obs, _ = env.reset(seed=seed)
+        expert.reset()
+        done = False
+        while not done:
+            obs, _, terminated, truncated, _ = env.step(expert.act(obs)[0])
+            done = terminated or truncated
+    env.close()
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "recorded"), "--format", "minari", "--out",
+                                      str(tmp_path / "minari")])
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    dataset = minari.load_dataset("vla_envs/recorded-lift_v0-v0")
+    from wrappers.parquet_io import read_episode
+
+    records = [read_episode(f) for f in sorted((tmp_path / "recorded").glob("*.parquet"))]
+    assert dataset.total_episodes == 2
+    for episode, record in zip(dataset.iterate_episodes(), records, strict=True):
+        np.testing.assert_array_equal(episode.actions, record.action.astype(np.float32))
+        assert episode.infos["embodied"]["energy_j"][-1] == pytest.approx(record.metadata["metrics"]["energy_j"], rel=1e-12)

@@ -175,7 +175,8 @@ def eval_command(
 
 @app.command("export")
 def export_command(
-    run: str = typer.Argument(..., help="a finished run folder (holds run.json, episodes.parquet, steps.parquet)"),
+    run: str = typer.Argument(..., help="a finished run folder (run.json, episodes.parquet, steps.parquet), or "
+                              "JointStateRecorder Parquet files (a file or a folder)"),
     format: str = typer.Option(..., "--format", help="lerobot (LeRobotDataset v3) or minari"),  # noqa: A002
     out: str | None = typer.Option(None, "--out", help="output folder (default: runs/export/<run>_<format>)"),
     obs_mode: str | None = typer.Option(None, "--obs-mode", help="observations to render (default: the run's)"),
@@ -184,7 +185,7 @@ def export_command(
         None, "--lerobot-python", help="lerobot: the Python of LeRobot's environment (default: $VLA_ENVS_LEROBOT_PYTHON, "
         "else this one)"),
 ) -> None:
-    """Re-render a run's episodes from seed + actions (checked bit for bit) into datasets, one per task."""
+    """Re-render recorded episodes from seed + actions (checked bit for bit) into datasets, one per task."""
     from pathlib import Path
 
     from evaluation.compare import RunFolderError
@@ -201,7 +202,7 @@ def export_command(
                              lerobot_python=lerobot_python)
     for row in results:
         name = row.get("dataset_id", row["path"])
-        console.print(f"{row['task']}: {row['episodes']} episodes, {row['frames']} frames -> {name}", markup=False)
+        console.print(f"{row['group']}: {row['episodes']} episodes, {row['frames']} frames -> {name}", markup=False)
     if format == "minari":
         console.print(f"load with MINARI_DATASETS_PATH={out_dir} and minari.load_dataset(<id>)", markup=False)
 

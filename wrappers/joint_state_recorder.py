@@ -12,6 +12,20 @@ from wrappers.episode_buffer import EpisodeArrays
 from wrappers.parquet_io import write_episode
 
 
+def _json_kwargs(kwargs: dict) -> dict:
+    """The keyword arguments that survive JSON (a callable or an object would not)."""
+    import json
+
+    out = {}
+    for key, value in kwargs.items():
+        try:
+            json.dumps(value)
+        except TypeError:
+            continue
+        out[key] = value
+    return out
+
+
 class JointStateRecorder(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
     """Records per-step arm state (and optionally every physics substep) for each episode.
 
@@ -26,7 +40,8 @@ class JointStateRecorder(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
 
     ``last_episode.metadata``::
 
-        {"env_id": "vla_envs/Lift-v0", "seed": 0, "episode": 0, "instruction": "...",
+        {"env_id": "vla_envs/Lift-v0", "env_kwargs": {...gym.make kwargs...}, "max_episode_steps": 300,
+         "seed": 0, "episode": 0, "instruction": "...",
          "end_reason": "terminated" | "truncated" | "sim_unstable" | "reset" | "close",
          "n_steps": T, "robot": {...readout settings...}, "record_substeps": False,
          "metrics": {...the EmbodiedCost metrics of the whole episode...}}
@@ -107,6 +122,9 @@ class JointStateRecorder(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
         spec = self.env.spec
         metadata = {
             "env_id": spec.id if spec is not None else type(self.env.unwrapped).__name__,
+            # what gym.make needs to rebuild the env (vla-envs export replays recorded episodes)
+            "env_kwargs": _json_kwargs(spec.kwargs) if spec is not None else {},
+            "max_episode_steps": spec.max_episode_steps if spec is not None else None,
             "seed": probe.seed,
             "episode": probe.episode_index,
             "instruction": self._instruction,

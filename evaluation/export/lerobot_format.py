@@ -20,9 +20,10 @@ observation the policy saw and the action it then executed):
 task (per frame)                        the episode's instruction
 ======================================  =====================================================
 
-Per episode, ``meta/embodied_episodes.parquet`` holds the episode's row of ``episodes.parquet``
-(task, variant, seed, success and every metric) keyed by LeRobot's ``episode_index``: LeRobot
-ignores the file, pandas and DuckDB read it as it is.
+Per episode, ``meta/embodied_episodes.parquet`` holds, keyed by LeRobot's ``episode_index``, the
+episode's row of ``episodes.parquet`` (task, variant, seed, success and every metric) or, for a
+``JointStateRecorder`` file, its env id, seed, end and metrics: LeRobot ignores the file, pandas
+and DuckDB read it as it is.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evaluation.export.replay import ReplayedEpisode
-from evaluation.schema import EPISODE_SCHEMA, RUNNING_COLUMNS
+from evaluation.export.replay import RUNNING_KEYS, ReplayedEpisode
+from evaluation.schema import EPISODE_SCHEMA
 
-RUNNING_NAMES = [column.removeprefix("running_") for column in RUNNING_COLUMNS]
+RUNNING_NAMES = list(RUNNING_KEYS)
 
 
 class ExportError(RuntimeError):
@@ -174,7 +175,7 @@ def write_lerobot(episodes, out: str | Path, repo_id: str = "vla_envs/export", p
             frame["task"] = episode.instruction
             sink.send({"kind": "frame", "frame": frame})
         sink.send({"kind": "save_episode"})
-        rows.append({"episode_index": len(rows), **{k: episode.record[k] for k in EPISODE_SCHEMA.names}})
+        rows.append({"episode_index": len(rows), **episode.record})
         if progress is not None:
             progress(episode)
     if sink is None:
@@ -184,5 +185,7 @@ def write_lerobot(episodes, out: str | Path, repo_id: str = "vla_envs/export", p
     if written["episodes"] != len(rows):
         raise ExportError(f"LeRobot's writer saved {written['episodes']} episodes of {len(rows)}")
     schema = pa.schema([pa.field("episode_index", pa.int64()), *EPISODE_SCHEMA])
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), out / "meta" / "embodied_episodes.parquet")
+    table = (pa.Table.from_pylist(rows, schema=schema) if set(rows[0]) == set(schema.names)  # a run's episodes
+             else pa.Table.from_pylist(rows))  # a recording's metadata
+    pq.write_table(table, out / "meta" / "embodied_episodes.parquet")
     return len(rows), int(written["frames"])

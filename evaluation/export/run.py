@@ -10,7 +10,7 @@ from typing import Literal
 from evaluation.compare import read_run
 from evaluation.export.lerobot_format import ExportError, write_lerobot
 from evaluation.export.minari_format import write_minari
-from evaluation.export.replay import env_kwargs, replay_run
+from evaluation.export.replay import env_kwargs, recording_files, replay_recordings, replay_run
 
 Format = Literal["lerobot", "minari"]
 
@@ -19,53 +19,89 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
-def export_run(run_dir: str | Path, fmt: Format, out: str | Path, obs_mode: str | None = None,
+def export_run(source: str | Path, fmt: Format, out: str | Path, obs_mode: str | None = None,
                variants: list[str] | None = None, progress: bool = True, console=None,
                lerobot_python: str | None = None) -> list[dict]:
-    """Write one dataset per task of the run into ``out`` (``out/<task>``); each row says
-    task, path or dataset id, episodes and frames."""
+    """Write one dataset per task (a run) or env id (recordings) into ``out``; each row says the
+    group, path or dataset id, episodes and frames. ``source`` is a finished run folder or
+    ``JointStateRecorder`` Parquet files (a file or a folder)."""
     if fmt not in ("lerobot", "minari"):
         raise ExportError(f"format {fmt!r}: expected 'lerobot' or 'minari'")
-    run_dir, out = Path(run_dir), Path(out)
-    config, info, episodes, _ = read_run(run_dir)
-    chosen = [e for e in episodes if not variants or e["variant"] in variants]
-    if not chosen:
-        raise ExportError(f"no episodes of variants {variants} in {run_dir}: expected some of {config.variant_names}")
+    source, out = Path(source), Path(out)
+    if (source / "run.json").is_file():
+        config, info, episodes, _ = read_run(source)
+        chosen = [e for e in episodes if not variants or e["variant"] in variants]
+        if not chosen:
+            raise ExportError(f"no episodes of variants {variants} in {source}: expected some of {config.variant_names}")
+        name = _slug(config.name or source.name)
+        groups = [task for task in config.tasks if any(e["task"] == task for e in chosen)]
+        total = len(chosen)
+        commit = (info.get("git") or {}).get("commit")
+
+        def stream(group):
+            return replay_run(source, obs_mode, variants, tasks=[group])
+
+        def make_env(group):
+            from vla_envs.config import get_task_config
+
+            return get_task_config(group).env_id, env_kwargs(config, obs_mode)
+
+        def describe(group, env):
+            variants_here = sorted({e["variant"] for e in chosen if e["task"] == group})
+            return (f"vla-envs eval run {source.name} ({config.name}), task {group} ('{env.unwrapped.instruction}'), "
+                    f"variants {variants_here}")
+    else:
+        if variants:
+            raise ExportError("--variant selects a run's variants: JointStateRecorder files have none")
+        files = recording_files(source)
+        from wrappers.parquet_io import read_episode
+
+        metas = [read_episode(f).metadata for f in files]
+        name, commit, total = _slug(source.stem), None, len(files)
+        groups = list(dict.fromkeys(m.get("env_id") for m in metas))
+
+        def stream(group):
+            return (e for e in replay_recordings(source, obs_mode) if e.group == group)
+
+        def make_env(group):
+            meta = next(m for m in metas if m.get("env_id") == group)
+            kwargs = {**(meta.get("env_kwargs") or {}), **({"obs_mode": obs_mode} if obs_mode else {})}
+            return group, kwargs
+
+        def describe(group, env):
+            return f"JointStateRecorder episodes from {source} ({group}, '{env.unwrapped.instruction}')"
+
     bar = _progress(progress, console)
     results = []
     with bar if bar is not None else nullcontext():
-        total = bar.add_task("export", total=len(chosen), last="") if bar is not None else None
+        task_id = bar.add_task("export", total=total, last="") if bar is not None else None
 
         def advance(episode) -> None:
             if bar is not None:
-                bar.update(total, advance=1, last=f"{episode.task} {episode.variant} seed {episode.seed}")
+                bar.update(task_id, advance=1, last=episode.label)
 
-        for task in config.tasks:
-            if not any(e["task"] == task for e in chosen):
-                continue
-            stream = replay_run(run_dir, obs_mode, variants, tasks=[task])
+        for group in groups:
+            slug = _slug(group.split("/")[-1])
             if fmt == "lerobot":
-                path = out / task
-                n, frames = write_lerobot(stream, path, repo_id=f"vla_envs/{_slug(config.name or run_dir.name)}_{_slug(task)}",
-                                          progress=advance, lerobot_python=lerobot_python)
-                results.append({"task": task, "path": str(path), "episodes": n, "frames": frames})
+                path = out / slug
+                n, frames = write_lerobot(stream(group), path, repo_id=f"vla_envs/{name}_{slug}", progress=advance,
+                                          lerobot_python=lerobot_python)
+                results.append({"group": group, "path": str(path), "episodes": n, "frames": frames})
             else:
                 import gymnasium as gym
 
                 import vla_envs  # noqa: F401
-                from vla_envs.config import get_task_config
 
-                env = gym.make(get_task_config(task).env_id, **env_kwargs(config, obs_mode))
-                dataset_id = f"vla_envs/{_slug(config.name or run_dir.name)}-{_slug(task)}-v0"
-                description = (f"vla-envs eval run {run_dir.name} ({config.name}), task {task} "
-                               f"('{env.unwrapped.instruction}'), variants "
-                               f"{sorted({e['variant'] for e in chosen if e['task'] == task})}")
-                commit = (info.get("git") or {}).get("commit")
+                env_id, kwargs = make_env(group)
+                env = gym.make(env_id, **kwargs)
+                dataset_id = f"vla_envs/{name}-{slug}-v0"
                 try:
-                    n, frames = write_minari(stream, out, dataset_id, env, description, commit, progress=advance)
+                    n, frames = write_minari(stream(group), out, dataset_id, env, describe(group, env), commit,
+                                             progress=advance)
                 finally:
                     env.close()
-                results.append({"task": task, "path": str(out), "dataset_id": dataset_id, "episodes": n, "frames": frames})
+                results.append({"group": group, "path": str(out), "dataset_id": dataset_id, "episodes": n,
+                                "frames": frames})
     return results
 
 
