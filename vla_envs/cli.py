@@ -204,7 +204,7 @@ def export_command(
         name = row.get("dataset_id", row["path"])
         console.print(f"{row['group']}: {row['episodes']} episodes, {row['frames']} frames -> {name}", markup=False)
     if format == "minari":
-        console.print(f"load with MINARI_DATASETS_PATH={out_dir} and minari.load_dataset(<id>)", markup=False)
+        console.print(f"load with MINARI_DATASETS_PATH={out_dir.resolve()} and minari.load_dataset(<id>)", markup=False)
 
 
 @app.command("report")

@@ -56,7 +56,7 @@ def write_minari(episodes, out: str | Path, dataset_id: str, env, description: s
             progress(episode)
     if not buffers:
         raise ExportError("no episodes to export")
-    out = Path(out)
+    out = Path(out).resolve()  # minari joins a relative root with paths it already prefixed with it
     out.mkdir(parents=True, exist_ok=True)
     with _datasets_path(out):
         minari.create_dataset_from_buffers(
