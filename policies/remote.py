@@ -50,22 +50,10 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(args.torch_threads)
-    policy = load_policy(args.policy)
-    if args.protocol == "openpi":
-        from policies.serving.openpi_server import OpenPIServer
+    from policies.serving.launch import serve
 
-        server = OpenPIServer(policy, args.host, args.port, prompt_key=args.prompt_key,
-                              max_sessions=args.max_sessions, idle_timeout_s=args.idle_timeout_s)
-    else:
-        server = PolicyServer(policy, args.host, args.port, max_sessions=args.max_sessions,
-                              idle_timeout_s=args.idle_timeout_s)
-    print(f"serving {type(policy).__name__} at {server.url}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
+    serve(load_policy(args.policy), args.protocol, args.host, args.port, max_sessions=args.max_sessions,
+          idle_timeout_s=args.idle_timeout_s, prompt_key=args.prompt_key)
 
 
 if __name__ == "__main__":

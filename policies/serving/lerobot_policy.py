@@ -95,23 +95,11 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     serve.add_argument("--max-sessions", type=int, default=64)
     args = parser.parse_args(argv)
+    from policies.serving.launch import serve
+
     policy = LeRobotPolicy(args.path, args.device)
-    if args.protocol == "openpi":
-        from policies.serving.openpi_server import OpenPIServer
-
-        server = OpenPIServer(policy, args.host, args.port, max_sessions=args.max_sessions,
-                              metadata={"lerobot_policy": policy.policy_type})
-    else:
-        from policies.serving.http_server import PolicyServer
-
-        server = PolicyServer(policy, args.host, args.port, max_sessions=args.max_sessions)
-    print(f"serving {policy.policy_type} ({type(policy).__name__}) at {server.url}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
+    serve(policy, args.protocol, args.host, args.port, name=f"{policy.policy_type} ({type(policy).__name__})",
+          max_sessions=args.max_sessions, metadata={"lerobot_policy": policy.policy_type})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,37 @@
+"""Build a server for a policy and serve it until Ctrl-C: the one path both command lines take
+(``python -m policies.remote serve`` and ``python -m policies.serving.lerobot_policy serve``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from policies.base import Policy
+
+Protocol = Literal["http", "openpi"]
+
+
+def make_server(policy: Policy, protocol: Protocol, host: str, port: int, max_sessions: int = 64,
+                idle_timeout_s: float = 600.0, prompt_key: str = "prompt", metadata: dict | None = None):
+    """An ``OpenPIServer`` or a ``PolicyServer`` around ``policy`` (not started)."""
+    if protocol == "openpi":
+        from policies.serving.openpi_server import OpenPIServer
+
+        return OpenPIServer(policy, host, port, prompt_key=prompt_key, metadata=metadata, max_sessions=max_sessions,
+                            idle_timeout_s=idle_timeout_s)
+    if protocol == "http":
+        from policies.serving.http_server import PolicyServer
+
+        return PolicyServer(policy, host, port, max_sessions=max_sessions, idle_timeout_s=idle_timeout_s)
+    raise ValueError(f"protocol={protocol!r}: expected 'http' or 'openpi'")
+
+
+def serve(policy: Policy, protocol: Protocol, host: str, port: int, name: str | None = None, **options) -> None:
+    """Print ``serving <name> at <url>`` (a launcher waits for this line) and serve until Ctrl-C."""
+    server = make_server(policy, protocol, host, port, **options)
+    print(f"serving {name or type(policy).__name__} at {server.url}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
