@@ -97,6 +97,12 @@ def _stack_list_column(column: pa.ChunkedArray, skip_first: bool) -> np.ndarray:
     return flat.reshape(rows, -1) if rows else flat.reshape(0, 0)
 
 
+def read_metadata(path: str | Path) -> dict:
+    """The episode metadata of a file written by ``write_episode``, without reading its rows."""
+    raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
+    return json.loads(raw) if raw else {}
+
+
 def read_episode(path: str | Path) -> EpisodeArrays:
     """Read a file written by ``write_episode`` back into arrays (and its metadata)."""
     table = pq.read_table(path)

@@ -184,14 +184,18 @@ def recording_files(path: str | Path) -> list[Path]:
     return files
 
 
-def replay_recordings(path: str | Path, obs_mode: str | None = None) -> Iterator[ReplayedEpisode]:
+def replay_recordings(path: str | Path, obs_mode: str | None = None,
+                      env_id: str | None = None) -> Iterator[ReplayedEpisode]:
     """Every episode recorded by ``JointStateRecorder(out_dir=...)`` in ``path`` (a file or a
-    folder), re-rendered with the env settings its metadata names; one group per env id."""
-    from wrappers.parquet_io import read_episode
+    folder; only those of ``env_id`` when given), re-rendered with the env settings its metadata
+    names; one group per env id."""
+    from wrappers.parquet_io import read_episode, read_metadata
 
     envs: dict[str, object] = {}
     try:
         for file in recording_files(path):
+            if env_id is not None and read_metadata(file).get("env_id") != env_id:
+                continue
             episode = read_episode(file)
             meta = episode.metadata
             missing = [k for k in ("env_id", "env_kwargs", "seed") if meta.get(k) is None]

@@ -54,14 +54,14 @@ def export_run(source: str | Path, fmt: Format, out: str | Path, obs_mode: str |
         if variants:
             raise ExportError("--variant selects a run's variants: JointStateRecorder files have none")
         files = recording_files(source)
-        from wrappers.parquet_io import read_episode
+        from wrappers.parquet_io import read_metadata
 
-        metas = [read_episode(f).metadata for f in files]
+        metas = [read_metadata(f) for f in files]
         name, commit, total = _slug(source.stem), None, len(files)
         groups = list(dict.fromkeys(m.get("env_id") for m in metas))
 
         def stream(group):
-            return (e for e in replay_recordings(source, obs_mode) if e.group == group)
+            return replay_recordings(source, obs_mode, env_id=group)
 
         def make_env(group):
             meta = next(m for m in metas if m.get("env_id") == group)
