@@ -202,6 +202,17 @@ class EnvConfig(_Strict):
     max_episode_steps: int | None = Field(None, ge=1, description="override every task's time limit")
     render_quality: Literal["lean", "full"] = "lean"
 
+    def make_kwargs(self, obs_mode: str | None = None) -> dict:
+        """``gym.make`` keyword arguments for these settings (another ``obs_mode`` changes only
+        what is rendered, not the simulation: an export re-renders episodes with it)."""
+        kwargs = {"obs_mode": obs_mode or self.obs_mode, "image_size": self.image_size,
+                  "controller": self.controller, "render_quality": self.render_quality}
+        if self.control_freq is not None:
+            kwargs["control_freq"] = self.control_freq
+        if self.max_episode_steps is not None:
+            kwargs["max_episode_steps"] = self.max_episode_steps
+        return kwargs
+
     @field_validator("control_freq")
     @classmethod
     def _divides_the_physics_rate(cls, value: float | None) -> float | None:

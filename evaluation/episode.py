@@ -92,17 +92,7 @@ class EpisodeRunner:
             from vla_envs.config import get_task_config
             from wrappers import EmbodiedCost, JointStateRecorder
 
-            settings = self.config.env
-            kwargs = {
-                "obs_mode": settings.obs_mode,
-                "image_size": settings.image_size,
-                "controller": settings.controller,
-                "render_quality": settings.render_quality,
-            }
-            if settings.control_freq is not None:
-                kwargs["control_freq"] = settings.control_freq
-            if settings.max_episode_steps is not None:
-                kwargs["max_episode_steps"] = settings.max_episode_steps
+            kwargs = self.config.env.make_kwargs()
             videos = self.config.recording.videos
             if videos is not None:  # a renderer for the front view; only filmed episodes use it
                 kwargs.update(render_mode="rgb_array", render_size=videos.size)

@@ -101,16 +101,6 @@ def _iterate(config: EvalConfig, units: list[WorkUnit], backend: Backend, worker
     return run_processes(config, units, workers)
 
 
-def _progress(enabled: bool, console=None):
-    if not enabled:
-        return nullcontext(None)
-    from rich.progress import Progress, TextColumn
-
-    from vla_envs.progress import progress_columns
-
-    return Progress(*progress_columns("episodes", TextColumn("{task.fields[last]}")), console=console)
-
-
 def resolve_latencies(config: EvalConfig, previous_run_json: Path | None = None) -> EvalConfig:
     """The config with ``resolved_latency_ms`` filled in for its ``latency: profiled`` and
     ``{device: NAME}`` variants: the values of the run being resumed, else those the config
@@ -174,6 +164,7 @@ def run_episodes(
     ``max_episodes`` stops after that many (an interruption, for tests and for trying a config).
     """
     from evaluation.run_info import run_info
+    from vla_envs.progress import episode_progress
 
     store = PartStore(out_dir)
     store.out_dir.mkdir(parents=True, exist_ok=True)
@@ -196,7 +187,7 @@ def run_episodes(
     ran = 0
     start = time.perf_counter()
     try:
-        with _progress(progress, console) as bar:
+        with episode_progress(progress, console) or nullcontext() as bar:
             task_id = None
             if bar is not None:
                 already = sum(u.key in done for u in units)

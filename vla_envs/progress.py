@@ -25,3 +25,13 @@ def progress_columns(unit: str, *extra: ProgressColumn) -> tuple[ProgressColumn,
         TimeRemainingColumn(),
         *extra,
     )
+
+
+def episode_progress(enabled: bool, console=None):
+    """A ``Progress`` over episodes with the last episode's label (``task.fields["last"]``), or
+    ``None`` when disabled: ``vla-envs eval`` and ``vla-envs export`` show the same bar."""
+    if not enabled:
+        return None
+    from rich.progress import Progress
+
+    return Progress(*progress_columns("episodes", TextColumn("{task.fields[last]}")), console=console)

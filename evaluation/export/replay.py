@@ -70,16 +70,8 @@ class _Recorded:
 
 
 def env_kwargs(config: EvalConfig, obs_mode: str | None = None) -> dict:
-    """``gym.make`` keyword arguments of a run's episodes (another ``obs_mode`` changes only what
-    is rendered, not the simulation)."""
-    settings = config.env
-    kwargs = {"obs_mode": obs_mode or settings.obs_mode, "image_size": settings.image_size,
-              "controller": settings.controller, "render_quality": settings.render_quality}
-    if settings.control_freq is not None:
-        kwargs["control_freq"] = settings.control_freq
-    if settings.max_episode_steps is not None:
-        kwargs["max_episode_steps"] = settings.max_episode_steps
-    return kwargs
+    """``gym.make`` keyword arguments of a run's episodes, ``obs_mode`` apart (``EnvConfig.make_kwargs``)."""
+    return config.env.make_kwargs(obs_mode)
 
 
 def _replay_env(env_id: str, kwargs: dict):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from evaluation.compare import read_run
+from vla_envs.progress import episode_progress
 from evaluation.export.lerobot_format import ExportError, write_lerobot
 from evaluation.export.minari_format import write_minari
 from evaluation.export.replay import env_kwargs, recording_files, replay_recordings, replay_run
@@ -71,7 +72,7 @@ def export_run(source: str | Path, fmt: Format, out: str | Path, obs_mode: str |
         def describe(group, env):
             return f"JointStateRecorder episodes from {source} ({group}, '{env.unwrapped.instruction}')"
 
-    bar = _progress(progress, console)
+    bar = episode_progress(progress, console)
     results = []
     with bar if bar is not None else nullcontext():
         task_id = bar.add_task("export", total=total, last="") if bar is not None else None
@@ -103,13 +104,3 @@ def export_run(source: str | Path, fmt: Format, out: str | Path, obs_mode: str |
                 results.append({"group": group, "path": str(out), "dataset_id": dataset_id, "episodes": n,
                                 "frames": frames})
     return results
-
-
-def _progress(enabled: bool, console=None):
-    if not enabled:
-        return None
-    from rich.progress import Progress, TextColumn
-
-    from vla_envs.progress import progress_columns
-
-    return Progress(*progress_columns("episodes", TextColumn("{task.fields[last]}")), console=console)
