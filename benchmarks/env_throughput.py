@@ -1,12 +1,19 @@
-"""Control steps per second of vla_envs/Lift-v0 next to a bare robosuite env with the same settings.
+"""Control steps per second of vla_envs/Lift-v0 next to a bare robosuite env with the same settings,
+and of lean rendering with decimated meshes next to lean rendering with robosuite's meshes.
 
-Modes: state (no cameras), rgb with lean rendering, rgb with full rendering (agentview +
-eye-in-hand at 128x128). The bare robosuite env renders its own camera observations; for the lean
-mode it gets the same lean settings (no MSAA, shadows, reflections, skybox). Rounds alternate
-between the two envs so machine noise hits both alike; the ratio is of medians over rounds.
-Resets are timed separately (robosuite rebuilds the model and, with cameras, its GL context).
+Part 1, modes: state (no cameras), rgb with lean rendering, rgb with full rendering (agentview +
+eye-in-hand at 128x128). The bare robosuite env renders its own camera observations (with
+robosuite's meshes); for the lean mode it gets the same lean settings (no MSAA, shadows,
+reflections, skybox).
 
-    python benchmarks/env_throughput.py [--steps 100] [--rounds 5]
+Part 2, decimation: the suite's rgb lean env at 64 and 128 px with ``mesh_face_budget=None``
+(robosuite's meshes, the "before") and with the default budget (decimated visual meshes).
+
+Rounds alternate between the two envs of a pair so machine noise hits both alike; the ratio is
+of medians over rounds. Resets are timed separately (robosuite rebuilds the model and, with
+cameras, its GL context).
+
+    python benchmarks/env_throughput.py [--steps 100] [--rounds 5] [--only decimation]
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import gymnasium as gym
 import numpy as np
 
 from vla_envs.controllers import controller_config
+from vla_envs.lean_meshes import DEFAULT_FACE_BUDGET
 from vla_envs.rendering import LEAN_OFF_FLAGS
 
 CAMERAS = ["agentview", "robot0_eye_in_hand"]
@@ -92,10 +100,12 @@ class BareRobosuite:
 
 
 class Suite:
-    def __init__(self, rgb: bool, lean: bool):
+    def __init__(self, rgb: bool, lean: bool, size: int = SIZE, mesh_face_budget: int | None = None):
         obs_mode = "rgb" if rgb else "state"
-        self.env = gym.make("vla_envs/Lift-v0", obs_mode=obs_mode, image_size=SIZE,
-                            render_quality="lean" if lean else "full", max_episode_steps=-1)
+        # Part 1 compares against robosuite drawing its own meshes: the same meshes here.
+        self.env = gym.make("vla_envs/Lift-v0", obs_mode=obs_mode, image_size=size,
+                            render_quality="lean" if lean else "full", mesh_face_budget=mesh_face_budget,
+                            max_episode_steps=-1)
 
     def reset(self, seed: int) -> None:
         self.env.reset(seed=seed)
@@ -118,7 +128,11 @@ def _time_round(env, seed: int, actions: np.ndarray) -> tuple[float, float]:
 
 
 def measure(rgb: bool, lean: bool, steps: int, rounds: int) -> dict[str, float]:
-    bare, ours = BareRobosuite(rgb, lean), Suite(rgb, lean)
+    return measure_pair(BareRobosuite(rgb, lean), Suite(rgb, lean), steps, rounds)
+
+
+def measure_pair(bare, ours, steps: int, rounds: int) -> dict[str, float]:
+    """``bare`` is the baseline, ``ours`` the candidate; ratios are ours / bare."""
     actions = np.random.default_rng(0).uniform(-1, 1, (steps, 7))
     results = {"bare": ([], []), "ours": ([], [])}
     try:
@@ -144,7 +158,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100, help="control steps per round")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per mode")
+    parser.add_argument("--only", choices=["suite", "decimation"], help="run one part")
     args = parser.parse_args()
+    if args.only != "decimation":
+        compare_with_robosuite(args)
+    if args.only != "suite":
+        compare_decimation(args)
+
+
+def compare_decimation(args) -> None:
+    print(f"\nvla_envs/Lift-v0 rgb lean, robosuite's meshes vs decimated (mesh_face_budget={DEFAULT_FACE_BUDGET}), "
+          f"{args.rounds} rounds x {args.steps} steps; medians over rounds")
+    header = f"{'size':<6} {'meshes steps/s':>15} {'decimated steps/s':>18} {'ratio':>7} {'meshes reset s':>15} {'decimated reset s':>18}"
+    print(header)
+    print("-" * len(header))
+    for size in (64, 128):
+        m = measure_pair(Suite(True, True, size, None), Suite(True, True, size, DEFAULT_FACE_BUDGET), args.steps, args.rounds)
+        print(f"{size:>3} px {m['bare_steps_per_s']:>15.1f} {m['ours_steps_per_s']:>18.1f} {m['step_ratio']:>6.2f}x "
+              f"{m['bare_reset_s']:>15.3f} {m['ours_reset_s']:>18.3f}", flush=True)
+
+
+def compare_with_robosuite(args) -> None:
     modes = [("state", False, True), ("rgb lean", True, True), ("rgb full", True, False)]
     print(f"vla_envs/Lift-v0 vs bare robosuite Lift, OSC_POSE, 20 Hz, {args.rounds} rounds x {args.steps} steps, "
           f"cameras {CAMERAS} at {SIZE}x{SIZE}; medians over rounds")

@@ -9,9 +9,11 @@ them is unchanged, rebuilding only when they differ.
 
 Quality presets:
 
-- ``"lean"`` (default): no multi-sample anti-aliasing, no shadows, reflections or skybox.
-  About 3x the frame rate of ``"full"`` under software rendering.
-- ``"full"``: the model's own visual settings (robosuite's look).
+- ``"lean"`` (default): no multi-sample anti-aliasing, no shadows, reflections or skybox, and
+  visual-only meshes decimated to ``mesh_face_budget`` faces each (``vla_envs.lean_meshes``;
+  the physics model is never touched). Several times the frame rate of ``"full"`` under
+  software rendering (``benchmarks/env_throughput.py``).
+- ``"full"``: the model's own visual settings and meshes (robosuite's look).
 
 Images come out upright (row 0 is the top of the picture), uint8, H x W x 3.
 
@@ -33,6 +35,8 @@ from typing import Literal
 
 import mujoco
 import numpy as np
+
+from vla_envs.lean_meshes import DEFAULT_FACE_BUDGET, DecimationStats, check_face_budget, lean_render_model
 
 RenderQuality = Literal["lean", "full"]
 RENDER_QUALITIES: tuple[str, ...] = ("lean", "full")
@@ -107,17 +111,27 @@ def asset_signature(model: mujoco.MjModel) -> tuple:
 class CameraRenderer:
     """Renders named cameras of a MuJoCo model into uint8 images, reusing one GL context."""
 
-    def __init__(self, quality: RenderQuality = "lean", max_width: int = 640, max_height: int = 480):
+    def __init__(
+        self,
+        quality: RenderQuality = "lean",
+        max_width: int = 640,
+        max_height: int = 480,
+        mesh_face_budget: int | None = DEFAULT_FACE_BUDGET,
+    ):
+        """``mesh_face_budget`` applies to ``"lean"`` only; ``None`` draws robosuite's meshes there too."""
         if quality not in RENDER_QUALITIES:
             raise ValueError(f"render_quality={quality!r} is not supported: expected one of {RENDER_QUALITIES}")
         if max_width <= 0 or max_height <= 0:
             raise ValueError(f"renderer size must be positive, got {max_width}x{max_height}")
         self.quality = quality
+        self.mesh_face_budget = check_face_budget(mesh_face_budget) if quality == "lean" else None
         self.max_width = max_width
         self.max_height = max_height
         self._gl_context = None
         self._mjr_context: mujoco.MjrContext | None = None
-        self._model: mujoco.MjModel | None = None
+        self._model: mujoco.MjModel | None = None  # the model bind() was given (physics)
+        self._render_model: mujoco.MjModel | None = None  # what is drawn: a lean copy, or the model itself
+        self.last_decimation: DecimationStats | None = None
         self._signature: tuple | None = None
         self._scene: mujoco.MjvScene | None = None
         self._option = mujoco.MjvOption()
@@ -133,6 +147,9 @@ class CameraRenderer:
         """Point the renderer at ``model``; re-uploads assets only when they changed."""
         if model is self._model:
             return
+        source = model
+        if self.mesh_face_budget is not None:
+            model, self.last_decimation = lean_render_model(model, self.mesh_face_budget)
         if self.quality == "lean":
             model.vis.quality.offsamples = 0
         model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), self.max_width)
@@ -156,17 +173,18 @@ class CameraRenderer:
         if self.quality == "lean":
             for flag in LEAN_OFF_FLAGS:
                 self._scene.flags[flag] = 0
-        self._model = model
+        self._model = source
+        self._render_model = model
 
     def render(self, data: mujoco.MjData, camera: str, width: int, height: int) -> np.ndarray:
         """An upright ``(height, width, 3)`` uint8 image from the named camera."""
-        if self._model is None or self._mjr_context is None:
+        if self._render_model is None or self._mjr_context is None:
             raise RuntimeError("CameraRenderer.render called before bind(model)")
         if not (0 < width <= self.max_width and 0 < height <= self.max_height):
             raise ValueError(
                 f"image size {width}x{height} is outside this renderer's 1..{self.max_width} x 1..{self.max_height}"
             )
-        camera_id = mujoco.mj_name2id(self._model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+        camera_id = mujoco.mj_name2id(self._render_model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
         if camera_id < 0:
             names = [mujoco.mj_id2name(self._model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(self._model.ncam)]
             raise ValueError(f"camera {camera!r} does not exist in this scene: expected one of {names}")
@@ -175,7 +193,7 @@ class CameraRenderer:
         # Another GL context in this process (e.g. a robosuite renderer) may have been current.
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN.value, self._mjr_context)
         mujoco.mjv_updateScene(
-            self._model, data, self._option, None, self._camera, mujoco.mjtCatBit.mjCAT_ALL.value, self._scene
+            self._render_model, data, self._option, None, self._camera, mujoco.mjtCatBit.mjCAT_ALL.value, self._scene
         )
         viewport = mujoco.MjrRect(0, 0, width, height)
         mujoco.mjr_render(viewport, self._scene, self._mjr_context)
@@ -192,6 +210,7 @@ class CameraRenderer:
             self._gl_context.free()
             self._gl_context = None
         self._model = None
+        self._render_model = None
         self._signature = None
         self._scene = None
 

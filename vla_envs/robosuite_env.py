@@ -37,6 +37,7 @@ from gymnasium import spaces
 from vla_envs.actions import check_action
 from vla_envs.config import TaskConfig, get_task_config
 from vla_envs.controllers import DEFAULT_CONTROLLER, controller_config
+from vla_envs.lean_meshes import DEFAULT_FACE_BUDGET
 from vla_envs.rendering import CameraRenderer, RenderQuality
 from vla_envs.timing import substeps_per_control_step
 
@@ -57,6 +58,9 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
         control_freq: control frequency in Hz; defaults to the task config's.
         render_mode: ``None`` or ``"rgb_array"``.
         render_quality: ``"lean"`` (fast) or ``"full"`` (robosuite's look), for all cameras.
+        mesh_face_budget: with ``"lean"``, visual-only meshes above this many faces are drawn
+            decimated (``vla_envs.lean_meshes``); ``None`` draws robosuite's meshes. Physics is
+            unaffected either way.
         render_size: side of the ``render()`` frame in pixels.
         terminate_on_success: end the episode (``terminated=True``) when the task succeeds.
         reward_shaping: robosuite's dense staged reward instead of its sparse success reward.
@@ -74,6 +78,7 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
         control_freq: float | None = None,
         render_mode: str | None = None,
         render_quality: RenderQuality = "lean",
+        mesh_face_budget: int | None = DEFAULT_FACE_BUDGET,
         render_size: int = 256,
         terminate_on_success: bool = True,
         reward_shaping: bool = False,
@@ -103,7 +108,7 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
         self._use_images = obs_mode in ("rgb", "state+rgb")
         needs_renderer = self._use_images or render_mode == "rgb_array"
         size = max(self.image_size if self._use_images else 0, self.render_size if render_mode else 0)
-        self._renderer = CameraRenderer(render_quality, size, size) if needs_renderer else None
+        self._renderer = CameraRenderer(render_quality, size, size, mesh_face_budget) if needs_renderer else None
 
         import robosuite
 

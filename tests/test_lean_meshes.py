@@ -1,0 +1,260 @@
+"""Decimated visual meshes for lean rendering: the maths on closed-form meshes, the cache, and
+the promise that physics never changes."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import pytest
+
+from vla_envs import lean_meshes
+from vla_envs.lean_meshes import (
+    DEFAULT_FACE_BUDGET,
+    closest_points_on_triangles,
+    corner_normals,
+    decimate,
+    lean_render_model,
+    surface_deviation_m,
+    weld,
+)
+from vla_envs.rendering import CameraRenderer
+
+# A unit cube stored as robosuite stores meshes: every face corner its own vertex.
+_CUBE_CORNERS = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], float)
+_CUBE_FACES = np.array([
+    [0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+    [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3],
+])
+
+
+def _soup(vertices, faces):
+    return vertices[faces].reshape(-1, 3), np.arange(3 * len(faces)).reshape(-1, 3)
+
+
+def _grid(n: int, z: float = 0.0):
+    """An n x n grid of unit squares in the plane z, two triangles each, counter-clockwise from +z."""
+    xs, ys = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+    vertices = np.stack([xs.ravel(), ys.ravel(), np.full(xs.size, z)], axis=1).astype(float)
+    index = np.arange((n + 1) ** 2).reshape(n + 1, n + 1)
+    a, b, c, d = index[:-1, :-1].ravel(), index[1:, :-1].ravel(), index[1:, 1:].ravel(), index[:-1, 1:].ravel()
+    return vertices, np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
+
+
+def _sphere(subdivisions: int = 4):
+    """An icosphere of radius 1 (20 x 4**subdivisions faces)."""
+    t = (1 + 5 ** 0.5) / 2
+    vertices = [[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t],
+                [0, -1, -t], [0, 1, -t], [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]]
+    faces = [[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4], [11, 10, 2],
+             [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5],
+             [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]]
+    vertices = [np.array(v, float) / np.linalg.norm(v) for v in vertices]
+    for _ in range(subdivisions):
+        midpoints: dict[tuple[int, int], int] = {}
+
+        def midpoint(i, j):
+            key = (min(i, j), max(i, j))
+            if key not in midpoints:
+                m = vertices[i] + vertices[j]
+                vertices.append(m / np.linalg.norm(m))
+                midpoints[key] = len(vertices) - 1
+            return midpoints[key]
+
+        new_faces = []
+        for a, b, c in faces:
+            ab, bc, ca = midpoint(a, b), midpoint(b, c), midpoint(c, a)
+            new_faces += [[a, ab, ca], [b, bc, ab], [c, ca, bc], [ab, bc, ca]]
+        faces = new_faces
+    return np.array(vertices), np.array(faces)
+
+
+def _outward_face_normals(vertices, faces):
+    corners = vertices[faces]
+    return np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+
+
+# -- the maths -------------------------------------------------------------------------------
+
+def test_weld_turns_a_triangle_soup_back_into_a_closed_cube():
+    vertices, faces = weld(*_soup(_CUBE_CORNERS, _CUBE_FACES))
+    assert len(vertices) == 8 and len(faces) == 12
+    np.testing.assert_array_equal(vertices[faces], _CUBE_CORNERS[_CUBE_FACES])
+
+
+def test_weld_drops_faces_that_collapse():
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0]], float)  # vertex 3 duplicates 1
+    _, faces = weld(vertices, np.array([[0, 1, 2], [0, 1, 3]]))
+    assert len(faces) == 1
+
+
+def test_corner_normals_keep_a_cubes_edges_hard():
+    """Every cube edge is 90 degrees, sharper than the crease angle: each corner gets its own face's
+    normal exactly, as the split vertices of the original drew it."""
+    normals = corner_normals(_CUBE_CORNERS, _CUBE_FACES)
+    face = _outward_face_normals(_CUBE_CORNERS, _CUBE_FACES)
+    face /= np.linalg.norm(face, axis=1, keepdims=True)
+    np.testing.assert_allclose(normals, np.repeat(face[:, None], 3, axis=1), atol=1e-12)
+    assert (np.einsum("ij,ij->i", face, _CUBE_CORNERS[_CUBE_FACES].mean(1) - 0.5) > 0).all()  # outward
+
+
+def test_corner_normals_are_smooth_on_a_sphere():
+    """On a finely tessellated unit sphere a smoothed normal points along its vertex's radius."""
+    vertices, faces = _sphere(3)
+    normals = corner_normals(vertices, faces)
+    cosine = np.einsum("fkd,fkd->fk", normals, vertices[faces])
+    assert cosine.min() > 0.999
+
+
+def test_closest_points_on_triangles_in_every_region():
+    a, b, c = np.array([0.0, 0, 0]), np.array([1.0, 0, 0]), np.array([0.0, 1, 0])
+    points = np.array([[0.2, 0.2, 5], [-1, -1, 0], [3, -1, 0], [-1, 3, 0], [0.5, -2, 0], [-2, 0.5, 0], [1, 1, 0]])
+    expected = np.array([[0.2, 0.2, 0], [0, 0, 0], [1, 0, 0], [0, 1, 0], [0.5, 0, 0], [0, 0.5, 0], [0.5, 0.5, 0]])
+    n = len(points)
+    got = closest_points_on_triangles(points, np.tile(a, (n, 1)), np.tile(b, (n, 1)), np.tile(c, (n, 1)))
+    np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+def test_surface_deviation_of_a_plane_moved_one_millimetre_is_one_millimetre():
+    vertices, faces = _grid(8)
+    moved, moved_faces = _grid(2, z=0.001)
+    moved[:, :2] *= 4  # the same 8 x 8 square in 8 coarse triangles, 1 mm above
+    lean = lean_meshes.LeanMesh(moved.astype(np.float32), moved_faces.astype(np.int32), None)
+    assert surface_deviation_m(vertices, faces, lean) == pytest.approx(0.001, rel=1e-4)
+
+
+def test_decimating_a_sphere_keeps_its_surface_within_the_measured_deviation():
+    vertices, faces = _sphere(4)  # 5,120 faces, radius 1
+    lean = decimate(vertices, faces, _outward_face_normals(vertices, faces), 500)
+    assert len(lean.faces) <= 520
+    assert lean.normals.shape == (3 * len(lean.faces), 3)
+    radius = np.linalg.norm(lean.vertices, axis=1)
+    deviation = surface_deviation_m(vertices, faces, lean)
+    assert 0 < deviation < 0.02
+    assert np.abs(radius - 1).max() < 0.02  # vertices stay on the sphere
+    # normals still point outward, along the radius
+    assert np.einsum("fkd,fkd->fk", lean.normals.reshape(-1, 3, 3), lean.vertices[lean.faces]).min() > 0.95
+
+
+def test_decimated_normals_follow_the_stored_normals_direction():
+    """A mesh that stores its normals against its winding keeps that convention when decimated."""
+    vertices, faces = _sphere(3)
+    inward = -_outward_face_normals(vertices, faces)
+    lean = decimate(vertices, faces, inward, 300)
+    assert np.einsum("fkd,fkd->fk", lean.normals.reshape(-1, 3, 3), lean.vertices[lean.faces]).max() < -0.9
+
+
+@pytest.mark.parametrize("budget", [0, 15, -5, 2.5, True, "1000"])
+def test_bad_face_budget_is_refused_naming_the_field(budget):
+    with pytest.raises(ValueError, match="mesh_face_budget"):
+        CameraRenderer("lean", 64, 64, mesh_face_budget=budget)
+
+
+# -- a real robosuite scene ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lift_model():
+    env = gym.make("vla_envs/Lift-v0", obs_mode="state")
+    env.reset(seed=0)
+    sim = env.unwrapped.robosuite_env.sim
+    yield sim.model._model, sim.data._data
+    env.close()
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLA_ENVS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(lean_meshes, "_MEMORY", {})
+    return tmp_path / "meshes"
+
+
+def test_lean_model_decimates_visual_meshes_only_and_leaves_the_physics_model_alone(lift_model, empty_cache):
+    model, _ = lift_model
+    before = {name: np.array(getattr(model, name)) for name in ("mesh_vert", "mesh_face", "mesh_normal", "mesh_facenum")}
+    render_model, stats = lean_render_model(model, DEFAULT_FACE_BUDGET)
+    for name, array in before.items():
+        np.testing.assert_array_equal(getattr(model, name), array)
+    assert stats.meshes_decimated >= 10 and stats.faces_after < stats.faces_before / 4
+    changed = np.flatnonzero(render_model.mesh_facenum != model.mesh_facenum)
+    assert set(changed) <= set(lean_meshes.visual_only_meshes(model))
+    for geom in range(model.ngeom):  # no mesh of a colliding geom was touched
+        if model.geom_contype[geom] or model.geom_conaffinity[geom]:
+            assert model.geom_type[geom] != mujoco.mjtGeom.mjGEOM_MESH or model.geom_dataid[geom] not in changed
+
+
+def test_cache_is_reused_across_processes_and_a_corrupt_entry_is_rebuilt(lift_model, empty_cache, monkeypatch):
+    model, _ = lift_model
+    _, first = lean_render_model(model, DEFAULT_FACE_BUDGET)
+    assert first.computed > 0 and first.loaded_from_disk == 0
+    entries = sorted(empty_cache.glob("*.npz"))
+    assert len(entries) == first.computed
+    assert not list(empty_cache.glob("*.tmp"))  # written atomically: no temporaries left
+
+    monkeypatch.setattr(lean_meshes, "_MEMORY", {})  # a new process: only the disk cache
+    fresh_model, second = lean_render_model(model, DEFAULT_FACE_BUDGET)
+    assert second.computed == 0 and second.loaded_from_disk == first.computed
+
+    entries[0].write_bytes(b"not an npz")
+    monkeypatch.setattr(lean_meshes, "_MEMORY", {})
+    rebuilt_model, third = lean_render_model(model, DEFAULT_FACE_BUDGET)
+    assert third.rebuilt_corrupt == 1 and third.computed == 1
+    np.testing.assert_array_equal(rebuilt_model.mesh_vert, fresh_model.mesh_vert)
+    np.load(entries[0])  # rewritten, readable again
+
+    _, in_memory = lean_render_model(model, DEFAULT_FACE_BUDGET)
+    assert in_memory.from_memory == first.computed and in_memory.computed == 0
+
+
+def test_full_quality_draws_robosuites_meshes(lift_model):
+    model, data = lift_model
+    full = CameraRenderer("full", 64, 64)
+    assert full.mesh_face_budget is None
+    full.bind(model)
+    reference = CameraRenderer("full", 64, 64, mesh_face_budget=None)
+    reference.bind(model)
+    try:
+        assert full.last_decimation is None
+        np.testing.assert_array_equal(full.render(data, "agentview", 64, 64), reference.render(data, "agentview", 64, 64))
+    finally:
+        full.close()
+        reference.close()
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_decimated_images_are_upright_uint8_and_close_to_robosuites_meshes(lift_model, size):
+    model, data = lift_model
+    lean = CameraRenderer("lean", size, size)
+    meshes = CameraRenderer("lean", size, size, mesh_face_budget=None)
+    try:
+        lean.bind(model)
+        meshes.bind(model)
+        for camera in ("agentview", "robot0_eye_in_hand"):
+            got = lean.render(data, camera, size, size)
+            want = meshes.render(data, camera, size, size).astype(int)
+            assert got.shape == (size, size, 3) and got.dtype == np.uint8 and got.flags["C_CONTIGUOUS"]
+            assert np.abs(got - want).mean() < 2.0
+            assert np.abs(got[::-1] - want).mean() > 10  # upright, like the reference
+    finally:
+        lean.close()
+        meshes.close()
+
+
+def test_state_trajectories_are_bit_identical_with_and_without_decimation():
+    trajectories = []
+    for budget in (None, DEFAULT_FACE_BUDGET):
+        env = gym.make("vla_envs/Lift-v0", obs_mode="state+rgb", image_size=64, mesh_face_budget=budget)
+        rng = np.random.default_rng(7)
+        obs, _ = env.reset(seed=11)
+        states, images = [obs["state"]], [obs["image"]]
+        for _ in range(40):
+            obs, reward, *_ = env.step(rng.uniform(-1, 1, 7).astype(np.float32))
+            states.append(np.append(obs["state"], reward))
+            images.append(obs["image"])
+        if budget is not None:
+            assert env.unwrapped._renderer.last_decimation.meshes_decimated > 0
+        env.close()
+        trajectories.append((states, images))
+    (states_a, images_a), (states_b, images_b) = trajectories
+    for a, b in zip(states_a, states_b):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(images_a, images_b))  # the images did change
