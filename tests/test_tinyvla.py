@@ -321,3 +321,24 @@ def test_first_episodes_keeps_exactly_the_requested_episodes():
     np.testing.assert_array_equal(kept["episode"], [0, 0, 1, 1, 1])
     np.testing.assert_array_equal(kept["seed"], [10, 11])
     assert str(kept["instruction"]) == "lift"
+
+
+def test_parallel_collection_is_sharded_by_seed_not_by_worker(tmp_path, monkeypatch):
+    """Two worker processes, one-episode shards: shard 0 is exactly the first episode of a
+    sequential collection, shard 1 starts a seed block of its own, and the merged file holds both."""
+    from policies.tinyvla import demos
+
+    monkeypatch.setattr(demos, "SHARD_EPISODES", 1)
+    spec = demos.DemoSpec("Lift", 2, image_size=32)
+    merged = tmp_path / "parallel" / "Lift.npz"
+    demos.collect_parallel([(spec, merged)], workers=2)
+    sequential = demos.load(demos.collect(demos.DemoSpec("Lift", 1, image_size=32), tmp_path / "seq" / "Lift.npz"))
+    data = demos.load(merged)
+    assert data["seed"][0] == sequential["seed"][0]
+    assert data["seed"][1] >= spec.seed_start + demos.SHARD_SEED_STRIDE
+    first = data["episode"] == 0
+    np.testing.assert_array_equal(data["image"][first], sequential["image"])
+    np.testing.assert_array_equal(data["action"][first], sequential["action"])
+    assert set(np.unique(data["episode"])) == {0, 1}
+    assert len(data["action"]) == len(data["image"]) == len(data["episode"])
+    assert not list(merged.parent.glob(".Lift.shard*"))  # shards are removed once merged

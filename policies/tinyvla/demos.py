@@ -9,6 +9,11 @@ One ``.npz`` per task holds every frame of its successful episodes::
     seed                 int64 (E,)           reset seed of each kept episode
     instruction          str                  the task's instruction
 
+``collect_parallel`` spreads the episodes over worker processes in fixed shards (shard ``j``
+collects ``SHARD_EPISODES`` successes from seed ``seed_start + j * SHARD_SEED_STRIDE``), so the
+demonstrations depend on the config, never on the number of workers; shard 0 is exactly the
+first episodes a sequential ``collect`` gives.
+
 The executed action gets Gaussian noise on its translation part (DART-style, Laskey et al.
 2017) while the *recorded* label stays the expert's clean action: the expert is closed-loop, so
 the demonstrations show how to recover from the small drifts a learned policy makes.
@@ -16,7 +21,8 @@ the demonstrations show how to recover from the small drifts a learned policy ma
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +31,9 @@ import vla_envs  # noqa: F401  (registers the tasks)
 import gymnasium as gym
 
 from policies.experts import expert_for_task
+
+SHARD_EPISODES = 10
+SHARD_SEED_STRIDE = 100_000  # seeds a shard may try before running into the next one
 
 
 @dataclass(frozen=True)
@@ -102,3 +111,75 @@ def collect(spec: DemoSpec, path: Path, progress=None) -> Path:
 def load(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as data:
         return {key: data[key] for key in data.files}
+
+
+def shards(spec: DemoSpec) -> list[DemoSpec]:
+    """``spec`` cut into fixed shards of at most ``SHARD_EPISODES`` successes each."""
+    count = math.ceil(spec.episodes / SHARD_EPISODES)
+    return [
+        replace(spec, episodes=min(SHARD_EPISODES, spec.episodes - j * SHARD_EPISODES),
+                seed_start=spec.seed_start + j * SHARD_SEED_STRIDE)
+        for j in range(count)
+    ]
+
+
+def _collect_shard(job: tuple[DemoSpec, Path]) -> tuple[str, int]:
+    spec, path = job
+    collect(spec, path)
+    return spec.task, spec.episodes
+
+
+def merge(parts: list[Path], path: Path, seed_start: int) -> Path:
+    """Concatenate shard files into one demonstration file (episodes renumbered in order)."""
+    loaded = [load(part) for part in parts]
+    per_frame = ("image", "wrist_image", "proprio", "action")
+    episodes, offset = [], 0
+    for data in loaded:
+        episodes.append(data["episode"] + offset)
+        offset += len(data["seed"])
+    seeds = np.concatenate([data["seed"] for data in loaded])
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(
+        tmp,
+        **{key: np.concatenate([data[key] for data in loaded]) for key in per_frame},
+        episode=np.concatenate(episodes).astype(np.int32),
+        seed=seeds,
+        instruction=loaded[0]["instruction"],
+        attempts=np.asarray(int(seeds.max()) + 1 - seed_start),  # a top-up continues after the last seed
+    )
+    tmp.replace(path)
+    return path
+
+
+def collect_parallel(jobs: list[tuple[DemoSpec, Path]], workers: int) -> list[Path]:
+    """Collect several demonstration files at once, their shards spread over ``workers``
+    processes (spawned: each builds its own GL context). Finished shards are kept beside the
+    target until it is merged, so an interrupted collection resumes where it stopped."""
+    from multiprocessing import get_context
+
+    from rich.progress import Progress
+
+    from vla_envs.progress import progress_columns
+
+    shard_jobs, parts = [], {}
+    for spec, path in jobs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        parts[path] = []
+        for j, shard in enumerate(shards(spec)):
+            part = path.parent / f".{path.stem}.shard{j:03d}.npz"
+            parts[path].append(part)
+            shard_jobs.append((shard, part))
+    with Progress(*progress_columns("episodes"), transient=False) as progress:
+        bar = progress.add_task("demonstrations", total=sum(spec.episodes for spec, _ in jobs))
+        if workers <= 1:
+            for job in shard_jobs:
+                progress.advance(bar, _collect_shard(job)[1])
+        else:
+            with get_context("spawn").Pool(min(workers, len(shard_jobs))) as pool:
+                for _, done in pool.imap_unordered(_collect_shard, shard_jobs):
+                    progress.advance(bar, done)
+    for spec, path in jobs:
+        merge(parts[path], path, spec.seed_start)
+        for part in parts[path]:
+            part.unlink()
+    return [path for _, path in jobs]

@@ -118,10 +118,12 @@ class TrainConfig(_Strict):
         return self
 
 
-def load_demos(section: DemosSection) -> dict[str, dict[str, np.ndarray]]:
-    from policies.tinyvla.demos import DemoSpec, collect, load
+def load_demos(section: DemosSection, workers: int = 1) -> dict[str, dict[str, np.ndarray]]:
+    """Each task's demonstrations from the cache, collecting what is missing first: in this
+    process (``workers=1``, topping up a short file) or over ``workers`` processes in shards."""
+    from policies.tinyvla.demos import DemoSpec, collect, collect_parallel, load
 
-    out = {}
+    out, missing = {}, []
     for task, episodes in section.episodes.items():
         path = Path(section.cache_dir) / f"{task}.npz"
         spec = DemoSpec(task, episodes, image_size=section.image_size, translation_noise=section.translation_noise)
@@ -130,9 +132,16 @@ def load_demos(section: DemosSection) -> dict[str, dict[str, np.ndarray]]:
             if len(data["seed"]) >= episodes and data["image"].shape[1] == section.image_size:
                 out[task] = first_episodes(data, episodes)
                 continue
-        print(f"collecting {task} demonstrations up to {episodes} -> {path}")
-        out[task] = first_episodes(load(collect(spec, path)), episodes)
-    return out
+        missing.append((spec, path))
+    if missing and workers > 1:
+        print(f"collecting {', '.join(spec.task for spec, _ in missing)} demonstrations over {workers} processes")
+        collect_parallel(missing, workers)
+    for spec, path in missing:
+        if workers <= 1:
+            print(f"collecting {spec.task} demonstrations up to {spec.episodes} -> {path}")
+            collect(spec, path)
+        out[spec.task] = first_episodes(load(path), spec.episodes)
+    return {task: out[task] for task in section.episodes}
 
 
 def first_episodes(data: dict[str, np.ndarray], episodes: int) -> dict[str, np.ndarray]:
@@ -178,7 +187,8 @@ def random_shift(images: torch.Tensor, pad: int, offsets: torch.Tensor) -> torch
     return images[torch.arange(batch, device=images.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-def train(config: TrainConfig, steps: int | None = None, output: Path | None = None, device: str | None = None) -> Path:
+def train(config: TrainConfig, steps: int | None = None, output: Path | None = None, device: str | None = None,
+          collect_workers: int = 1) -> Path:
     section = config.train
     device = torch.device(device or section.device)
     torch.manual_seed(section.seed)
@@ -186,7 +196,7 @@ def train(config: TrainConfig, steps: int | None = None, output: Path | None = N
     generator = torch.Generator().manual_seed(section.seed)
     rng = np.random.default_rng(section.seed)
 
-    demos = load_demos(config.demos)
+    demos = load_demos(config.demos, collect_workers)
     tasks = list(demos)
     instructions = {task: str(data["instruction"]) for task, data in demos.items()}
     tokenizer = WordTokenizer.from_texts(list(instructions.values()), config.model.max_instruction_tokens)
@@ -326,8 +336,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, help="override train.steps")
     parser.add_argument("--output", type=Path, help="override output.directory")
     parser.add_argument("--device", help="override train.device (cpu, cuda)")
+    parser.add_argument("--collect-workers", type=int, default=1,
+                        help="processes that collect missing demonstrations (in fixed shards: the data do not depend on it)")
+    parser.add_argument("--collect-only", action="store_true", help="collect the demonstrations, do not train")
     args = parser.parse_args(argv)
-    train(load_config(args.config, TrainConfig), steps=args.steps, output=args.output, device=args.device)
+    config = load_config(args.config, TrainConfig)
+    if args.collect_only:
+        load_demos(config.demos, args.collect_workers)
+        return
+    train(config, steps=args.steps, output=args.output, device=args.device, collect_workers=args.collect_workers)
 
 
 if __name__ == "__main__":
