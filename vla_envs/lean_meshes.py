@@ -5,7 +5,7 @@ pixels: robosuite's Lift scene holds 181,856 mesh faces, 167,252 of them in mesh
 visual geoms use (the Panda's links at 11-15k faces each, the mount pedestal at 33k). At 64-128
 px nobody can see them. ``lean_render_model`` returns a *copy* of a compiled ``MjModel`` in which
 every visual-only mesh above a face budget is replaced by a quadric-decimated version
-(fast-simplification); the renderer draws the copy, physics keeps the original, so state
+(meshoptimizer); the renderer draws the copy, physics keeps the original, so state
 trajectories are bit-identical with and without decimation by construction.
 
 Which meshes: those referenced only by geoms that collide with nothing (``contype ==
@@ -14,12 +14,14 @@ coordinates). Collision meshes are never touched, even in the render copy.
 
 How a mesh is decimated: coincident vertices are welded first (robosuite's meshes store a
 separate vertex per face corner, a triangle soup that decimation would tear apart), then
-fast-simplification's quadric decimation runs, then each face corner gets a normal smoothed only
+meshoptimizer's quadric simplification runs down to the face budget, stopping early where it
+would move the surface more than ``TOLERANCE_M`` (checked afterwards on the result with an
+exact point-to-triangle measure, ``surface_deviation_m``), then each face corner gets a normal smoothed only
 across edges flatter than ``CREASE_DEG`` (hard edges stay hard).
 
 How it is stored, inside the copy's own arrays: the decimated vertices and faces are written at
-the mesh's existing addresses (``mesh_vertadr``, ``mesh_faceadr``), the corner normals at
-``mesh_normaladr`` (``mesh_facenormal`` indexes them in order), the counts lowered, and the
+the mesh's existing addresses (``mesh_vertadr``, ``mesh_faceadr``), the distinct corner normals
+at ``mesh_normaladr`` (``mesh_facenormal`` indexes them), the counts lowered, and the
 mesh's texture coordinates dropped. A mesh whose decimated arrays would not fit where the
 original was keeps the original.
 
@@ -47,7 +49,7 @@ from vla_envs.files import atomic_path
 # Chosen from benchmarks/render_fidelity.py and benchmarks/env_throughput.py (docs/rendering.md).
 DEFAULT_FACE_BUDGET = 1000
 # Part of every cache key: bump when the decimation or the normals change.
-ALGORITHM_VERSION = 5
+ALGORITHM_VERSION = 8
 # Largest surface deviation a decimated mesh may have (surface_deviation_m); at 128 px the
 # agentview camera sees about 8 mm per pixel at the table: about one pixel.
 TOLERANCE_M = 0.010
@@ -58,12 +60,13 @@ _MIN_FACE_BUDGET = 16
 
 @dataclass(frozen=True)
 class LeanMesh:
-    """One decimated mesh: ``faces`` index ``vertices``; ``normals`` has one row per face corner
-    (face ``i``'s corners are rows ``3i, 3i+1, 3i+2``)."""
+    """One decimated mesh: ``faces`` index ``vertices``, ``face_normals`` index ``normals``
+    (one normal per face corner, corners with equal normals sharing a row)."""
 
     vertices: np.ndarray  # (v, 3) float32
     faces: np.ndarray  # (f, 3) int32
-    normals: np.ndarray  # (3f, 3) float32
+    normals: np.ndarray  # (n, 3) float32
+    face_normals: np.ndarray  # (f, 3) int32
 
 
 @dataclass
@@ -164,18 +167,29 @@ def corner_normals(vertices: np.ndarray, faces: np.ndarray, crease_deg: float = 
     return normals.reshape(-1, 3, 3)
 
 
-def opposed_faces(vertices: np.ndarray, faces: np.ndarray, reference_centres: np.ndarray,
-                  reference_normals: np.ndarray) -> np.ndarray:
-    """Which faces' winding normal opposes the stored normal of the reference face nearest to
-    their centre. Some of robosuite's meshes (the mount pedestal) store normals against their
-    winding; the renderer culls by winding and shades by normal, so the decimated mesh keeps
-    the winding and turns its normals the way the stored ones point."""
+def _winding_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    corners = vertices[faces]
+    return np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+
+
+def match_orientation(vertices: np.ndarray, faces: np.ndarray, original_vertices: np.ndarray,
+                      original_faces: np.ndarray, original_normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Orient decimated faces like the original face nearest to each one's centre.
+
+    The renderer culls by winding and shades by normal. Decimation can flip a triangle's
+    winding (it would vanish: a hole), so a face whose winding opposes its original's is turned
+    back. Some meshes (the mount pedestal) store normals against their winding in places; the
+    second result marks the faces whose normals must point against their winding too.
+    """
     from scipy.spatial import cKDTree
 
-    corners = vertices[faces]
-    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    _, nearest = cKDTree(reference_centres).query(corners.mean(axis=1))
-    return np.einsum("ij,ij->i", normals, reference_normals[nearest]) < 0
+    original_winding = _winding_normals(original_vertices, original_faces)
+    _, nearest = cKDTree(original_vertices[original_faces].mean(axis=1)).query(vertices[faces].mean(axis=1))
+    flipped = np.einsum("ij,ij->i", _winding_normals(vertices, faces), original_winding[nearest]) < 0
+    faces = faces.copy()
+    faces[flipped] = faces[flipped][:, ::-1]
+    inward = np.einsum("ij,ij->i", original_normals[nearest], original_winding[nearest]) < 0
+    return faces, inward
 
 
 def closest_points_on_triangles(points: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -229,45 +243,58 @@ def surface_deviation_m(vertices: np.ndarray, faces: np.ndarray, lean: LeanMesh,
     return float(np.percentile(best, 99))
 
 
-def decimate(vertices: np.ndarray, faces: np.ndarray, face_normals: np.ndarray, face_budget: int) -> LeanMesh:
-    """Quadric decimation of one mesh to about ``face_budget`` faces, with crease-aware normals.
+def decimate(vertices: np.ndarray, faces: np.ndarray, face_normals: np.ndarray, face_budget: int,
+             tolerance_m: float = TOLERANCE_M) -> LeanMesh:
+    """Quadric decimation of one mesh to at most ``face_budget`` faces (meshoptimizer), stopping
+    earlier where going on would move the surface more than ``tolerance_m``; crease-aware normals.
 
     ``face_normals`` (f, 3): the original faces' stored normals (``mesh_arrays``); the
     decimated normals point the same way.
     """
-    import fast_simplification
+    import meshoptimizer
 
-    original_centres = np.asarray(vertices, dtype=np.float64)[np.asarray(faces, dtype=np.int64)].mean(axis=1)
+    original_vertices, original_faces = np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64)
     vertices, faces = weld(vertices, faces)
     vertices = vertices.astype(np.float64)
     if len(faces) > face_budget:
-        reduction = 1.0 - face_budget / len(faces)
-        vertices, faces = fast_simplification.simplify(vertices, faces, target_reduction=reduction)
+        indices = np.ascontiguousarray(faces.reshape(-1), dtype=np.uint32)
+        kept = np.zeros_like(indices)
+        count = meshoptimizer.simplify(
+            kept, indices, np.ascontiguousarray(vertices, dtype=np.float32),
+            target_index_count=3 * face_budget,
+            # stop early rather than move the surface further than this (metres)
+            target_error=tolerance_m, options=meshoptimizer.SIMPLIFY_ERROR_ABSOLUTE,
+        )
+        faces = kept[:count].reshape(-1, 3)
     # Keep only the vertices the decimated faces use, renumbered in order.
     used, faces = np.unique(np.asarray(faces, dtype=np.int64), return_inverse=True)
     vertices = np.asarray(vertices, dtype=np.float64)[used]
     faces = faces.reshape(-1, 3)
+    faces, inward = match_orientation(vertices, faces, original_vertices, original_faces,
+                                      np.asarray(face_normals, np.float64))
     normals = corner_normals(vertices, faces)
-    opposed = opposed_faces(vertices, faces, original_centres, np.asarray(face_normals, np.float64))
-    normals[opposed] *= -1
+    normals[inward] *= -1
+    # Corners on a smooth patch share a normal: store each distinct one once.
+    normals, corner_index = np.unique(normals.reshape(-1, 3).astype(np.float32), axis=0, return_inverse=True)
     return LeanMesh(
         vertices=vertices.astype(np.float32),
         faces=faces.astype(np.int32),
-        normals=normals.reshape(-1, 3).astype(np.float32),
+        normals=normals,
+        face_normals=corner_index.reshape(-1, 3).astype(np.int32),
     )
 
 
 def decimate_within(vertices: np.ndarray, faces: np.ndarray, face_normals: np.ndarray, face_budget: int,
                     tolerance_m: float = TOLERANCE_M) -> LeanMesh | None:
-    """``decimate`` at ``face_budget`` faces, doubling the budget until the surface stays within
-    ``tolerance_m`` (``surface_deviation_m``); ``None`` when only the original does.
-
-    Quadric decimation can collapse whole parts of a mesh made of many small pieces (the mount
-    pedestal's 78 components lose its body below about 8,000 faces); the bound catches that.
+    """``decimate`` at ``face_budget`` faces, doubling the budget until the measured surface
+    deviation (``surface_deviation_m``) is within ``tolerance_m`` too; ``None`` when only the
+    original is. meshoptimizer bounds its own error estimate; this checks it on the result.
     """
     budget = face_budget
     while budget < len(faces):
-        lean = decimate(vertices, faces, face_normals, budget)
+        lean = decimate(vertices, faces, face_normals, budget, tolerance_m)
+        if len(lean.faces) >= len(faces):
+            return None  # the tolerance allows no simplification at all
         if surface_deviation_m(vertices, faces, lean) <= tolerance_m:
             return lean
         budget *= 2
@@ -291,10 +318,15 @@ def _load(path: Path) -> LeanMesh | None:
     with np.load(path, allow_pickle=False) as data:
         if bool(data["keep_original"]):
             return None
-        mesh = LeanMesh(data["vertices"], data["faces"], data["normals"])
-    nv = len(mesh.vertices)
-    if (mesh.vertices.shape != (nv, 3) or mesh.normals.shape != (3 * len(mesh.faces), 3) or mesh.faces.ndim != 2
-            or mesh.faces.shape[1] != 3 or (len(mesh.faces) and not 0 <= mesh.faces.min() <= mesh.faces.max() < nv)):
+        mesh = LeanMesh(data["vertices"], data["faces"], data["normals"], data["face_normals"])
+    nv, nf, nn = len(mesh.vertices), len(mesh.faces), len(mesh.normals)
+    consistent = (
+        mesh.vertices.shape == (nv, 3) and mesh.normals.shape == (nn, 3)
+        and mesh.faces.shape == (nf, 3) and mesh.face_normals.shape == (nf, 3) and nf > 0
+        and 0 <= mesh.faces.min() and mesh.faces.max() < nv
+        and 0 <= mesh.face_normals.min() and mesh.face_normals.max() < nn
+    )
+    if not consistent:
         raise ValueError(f"{path}: inconsistent arrays")
     return mesh
 
@@ -322,7 +354,8 @@ def cached_decimate(vertices: np.ndarray, faces: np.ndarray, face_normals: np.nd
         arrays = {"keep_original": np.asarray(mesh is None),
                   "vertices": empty if mesh is None else mesh.vertices,
                   "faces": empty.astype(np.int32) if mesh is None else mesh.faces,
-                  "normals": empty if mesh is None else mesh.normals}
+                  "normals": empty if mesh is None else mesh.normals,
+                  "face_normals": empty.astype(np.int32) if mesh is None else mesh.face_normals}
         try:
             with atomic_path(path) as tmp, open(tmp, "wb") as handle:
                 np.savez(handle, **arrays)
@@ -355,7 +388,7 @@ def lean_render_model(model: mujoco.MjModel, face_budget: int) -> tuple[mujoco.M
         render_model.mesh_vert[va:va + nv] = lean.vertices
         render_model.mesh_face[fa:fa + nf] = lean.faces
         render_model.mesh_normal[na:na + nn] = lean.normals
-        render_model.mesh_facenormal[fa:fa + nf] = np.arange(nn, dtype=np.int32).reshape(nf, 3)
+        render_model.mesh_facenormal[fa:fa + nf] = lean.face_normals
         render_model.mesh_vertnum[mesh_id] = nv
         render_model.mesh_facenum[mesh_id] = nf
         render_model.mesh_normalnum[mesh_id] = nn
