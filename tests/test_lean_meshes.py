@@ -272,3 +272,63 @@ def test_state_trajectories_are_bit_identical_with_and_without_decimation():
     for a, b in zip(states_a, states_b):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(images_a, images_b))  # the images did change
+
+
+# -- frustum culling --------------------------------------------------------------------------
+
+_FRUSTUM_XML = """
+<mujoco>
+  <worldbody>
+    <camera name="eye" pos="0 0 0" fovy="90"/>
+    <geom name="ahead" type="sphere" size="0.1" pos="0 0 -2"/>
+    <geom name="behind" type="sphere" size="0.1" pos="0 0 2"/>
+    <geom name="edge_in" type="sphere" size="0.1" pos="0 2.1 -2"/>
+    <geom name="above" type="sphere" size="0.1" pos="0 3 -2"/>
+    <geom name="right_wide" type="sphere" size="0.1" pos="3 0 -2"/>
+    <geom name="floor" type="plane" size="0 0 1" pos="0 0 100"/>
+  </worldbody>
+</mujoco>
+"""
+
+
+def test_geoms_in_view_against_a_90_degree_frustum():
+    """fovy 90: the side planes are |y| = depth. A sphere of radius r at depth 2 is in view up to
+    |y| = 2 + r * sqrt(2); at aspect 2 the horizontal planes are |x| = 2 * depth."""
+    from vla_envs.frustum import geoms_in_view
+
+    model = mujoco.MjModel.from_xml_string(_FRUSTUM_XML)
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, g) for g in range(model.ngeom)]
+    seen = dict(zip(names, geoms_in_view(model, data, 0, aspect=1.0, margin_m=0.0)))
+    assert seen == {"ahead": True, "behind": False, "edge_in": True, "above": False,
+                    "right_wide": False, "floor": True}
+    wide = dict(zip(names, geoms_in_view(model, data, 0, aspect=2.0, margin_m=0.0)))
+    assert wide["right_wide"] and not wide["above"]
+
+
+@pytest.mark.parametrize("task", ["Lift", "Door", "PickPlaceCan"])
+def test_culling_what_a_camera_cannot_see_changes_no_pixel(task):
+    env = gym.make(f"vla_envs/{task}-v0", obs_mode="state", max_episode_steps=-1)
+    rng = np.random.default_rng(3)
+    culled, plain = CameraRenderer("lean", 64, 64), CameraRenderer("lean", 64, 64, cull_outside_view=False)
+    try:
+        left_out = 0
+        for seed in range(2):
+            env.reset(seed=seed)
+            for step in range(30):
+                env.step(rng.uniform(-1, 1, 7).astype(np.float32))
+                if step % 10:
+                    continue
+                sim = env.unwrapped.robosuite_env.sim
+                culled.bind(sim.model._model)
+                plain.bind(sim.model._model)
+                for camera in ("agentview", "robot0_eye_in_hand"):
+                    np.testing.assert_array_equal(culled.render(sim.data._data, camera, 64, 64),
+                                                  plain.render(sim.data._data, camera, 64, 64))
+                    left_out += int((culled._render_model.geom_group == 5).sum())
+        assert left_out > 0  # the test exercised culling
+    finally:
+        culled.close()
+        plain.close()
+        env.close()

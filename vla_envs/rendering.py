@@ -9,9 +9,10 @@ them is unchanged, rebuilding only when they differ.
 
 Quality presets:
 
-- ``"lean"`` (default): no multi-sample anti-aliasing, no shadows, reflections or skybox, and
-  visual-only meshes decimated to ``mesh_face_budget`` faces each (``vla_envs.lean_meshes``;
-  the physics model is never touched). Several times the frame rate of ``"full"`` under
+- ``"lean"`` (default): no multi-sample anti-aliasing, no shadows, reflections or skybox,
+  visual-only meshes decimated to ``mesh_face_budget`` faces each (``vla_envs.lean_meshes``),
+  and geoms outside a camera's view left out of its frame (``vla_envs.frustum``); all of it in a
+  copy of the model that only the renderer uses, never the physics model. Several times the frame rate of ``"full"`` under
   software rendering (``benchmarks/env_throughput.py``).
 - ``"full"``: the model's own visual settings and meshes (robosuite's look).
 
@@ -28,6 +29,7 @@ before their ``step`` and ``reset`` (``benchmarks/env_throughput.py`` shows how)
 from __future__ import annotations
 
 import atexit
+import copy
 import os
 import weakref
 import zlib
@@ -36,10 +38,15 @@ from typing import Literal
 import mujoco
 import numpy as np
 
+from vla_envs.frustum import geoms_in_view
 from vla_envs.lean_meshes import DEFAULT_FACE_BUDGET, DecimationStats, check_face_budget, lean_render_model
 
 RenderQuality = Literal["lean", "full"]
 RENDER_QUALITIES: tuple[str, ...] = ("lean", "full")
+
+# A geom group the renderer never shows (mjNGROUP = 6; groups 3-5 are off by default): where
+# lean rendering puts the geoms a camera cannot see, in its own copy of the model.
+_HIDDEN_GROUP = 5
 
 LEAN_OFF_FLAGS = (
     mujoco.mjtRndFlag.mjRND_SHADOW,
@@ -117,14 +124,18 @@ class CameraRenderer:
         max_width: int = 640,
         max_height: int = 480,
         mesh_face_budget: int | None = DEFAULT_FACE_BUDGET,
+        cull_outside_view: bool = True,
     ):
-        """``mesh_face_budget`` applies to ``"lean"`` only; ``None`` draws robosuite's meshes there too."""
+        """``mesh_face_budget`` and ``cull_outside_view`` apply to ``"lean"`` only; budget ``None``
+        draws robosuite's meshes there too, and culling never changes a pixel (it saves time)."""
         if quality not in RENDER_QUALITIES:
             raise ValueError(f"render_quality={quality!r} is not supported: expected one of {RENDER_QUALITIES}")
         if max_width <= 0 or max_height <= 0:
             raise ValueError(f"renderer size must be positive, got {max_width}x{max_height}")
         self.quality = quality
         self.mesh_face_budget = check_face_budget(mesh_face_budget) if quality == "lean" else None
+        self.cull_outside_view = bool(cull_outside_view) and quality == "lean"
+        self._geom_groups: np.ndarray | None = None
         self.max_width = max_width
         self.max_height = max_height
         self._gl_context = None
@@ -150,8 +161,11 @@ class CameraRenderer:
         source = model
         if self.mesh_face_budget is not None:
             model, self.last_decimation = lean_render_model(model, self.mesh_face_budget)
+        elif self.quality == "lean":
+            model = copy.copy(model)  # lean rendering edits geom groups per frame: never the physics model's
         if self.quality == "lean":
             model.vis.quality.offsamples = 0
+            self._geom_groups = model.geom_group.copy()
         model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), self.max_width)
         model.vis.global_.offheight = max(int(model.vis.global_.offheight), self.max_height)
         signature = asset_signature(model) + (
@@ -192,6 +206,9 @@ class CameraRenderer:
         self._gl_context.make_current()
         # Another GL context in this process (e.g. a robosuite renderer) may have been current.
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN.value, self._mjr_context)
+        if self.cull_outside_view:  # leave out what the camera cannot see (vla_envs.frustum)
+            in_view = geoms_in_view(self._render_model, data, camera_id, width / height)
+            self._render_model.geom_group[:] = np.where(in_view, self._geom_groups, _HIDDEN_GROUP)
         mujoco.mjv_updateScene(
             self._render_model, data, self._option, None, self._camera, mujoco.mjtCatBit.mjCAT_ALL.value, self._scene
         )
