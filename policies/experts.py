@@ -6,6 +6,7 @@ They return action chunks of shape (1, action_dim), the ``Policy`` convention.
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from policies.base import Policy
 
@@ -185,9 +186,6 @@ class DoorExpert(Policy):
 
     def reset(self, instruction: str = "") -> None:
         super().reset(instruction)
-        from scipy.spatial.transform import Rotation
-
-        self._rotation = Rotation
         rs = self._rs
         robot = rs.robots[0]
         self._site = robot.eef_site_id[robot.arms[0]]
@@ -207,7 +205,7 @@ class DoorExpert(Policy):
 
     def _door_pose(self, lever_rad: float, hinge_rad: float) -> tuple[np.ndarray, np.ndarray]:
         """Where the grasp point and the hand would be with the lever and door at these angles."""
-        g, Rotation = self._grasp, self._rotation
+        g = self._grasp
         turn = Rotation.from_rotvec((lever_rad - g["lever"]) * g["latch_axis"]).as_matrix()
         swing = Rotation.from_rotvec((hinge_rad - g["hinge"]) * g["hinge_axis"]).as_matrix()
         on_lever = g["latch_anchor"] + turn @ (g["point"] - g["latch_anchor"])
@@ -215,7 +213,7 @@ class DoorExpert(Policy):
         return point, swing @ turn @ g["rotation"]
 
     def act(self, obs=None) -> np.ndarray:
-        rs, Rotation = self._rs, self._rotation
+        rs = self._rs
         data = rs.sim.data._data
         eef = np.array(data.site_xpos[self._site])
         current = data.site_xmat[self._site].reshape(3, 3)
@@ -325,9 +323,6 @@ class NutAssemblySquareExpert(Policy):
 
     def reset(self, instruction: str = "") -> None:
         super().reset(instruction)
-        from scipy.spatial.transform import Rotation
-
-        self._rotation = Rotation
         self.phase = "hover"
         self._count = 0
         self._home_yaw: float | None = None  # the hand's yaw at the first step
@@ -442,7 +437,7 @@ class NutAssemblySquareExpert(Policy):
         # OSC_POSE rotation input: world-frame axis-angle, 0.5 rad per unit; the yaw step is
         # limited so a long turn goes the planned way round
         goal = _hand_down(self._yaw + float(np.clip(turn, -turn_rate, turn_rate)))
-        action[3:6] = np.clip(self._rotation.from_matrix(goal @ current.T).as_rotvec() / 0.5, -1.0, 1.0)
+        action[3:6] = np.clip(Rotation.from_matrix(goal @ current.T).as_rotvec() / 0.5, -1.0, 1.0)
         action[6] = gripper
         self._prev_eef, self._prev_nut_z = eef, float(nut[2])
         return action[None, :].astype(np.float32)
