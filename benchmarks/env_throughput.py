@@ -6,8 +6,10 @@ eye-in-hand at 128x128). The bare robosuite env renders its own camera observati
 robosuite's meshes); for the lean mode it gets the same lean settings (no MSAA, shadows,
 reflections, skybox).
 
-Part 2, decimation: the suite's rgb lean env at 64 and 128 px with ``mesh_face_budget=None``
-(robosuite's meshes, the "before") and with the default budget (decimated visual meshes).
+Part 2, lean rendering before and after decimation: the suite's rgb lean env at 64 and 128 px
+with robosuite's meshes and every geom drawn for every camera (``mesh_face_budget=None``, no
+frustum culling: lean rendering as it was before them) and with the defaults (decimated visual
+meshes, geoms outside a camera's view left out).
 
 Rounds alternate between the two envs of a pair so machine noise hits both alike; the ratio is
 of medians over rounds. Resets are timed separately (robosuite rebuilds the model and, with
@@ -100,12 +102,15 @@ class BareRobosuite:
 
 
 class Suite:
-    def __init__(self, rgb: bool, lean: bool, size: int = SIZE, mesh_face_budget: int | None = None):
+    def __init__(self, rgb: bool, lean: bool, size: int = SIZE, mesh_face_budget: int | None = None,
+                 cull: bool = False):
         obs_mode = "rgb" if rgb else "state"
-        # Part 1 compares against robosuite drawing its own meshes: the same meshes here.
+        # Part 1 compares against robosuite drawing its own meshes, all of them: the same here.
         self.env = gym.make("vla_envs/Lift-v0", obs_mode=obs_mode, image_size=size,
                             render_quality="lean" if lean else "full", mesh_face_budget=mesh_face_budget,
                             max_episode_steps=-1)
+        if rgb:
+            self.env.unwrapped._renderer.cull_outside_view = cull and lean
 
     def reset(self, seed: int) -> None:
         self.env.reset(seed=seed)
@@ -167,15 +172,18 @@ def main() -> None:
 
 
 def compare_decimation(args) -> None:
-    print(f"\nvla_envs/Lift-v0 rgb lean, robosuite's meshes vs decimated (mesh_face_budget={DEFAULT_FACE_BUDGET}), "
+    print(f"\nvla_envs/Lift-v0 rgb lean: before (robosuite's meshes, every geom drawn) vs after (decimated, "
+          f"mesh_face_budget={DEFAULT_FACE_BUDGET}, geoms outside the view left out), "
           f"{args.rounds} rounds x {args.steps} steps; medians over rounds")
-    header = f"{'size':<6} {'meshes steps/s':>15} {'decimated steps/s':>18} {'ratio':>7} {'meshes reset s':>15} {'decimated reset s':>18}"
+    header = f"{'size':<6} {'before steps/s':>15} {'after steps/s':>14} {'ratio':>7} {'before reset s':>15} {'after reset s':>14}"
     print(header)
     print("-" * len(header))
     for size in (64, 128):
-        m = measure_pair(Suite(True, True, size, None), Suite(True, True, size, DEFAULT_FACE_BUDGET), args.steps, args.rounds)
-        print(f"{size:>3} px {m['bare_steps_per_s']:>15.1f} {m['ours_steps_per_s']:>18.1f} {m['step_ratio']:>6.2f}x "
-              f"{m['bare_reset_s']:>15.3f} {m['ours_reset_s']:>18.3f}", flush=True)
+        before = Suite(True, True, size, mesh_face_budget=None, cull=False)
+        after = Suite(True, True, size, mesh_face_budget=DEFAULT_FACE_BUDGET, cull=True)
+        m = measure_pair(before, after, args.steps, args.rounds)
+        print(f"{size:>3} px {m['bare_steps_per_s']:>15.1f} {m['ours_steps_per_s']:>14.1f} {m['step_ratio']:>6.2f}x "
+              f"{m['bare_reset_s']:>15.3f} {m['ours_reset_s']:>14.3f}", flush=True)
 
 
 def compare_with_robosuite(args) -> None:
