@@ -248,7 +248,6 @@ def _write(tmp_path: Path, config: dict, name: str = "ft.yaml") -> Path:
         (lambda c: c["residual"].update(scale=0.0), "every dimension is 0"),
         (lambda c: c.update(reward="no_such_reward"), r"reward 'no_such_reward': no file"),
         (lambda c: c.update(task="Lfit"), "unknown task 'Lfit'"),
-        (lambda c: c.update(task="NutAssemblySquare"), "no scripted expert for task 'NutAssemblySquare'"),
         (lambda c: c["algorithm"]["policy_kwargs"].update(net_arch={"pi": [8]}), "net_arch"),
         (lambda c: c["training"].update(total_steps=0), "total_steps"),
     ],
@@ -257,6 +256,17 @@ def test_invalid_finetune_configs_fail_at_load_time(tmp_path, edit, message):
     config = _tiny_config()
     edit(config)
     with pytest.raises(ConfigError, match=message):
+        load_finetune_config(_write(tmp_path, config))
+
+
+def test_an_expert_base_on_a_task_without_one_fails_at_load(tmp_path, monkeypatch):
+    """Every shipped task has a scripted expert; a task added without one must fail at load."""
+    from policies import experts
+
+    monkeypatch.setattr(experts, "EXPERTS", {k: v for k, v in experts.EXPERTS.items() if k != "Door"})
+    config = _tiny_config()
+    config.update(task="Door")
+    with pytest.raises(ConfigError, match="no scripted expert for task 'Door'"):
         load_finetune_config(_write(tmp_path, config))
 
 
