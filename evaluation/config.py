@@ -197,6 +197,7 @@ class EnvConfig(_Strict):
 
     obs_mode: Literal["state", "rgb", "state+rgb"] = "state"
     image_size: int = Field(128, ge=8, le=1024)
+    robot: str | None = Field(None, description="the arm (vla_envs.robots.SUPPORTED_ROBOTS); default: each task's (Panda)")
     controller: str = "OSC_POSE"
     control_freq: float | None = Field(None, gt=0.0)
     max_episode_steps: int | None = Field(None, ge=1, description="override every task's time limit")
@@ -207,6 +208,8 @@ class EnvConfig(_Strict):
         what is rendered, not the simulation: an export re-renders episodes with it)."""
         kwargs = {"obs_mode": obs_mode or self.obs_mode, "image_size": self.image_size,
                   "controller": self.controller, "render_quality": self.render_quality}
+        if self.robot is not None:
+            kwargs["robot"] = self.robot
         if self.control_freq is not None:
             kwargs["control_freq"] = self.control_freq
         if self.max_episode_steps is not None:
@@ -228,6 +231,13 @@ class EnvConfig(_Strict):
         from vla_envs.controllers import check_controller
 
         return check_controller(value)
+
+    @field_validator("robot")
+    @classmethod
+    def _supported_robot(cls, value: str | None) -> str | None:
+        from vla_envs.robots import check_robot
+
+        return None if value is None else check_robot(value)
 
 
 class SeedStart(_Strict):
@@ -394,7 +404,10 @@ class EvalConfig(_Strict):
     def episode_settings(self) -> dict:
         """The settings that shape episodes (what ``--resume`` requires to be unchanged):
         everything but profiling, statistics, reporting, Ray and thread settings."""
-        return self.model_dump(mode="json", exclude={"name", "profile", "stats", "report", "ray", "torch_threads"})
+        settings = self.model_dump(mode="json", exclude={"name", "profile", "stats", "report", "ray", "torch_threads"})
+        if settings["env"]["robot"] is None:  # each task's arm: what runs made before env.robot existed used
+            del settings["env"]["robot"]
+        return settings
 
     @property
     def seed_list(self) -> list[int]:

@@ -124,7 +124,8 @@ class EpisodeRunner:
 
             from vla_envs.controllers import hold_position_action
 
-            hold = partial(hold_position_action, self.config.env.controller)
+            # the arm's own dims: joint-space commands are one per joint (6 on the UR5e)
+            hold = partial(hold_position_action, self.config.env.controller, robot=self.env(task).unwrapped.robot)
         latency = self.config.latency_for(variant)
         resolved = None
         if needs_resolved_latency(latency):

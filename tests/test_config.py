@@ -31,6 +31,16 @@ def test_good_file_loads(tmp_path):
     cfg = load_task_config(write(tmp_path, GOOD))
     assert cfg.env_id == "vla_envs/Lift-v0"
     assert cfg.time_limit_s == 15.0
+    assert cfg.robot == "Panda"
+
+
+def test_a_task_file_names_any_supported_arm(tmp_path):
+    from vla_envs.robots import SUPPORTED_ROBOTS
+
+    for robot in SUPPORTED_ROBOTS:
+        assert load_task_config(write(tmp_path, GOOD + f"robot: {robot}\n")).robot == robot
+    message = str(pytest.raises(ConfigError, load_task_config, write(tmp_path, GOOD + "robot: panda\n")).value)
+    assert "field 'robot' = 'panda'" in message and "expected one of ['Panda', 'UR5e'" in message
 
 
 @pytest.mark.parametrize(
@@ -41,6 +51,7 @@ def test_good_file_loads(tmp_path):
         ("control_freq: 20", "control_freq: 0", "control_freq", "0"),
         ("name: Lift", "name: lift task", "name", "'lift task'"),
         ("cameras: {image: agentview, wrist_image: robot0_eye_in_hand}", "cameras: {image: ''}", "cameras.image", "''"),
+        ("name: Lift", "name: Lift\nrobot: Baxter", "robot", "'Baxter'"),
     ],
 )
 def test_bad_field_names_file_field_value(tmp_path, old, new, field, value_text):

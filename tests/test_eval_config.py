@@ -51,6 +51,7 @@ def test_shipped_configs_validate(name):
         ("{kind: expert}", "{kind: oracle}", "base.policy", ""),
         ("{fixed_ms: 100}}", "{fixed_ms: 100}, compression: {pruning: {fraction: 1.5}}}", "variants.0.compression", ""),
         ("env: {obs_mode: state}", "env: {obs_mode: state, colour: red}", "env.colour", "'red'"),
+        ("env: {obs_mode: state}", "env: {obs_mode: state, robot: Baxter}", "env.robot", "'Baxter'"),
     ],
 )
 def test_bad_field_is_named(tmp_path, old, new, field, value_text):
@@ -62,6 +63,16 @@ def test_bad_field_is_named(tmp_path, old, new, field, value_text):
     assert str(path) in message
     assert f"field '{field}" in message
     assert value_text in message and "expected" in message
+
+
+def test_the_env_robot_goes_to_gym_make(tmp_path):
+    cfg = load_eval_config(write(tmp_path, GOOD))
+    assert "robot" not in cfg.env.make_kwargs()  # each task's own arm (the Panda)
+    assert "robot" not in cfg.episode_settings()["env"]  # as in runs made before env.robot existed
+    cfg = load_eval_config(write(tmp_path, GOOD.replace("env: {obs_mode: state}", "env: {obs_mode: state, robot: UR5e}")))
+    assert cfg.env.robot == "UR5e" and cfg.env.make_kwargs()["robot"] == "UR5e"
+    assert cfg.env.make_kwargs("rgb")["robot"] == "UR5e"
+    assert cfg.episode_settings()["env"]["robot"] == "UR5e"  # a resumed run must use the same arm
 
 
 def test_cross_field_errors_name_the_fields(tmp_path):
@@ -165,10 +176,19 @@ def test_a_residual_policy_names_its_checkpoint_problems(tmp_path):
         ("episodes: 2", "seeds: [0, 4294967296]", "expected distinct integers from 0 to 4294967295"),
         ("episodes: 2", "episodes: 2\nseeds: {start: 4294967295}", "reaches seed 4294967296"),
         ("{fixed_ms: 100}", "{fixed_ms: .inf}", "variants.0.latency"),
-        ("tasks: [Lift]", "tasks: [NutAssemblySquare]", "no scripted expert for ['NutAssemblySquare']"),
     ],
 )
 def test_values_that_used_to_fail_mid_run_fail_at_load(tmp_path, old, new, message):
     assert old in GOOD
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_eval_config(write(tmp_path, GOOD.replace(old, new)))
+
+
+def test_an_expert_on_a_task_without_one_fails_at_load(tmp_path, monkeypatch):
+    """Every shipped task has a scripted expert; a task added without one must fail at load."""
+    from policies import experts
+
+    monkeypatch.setattr(experts, "EXPERTS", {k: v for k, v in experts.EXPERTS.items() if k != "Door"})
+    assert "{kind: expert}" in GOOD
+    with pytest.raises(ConfigError, match=re.escape("no scripted expert for ['Door']")):
+        load_eval_config(write(tmp_path, GOOD.replace("tasks: [Lift]", "tasks: [Door]")))

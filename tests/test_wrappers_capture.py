@@ -16,9 +16,9 @@ def _actions(space, n=N_STEPS, seed=0):
     return np.random.default_rng(seed).uniform(-1, 1, (n, *space.shape)).astype(np.float32)
 
 
-def _robosuite_reference(actions):
+def _robosuite_reference(actions, robot="Panda"):
     """Drive robosuite's substep loop by hand (environments/base.py), sampling after each substep."""
-    env = gym.make("vla_envs/Lift-v0", terminate_on_success=False)
+    env = gym.make("vla_envs/Lift-v0", terminate_on_success=False, robot=robot)
     env.reset(seed=SEED)
     rs = env.unwrapped.robosuite_env
     robot = rs.robots[0]

@@ -66,6 +66,7 @@ def rollout(
     episodes: int = typer.Option(3, min=1, help="number of episodes"),
     seed: int = typer.Option(0, help="seed of the first episode; episode i uses seed + i"),
     obs_mode: str = typer.Option("state", help="state, rgb or state+rgb"),
+    robot: str | None = typer.Option(None, help="the arm (Panda, UR5e, Kinova3, IIWA, Sawyer, Jaco, XArm7); default: the task's"),
     controller: str = typer.Option("OSC_POSE", help="arm controller"),
     max_steps: int | None = typer.Option(None, min=1, help="override the task's time limit (control steps)"),
 ) -> None:
@@ -76,7 +77,7 @@ def rollout(
     from vla_envs.config import get_task_config
 
     cfg = get_task_config(task)
-    env = gym.make(cfg.env_id, obs_mode=obs_mode, controller=controller, max_episode_steps=max_steps)
+    env = gym.make(cfg.env_id, obs_mode=obs_mode, robot=robot, controller=controller, max_episode_steps=max_steps)
     limit = env.spec.max_episode_steps
     results: list[RolloutRow] = []
     columns = progress_columns("steps")

@@ -53,7 +53,7 @@ class TaskConfig(BaseModel):
 
     name: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$", description="registered as vla_envs/<name>-v0")
     robosuite_env: str = Field(min_length=1, description="robosuite environment class name")
-    robot: str = Field("Panda", pattern=r"^Panda$", description="only the Panda arm is supported")
+    robot: str = Field("Panda", description="the default arm (vla_envs.robots.SUPPORTED_ROBOTS); gym.make(robot=) overrides it")
     instruction: str = Field(min_length=1, description="natural-language instruction for the task")
     max_episode_steps: PositiveInt = Field(description="time limit in control steps")
     control_freq: PositiveFloat = Field(20.0, description="control frequency in Hz")
@@ -70,6 +70,13 @@ class TaskConfig(BaseModel):
 
         substeps_per_control_step(value)
         return value
+
+    @field_validator("robot")
+    @classmethod
+    def _supported_robot(cls, value: str) -> str:
+        from vla_envs.robots import check_robot
+
+        return check_robot(value)
 
     @property
     def env_id(self) -> str:

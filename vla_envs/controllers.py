@@ -1,4 +1,9 @@
-"""Arm controllers robosuite 1.5 offers for the Panda, by name."""
+"""Arm controllers robosuite 1.5 offers for the suite's arms (``vla_envs.robots``), by name.
+
+Task-space controllers (OSC_*) take the same action on every arm; joint-space ones take one
+number per arm joint, so their action is one shorter on the 6-joint UR5e than on the 7-joint
+arms. Either way the gripper's single dimension (-1 open, +1 closed) comes last.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +11,22 @@ from typing import Any
 
 import numpy as np
 
+from vla_envs.robots import DEFAULT_ROBOT, arm_joint_count, check_robot
+
 # robosuite 1.5 part-controller names; each takes a normalised [-1, 1] action (plus the gripper).
 CONTROLLERS: dict[str, str] = {
     "OSC_POSE": "delta end-effector position (3) + axis-angle rotation (3)",
     "OSC_POSITION": "delta end-effector position (3)",
-    "JOINT_VELOCITY": "joint velocity targets (7)",
-    "JOINT_POSITION": "delta joint position targets (7)",
-    "JOINT_TORQUE": "joint torques (7)",
+    "JOINT_VELOCITY": "joint velocity targets (one per arm joint: 7, or 6 on the UR5e)",
+    "JOINT_POSITION": "delta joint position targets (one per arm joint)",
+    "JOINT_TORQUE": "joint torques (one per arm joint)",
 }
 DEFAULT_CONTROLLER = "OSC_POSE"
-# How many leading action dimensions drive the arm (the gripper's follow). For each of these
-# controllers an all-zero arm command asks for no motion: a zero pose or joint delta, a zero
-# joint velocity, or no torque beyond robosuite's gravity compensation (the arm then coasts).
-ARM_ACTION_DIMS: dict[str, int] = {
-    "OSC_POSE": 6,
-    "OSC_POSITION": 3,
-    "JOINT_VELOCITY": 7,
-    "JOINT_POSITION": 7,
-    "JOINT_TORQUE": 7,
-}
-assert set(ARM_ACTION_DIMS) == set(CONTROLLERS)
+# Arm dimensions of the task-space controllers, the same on every arm; the joint-space
+# controllers have one per arm joint (``arm_action_dims``).
+TASK_SPACE_ARM_DIMS: dict[str, int] = {"OSC_POSE": 6, "OSC_POSITION": 3}
+JOINT_SPACE_CONTROLLERS: tuple[str, ...] = ("JOINT_VELOCITY", "JOINT_POSITION", "JOINT_TORQUE")
+assert set(TASK_SPACE_ARM_DIMS) | set(JOINT_SPACE_CONTROLLERS) == set(CONTROLLERS)
 
 
 def check_controller(name: str) -> str:
@@ -35,16 +36,35 @@ def check_controller(name: str) -> str:
     return name
 
 
-def hold_position_action(controller: str, last_action: np.ndarray) -> np.ndarray:
-    """The action that asks the arm for no motion and keeps the gripper as last commanded."""
+def arm_action_dims(controller: str, robot: str = DEFAULT_ROBOT) -> int:
+    """How many leading action dimensions drive the arm (the gripper's follow).
+
+    For each controller an all-zero arm command asks for no motion: a zero pose or joint delta,
+    a zero joint velocity, or no torque beyond robosuite's gravity compensation (the arm then
+    coasts)."""
+    check_controller(controller)
+    if controller in TASK_SPACE_ARM_DIMS:
+        check_robot(robot)
+        return TASK_SPACE_ARM_DIMS[controller]
+    return arm_joint_count(robot)
+
+
+# The default arm's (the Panda's) arm dimensions per controller; other arms: arm_action_dims.
+ARM_ACTION_DIMS: dict[str, int] = {name: arm_action_dims(name) for name in CONTROLLERS}
+
+
+def hold_position_action(controller: str, last_action: np.ndarray, robot: str = DEFAULT_ROBOT) -> np.ndarray:
+    """The action that asks ``robot``'s arm for no motion and keeps the gripper as last commanded."""
     held = np.array(last_action, dtype=np.float32, copy=True)
-    held[: ARM_ACTION_DIMS[check_controller(controller)]] = 0.0
+    held[: arm_action_dims(controller, robot)] = 0.0
     return held
 
 
-def controller_config(name: str, robot: str = "Panda") -> dict[str, Any]:
-    """The composite controller config robosuite.make expects, with ``name`` driving the arm."""
+def controller_config(name: str, robot: str = DEFAULT_ROBOT) -> dict[str, Any]:
+    """The composite controller config robosuite.make expects, with ``name`` driving ``robot``'s
+    arm (robosuite fills in the arm's joint count, its gripper and its controller gains)."""
     check_controller(name)
+    check_robot(robot)
     from robosuite.controllers import load_part_controller_config
     from robosuite.controllers.composite.composite_controller_factory import (
         refactor_composite_controller_config,

@@ -1,4 +1,5 @@
-"""A Gymnasium environment over a robosuite manipulation task (Panda arm).
+"""A Gymnasium environment over a robosuite manipulation task, on one of the suite's arms
+(``vla_envs.robots.SUPPORTED_ROBOTS``; the Panda unless ``robot=`` says otherwise).
 
 Why not robosuite's ``GymWrapper``: it reports the horizon as ``terminated``, returns float64
 observations against a float32 space, and ``reset(seed)`` only seeds numpy's global RNG. Here:
@@ -20,8 +21,10 @@ Observation layout by ``obs_mode``:
 ``state+rgb``  all four keys
 =============  ==============================================================================
 
-``S`` is ``image_size``; images are upright. ``info`` has the same keys on ``reset`` and every
-``step`` (dataset recorders such as Minari's ``DataCollector`` require a fixed layout)::
+``S`` is ``image_size``; images are upright. ``m``, and so ``n``, depends on the arm: robosuite's
+proprioception has values per arm joint and per gripper joint (Panda and Sawyer 50, UR5e 53,
+the other arms 58). ``info`` has the same keys on ``reset`` and every ``step`` (dataset
+recorders such as Minari's ``DataCollector`` require a fixed layout)::
 
     {"instruction": "pick up the red cube ...", "is_success": False}
 """
@@ -39,6 +42,7 @@ from vla_envs.config import TaskConfig, get_task_config
 from vla_envs.controllers import DEFAULT_CONTROLLER, controller_config
 from vla_envs.lean_meshes import DEFAULT_FACE_BUDGET
 from vla_envs.rendering import CameraRenderer, RenderQuality
+from vla_envs.robots import check_robot
 from vla_envs.timing import substeps_per_control_step
 
 ObsMode = Literal["state", "rgb", "state+rgb"]
@@ -54,6 +58,8 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
         task: task name (``"Lift"``), path to a task YAML, or a ``TaskConfig``.
         obs_mode: ``"state"``, ``"rgb"`` or ``"state+rgb"`` (see the module docstring).
         image_size: side of the square camera images in pixels.
+        robot: the arm (``vla_envs.robots.SUPPORTED_ROBOTS``); defaults to the task config's
+            (``Panda``). Joint-space controllers take one action per arm joint (6 on the UR5e).
         controller: robosuite arm controller (``vla_envs.controllers.CONTROLLERS``).
         control_freq: control frequency in Hz; defaults to the task config's.
         render_mode: ``None`` or ``"rgb_array"``.
@@ -74,6 +80,7 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
         *,
         obs_mode: ObsMode = "state",
         image_size: int = 128,
+        robot: str | None = None,
         controller: str = DEFAULT_CONTROLLER,
         control_freq: float | None = None,
         render_mode: str | None = None,
@@ -91,6 +98,7 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
         for field, value in (("image_size", image_size), ("render_size", render_size)):
             if not isinstance(value, (int, np.integer)) or not 8 <= value <= 1024:
                 raise ValueError(f"{field}={value!r}: expected an integer number of pixels in [8, 1024]")
+        self.robot = check_robot(robot if robot is not None else self.task_config.robot)
         self.control_freq = float(control_freq if control_freq is not None else self.task_config.control_freq)
         substeps_per_control_step(self.control_freq)  # ValueError unless it divides the physics rate
 
@@ -114,8 +122,8 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
 
         self._rs = robosuite.make(
             self.task_config.robosuite_env,
-            robots=self.task_config.robot,
-            controller_configs=controller_config(controller, self.task_config.robot),
+            robots=self.robot,
+            controller_configs=controller_config(controller, self.robot),
             control_freq=self.control_freq,
             has_renderer=False,
             # Cameras are rendered by CameraRenderer, which keeps its GL context across resets.
@@ -131,7 +139,7 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
         for camera in self._camera_names():
             if camera not in self._rs.sim.model.camera_names:
                 raise ValueError(
-                    f"task {self.task_config.name}: camera {camera!r} does not exist: "
+                    f"task {self.task_config.name} on {self.robot}: camera {camera!r} does not exist: "
                     f"expected one of {list(self._rs.sim.model.camera_names)}"
                 )
 

@@ -5,14 +5,22 @@
   ``AttributeError``, and ``run_controller`` then tests that torque array for truth.
   ``JointVelocityControllerFixed`` keeps the flag apart and adds the gravity torques when set,
   which is what the upstream code means.
+- The Sawyer's first link (``right_l0``) rests on its base link's collision cylinder, and MuJoCo
+  does not filter that parent-child contact because the base is welded to the world: contact
+  friction holds joint 0 still against the full 80 N m of its actuator, so the arm cannot turn
+  at the base. ``apply`` excludes the pair from contacts, as robosuite did for the Jaco's identical
+  problem (ARISE-Initiative/robosuite PR #235).
 """
 
 from __future__ import annotations
+
+import xml.etree.ElementTree as ET
 
 import numpy as np
 from robosuite.controllers.parts import generic
 from robosuite.controllers.parts.controller import Controller
 from robosuite.controllers.parts.generic.joint_vel import JointVelocityController
+from robosuite.models.robots.manipulators.sawyer_robot import Sawyer
 
 
 class JointVelocityControllerFixed(JointVelocityController):
@@ -53,6 +61,18 @@ class JointVelocityControllerFixed(JointVelocityController):
         return self.torques
 
 
+_sawyer_init = Sawyer.__init__
+
+
+def _sawyer_init_without_the_base_contact(self, idn=0):
+    _sawyer_init(self, idn=idn)
+    body1, body2 = (self.naming_prefix + name for name in ("right_arm_base_link", "right_l0"))
+    if not any(e.get("body1") == body1 and e.get("body2") == body2 for e in self.contact.iter("exclude")):
+        ET.SubElement(self.contact, "exclude", body1=body1, body2=body2)
+
+
 def apply() -> None:
-    """Install the fixes (idempotent). robosuite's controller factory looks classes up on ``generic``."""
+    """Install the fixes (idempotent). robosuite's controller factory looks classes up on
+    ``generic``; its robot factory builds ``Sawyer`` from the class, whose ``__init__`` is fixed."""
     generic.JointVelocityController = JointVelocityControllerFixed
+    Sawyer.__init__ = _sawyer_init_without_the_base_contact

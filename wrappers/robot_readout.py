@@ -45,7 +45,7 @@ class RobotReadout:
     physics_dt_s: float
     n_substeps: int  # physics substeps per control step
     get_model_data: Callable[[], tuple[mujoco.MjModel, mujoco.MjData]]
-    robot_name: str | None = None  # robosuite's robot ("Panda") when its arm joints are measured
+    robot_name: str | None = None  # robosuite's robot ("Panda", "UR5e") when its arm joints are measured
     sim_owner: object | None = None  # the object holding .model/.data (its steps are hooked)
 
     @property
@@ -75,6 +75,8 @@ class RobotReadout:
         """Plain-data description (for episode metadata)."""
         return {
             "source": self.source,
+            "robot_name": self.robot_name,  # robosuite's arm ("UR5e"); None for other envs
+            "n_joints": self.n_joints,
             "joint_names": list(self.joint_names),
             "ee": f"{self.ee_kind}:{self.ee_name}",
             "control_freq_hz": self.control_freq_hz,
