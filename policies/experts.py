@@ -22,23 +22,28 @@ def _move_action(target: np.ndarray, eef: np.ndarray, gripper: float, gain: floa
     return action
 
 
-class _PickPlaceExpert(Policy):
+class _SimulatorExpert(Policy):
+    """An expert bound to one env: it reads the robosuite simulator behind it at every step."""
+
+    action_dim = 7
+    chunk_size = 1
+
+    def __init__(self, env):
+        self._rs = env.unwrapped.robosuite_env
+        self.reset()
+
+
+class _PickPlaceExpert(_SimulatorExpert):
     """Pick an object and put it down at a target: hover, descend, grasp, lift, carry, lower,
     release, retreat. Subclasses say where the object and the target are; with
     ``releases = False`` the expert stops after lifting and holds the object up."""
 
-    action_dim = 7
-    chunk_size = 1
     hover_m = 0.10
     carry_height_m = 0.15  # above the release point while carrying
     grasp_steps = 8
     release_steps = 6
     grasp_offset_m = -0.005  # how far below the object's centre the grip site goes
     releases = True
-
-    def __init__(self, env):
-        self._rs = env.unwrapped.robosuite_env
-        self.reset()
 
     def reset(self, instruction: str = "") -> None:
         super().reset(instruction)
@@ -153,7 +158,7 @@ class LiftExpert(_PickPlaceExpert):
         return self._grasp_point  # lift straight up from where the cube was grasped
 
 
-class DoorExpert(Policy):
+class DoorExpert(_SimulatorExpert):
     """Door: approach the lever along the door's normal (hand pitched 90°, fingers around the
     lever), grasp it, turn it about the latch axis until the latch tip clears the frame, then
     pull the door open about its hinge while holding the lever turned.
@@ -166,8 +171,6 @@ class DoorExpert(Policy):
     and the door sticks near 0.04 rad. So the turn uses the real axis, the door is held shut
     until the latch is free, and the lever is kept turned while the door swings."""
 
-    action_dim = 7
-    chunk_size = 1
     standoff_m = 0.12  # approach the lever from this far in front, along the door's normal
     grasp_steps = 10
     approach_steps = 40
@@ -179,10 +182,6 @@ class DoorExpert(Policy):
     pull_lead_rad = 0.05  # the wanted door angle runs this far ahead of the hinge's angle
     open_rad = 0.45  # past robosuite's success threshold (0.3 rad)
     pull_gain = 2.0
-
-    def __init__(self, env):
-        self._rs = env.unwrapped.robosuite_env
-        self.reset()
 
     def reset(self, instruction: str = "") -> None:
         super().reset(instruction)
@@ -276,7 +275,7 @@ def _hand_down(yaw: float) -> np.ndarray:
     return np.array([[c, s, 0.0], [s, -c, 0.0], [0.0, 0.0, -1.0]])
 
 
-class NutAssemblySquareExpert(Policy):
+class NutAssemblySquareExpert(_SimulatorExpert):
     """NutAssemblySquare: take the square nut by its handle, turn it square to the peg, carry it
     above the peg with its hole centred on it, lower it over the peg and let go.
 
@@ -297,8 +296,6 @@ class NutAssemblySquareExpert(Policy):
     corrected; if the nut drops the expert grasps it again, and if it catches on the peg's top
     it is raised and lined up again."""
 
-    action_dim = 7
-    chunk_size = 1
     hover_m = 0.06  # above the handle before descending
     handle_out_m = 0.008  # grasp this far out along the handle, clear of the ring's wall
     grasp_steps = 8
@@ -316,10 +313,6 @@ class NutAssemblySquareExpert(Policy):
     turn_tol_rad = 0.3  # ... until its yaw is this close
     lower_step_m = 0.02  # lower the nut toward a point this far below it
     stuck_steps = 6  # lowering without the nut going down: it caught on the peg's top
-
-    def __init__(self, env):
-        self._rs = env.unwrapped.robosuite_env
-        self.reset()
 
     def reset(self, instruction: str = "") -> None:
         super().reset(instruction)
