@@ -9,6 +9,19 @@ import pytest
 from policies.experts import DoorExpert
 
 
+def _run_to_the_end(env, expert, obs, noise: float = 0.0, rng=None, max_steps: int = 10_000):
+    """Step ``expert`` until the episode ends (or ``max_steps``); executed translation gets
+    Gaussian ``noise`` as in demonstration collection. Returns (steps, terminated, info)."""
+    for step in range(1, max_steps + 1):
+        action = expert.act(obs)[0].copy()
+        if noise:
+            action[:3] += rng.normal(0.0, noise, 3)
+        obs, _, terminated, truncated, info = env.step(np.clip(action, -1.0, 1.0))
+        if terminated or truncated:
+            break
+    return step, terminated, info
+
+
 def test_door_expert_opens_doors_placed_with_a_large_yaw():
     # Seeds 1 and 29 place the door 0.19-0.24 rad off square; an expert that turned the lever
     # about the world y axis instead of the latch axis dragged these doors ajar, the latch tip
@@ -22,10 +35,7 @@ def test_door_expert_opens_doors_placed_with_a_large_yaw():
             assert abs(np.arctan2(latch_axis[0], -latch_axis[1])) > 0.15  # the seed still yaws the door
             expert = DoorExpert(env)
             expert.reset(info["instruction"])
-            for step in range(1, 121):
-                obs, _, terminated, truncated, info = env.step(expert.act(obs)[0])
-                if terminated or truncated:
-                    break
+            step, terminated, info = _run_to_the_end(env, expert, obs, max_steps=120)
             assert terminated and info["is_success"], f"seed {seed}: door not opened, phase {expert.phase}"
             assert step <= 100, f"seed {seed}: took {step} steps"
     finally:
@@ -65,12 +75,7 @@ def test_nut_assembly_square_expert_puts_the_nut_on_the_peg(seed, noise):
         obs, info = env.reset(seed=seed)
         expert = expert_for_task("NutAssemblySquare", env)
         expert.reset(info["instruction"])
-        for step in range(1, env.spec.max_episode_steps + 1):
-            action = expert.act(obs)[0].copy()
-            action[:3] += rng.normal(0.0, noise, 3)
-            obs, _, terminated, truncated, info = env.step(np.clip(action, -1.0, 1.0))
-            if terminated or truncated:
-                break
+        step, terminated, info = _run_to_the_end(env, expert, obs, noise, rng)
         assert terminated and info["is_success"], f"seed {seed}: nut not on the peg, phase {expert.phase}"
         assert step <= 250, f"seed {seed}: took {step} steps"
     finally:
