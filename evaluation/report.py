@@ -236,10 +236,14 @@ def paired_table(rows: list[dict]) -> str:
     header += [METRIC_LABELS[m] for m in REPORT_METRICS]
     body = []
     for r in rows:
-        if r["is_base"]:
+        success = (f"{r['successes']}/{r['episodes']}<br><small>[{_percent(r.get('success_ci_low'))}, "
+                   f"{_percent(r.get('success_ci_high'))}] %</small>")
+        if r["is_base"]:  # the reference: its own success and means, which the rows below change
+            means = [f"{_cell(r.get(metric_column(m, 'mean')))}<br><small>mean</small>" for m in REPORT_METRICS]
+            body.append([f"{html.escape(r['variant'])} (base)", success, "–", "–", *means])
             continue
         forced = f"{_cell(r.get('tf_action_distance_mean'))} / {_cell(r.get('tf_first_action_distance_mean'))}"
-        cells = [html.escape(_name(r, base)), f"{r['successes']}/{r['episodes']}", str(r["paired_n"]), forced]
+        cells = [html.escape(_name(r, base)), success, str(r["paired_n"]), forced]
         for m in REPORT_METRICS:
             pct, mde = r[metric_column(m, "paired_pct")], r[metric_column(m, "paired_mde_pct")]
             ref = r[metric_column(m, "paired_base_mean")]
@@ -250,6 +254,10 @@ def paired_table(rows: list[dict]) -> str:
             cells.append(f"{pct:+.1f}% [{lo:+.1f}, {hi:+.1f}]<br><small>MDE ±{_cell(mde)}%</small>")
         body.append(cells)
     return _html_table(header, body)
+
+
+def _percent(fraction) -> str:
+    return f"{100 * fraction:.1f}" if _finite(fraction) else "–"
 
 
 def inference_table(rows: list[dict]) -> str:

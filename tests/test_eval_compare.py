@@ -74,3 +74,15 @@ def test_compare_command_prints_the_paired_table_and_names_what_differs(two_runs
     missing = subprocess.run([sys.executable, "-m", "vla_envs.cli", "report", str(tmp_path)], check=False,
                              capture_output=True, text=True, cwd=REPO, env={**os.environ, "COLUMNS": "200"})
     assert missing.returncode == 2 and "has no run.json" in missing.stdout
+
+
+def test_the_report_shows_the_base_models_own_success_and_means():
+    """A run with a base and no variants (tinyvla_success.yaml) still shows success in the report."""
+    from evaluation.report import REPORT_METRICS, paired_table
+    from evaluation.summary import metric_column
+
+    base = {"variant": "tinyvla", "is_base": True, "successes": 45, "episodes": 50,
+            "success_ci_low": 0.786, "success_ci_high": 0.957}
+    base.update({metric_column(m, "mean"): 1.5 for m in REPORT_METRICS})
+    table = paired_table([base])
+    assert "tinyvla (base)" in table and "45/50" in table and "[78.6, 95.7] %" in table
