@@ -12,8 +12,8 @@ Quality presets:
 - ``"lean"`` (default): no multi-sample anti-aliasing, no shadows, reflections or skybox,
   visual-only meshes decimated to ``mesh_face_budget`` faces each (``vla_envs.lean_meshes``),
   and geoms outside a camera's view left out of its frame (``vla_envs.frustum``); all of it in a
-  copy of the model that only the renderer uses, never the physics model. Several times the frame rate of ``"full"`` under
-  software rendering (``benchmarks/env_throughput.py``).
+  copy of the model that only the renderer uses, never the physics model. Several times the
+  frame rate of ``"full"`` under software rendering (``benchmarks/env_throughput.py``).
 - ``"full"``: the model's own visual settings and meshes (robosuite's look).
 
 Images come out upright (row 0 is the top of the picture), uint8, H x W x 3.
@@ -161,8 +161,8 @@ class CameraRenderer:
         source = model
         if self.mesh_face_budget is not None:
             model, self.last_decimation = lean_render_model(model, self.mesh_face_budget)
-        elif self.quality == "lean":
-            model = copy.copy(model)  # lean rendering edits geom groups per frame: never the physics model's
+        elif self.cull_outside_view:
+            model = copy.copy(model)  # culling edits geom groups per frame: never the physics model's
         if self.quality == "lean":
             model.vis.quality.offsamples = 0
             self._geom_groups = model.geom_group.copy()
