@@ -31,6 +31,7 @@ import vla_envs  # noqa: F401  (registers the tasks)
 import gymnasium as gym
 
 from policies.experts import expert_for_task
+from vla_envs.files import atomic_path
 
 SHARD_EPISODES = 10
 SHARD_SEED_STRIDE = 100_000  # seeds a shard may try before running into the next one
@@ -91,10 +92,8 @@ def collect(spec: DemoSpec, path: Path, progress=None) -> Path:
                 progress()
         seed += 1
     env.close()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(
-        tmp,
+    _save(
+        path,
         image=np.stack(frames["image"]),
         wrist_image=np.stack(frames["wrist_image"]),
         proprio=np.stack(frames["proprio"]).astype(np.float32),
@@ -104,8 +103,13 @@ def collect(spec: DemoSpec, path: Path, progress=None) -> Path:
         instruction=np.asarray(instruction),
         attempts=np.asarray(seed - spec.seed_start),  # seeds tried, successful or not
     )
-    tmp.replace(path)
     return path
+
+
+def _save(path: Path, **arrays: np.ndarray) -> None:
+    """One demonstration file, written atomically (an interrupted write leaves the old one)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
 
 
 def load(path: Path) -> dict[str, np.ndarray]:
@@ -123,10 +127,10 @@ def shards(spec: DemoSpec) -> list[DemoSpec]:
     ]
 
 
-def _collect_shard(job: tuple[DemoSpec, Path]) -> tuple[str, int]:
+def _collect_shard(job: tuple[DemoSpec, Path]) -> int:
     spec, path = job
     collect(spec, path)
-    return spec.task, spec.episodes
+    return spec.episodes
 
 
 def merge(parts: list[Path], path: Path, seed_start: int) -> Path:
@@ -138,16 +142,14 @@ def merge(parts: list[Path], path: Path, seed_start: int) -> Path:
         episodes.append(data["episode"] + offset)
         offset += len(data["seed"])
     seeds = np.concatenate([data["seed"] for data in loaded])
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(
-        tmp,
+    _save(
+        path,
         **{key: np.concatenate([data[key] for data in loaded]) for key in per_frame},
         episode=np.concatenate(episodes).astype(np.int32),
         seed=seeds,
         instruction=loaded[0]["instruction"],
         attempts=np.asarray(int(seeds.max()) + 1 - seed_start),  # a top-up continues after the last seed
     )
-    tmp.replace(path)
     return path
 
 
@@ -173,10 +175,10 @@ def collect_parallel(jobs: list[tuple[DemoSpec, Path]], workers: int) -> list[Pa
         bar = progress.add_task("demonstrations", total=sum(spec.episodes for spec, _ in jobs))
         if workers <= 1:
             for job in shard_jobs:
-                progress.advance(bar, _collect_shard(job)[1])
+                progress.advance(bar, _collect_shard(job))
         else:
             with get_context("spawn").Pool(min(workers, len(shard_jobs))) as pool:
-                for _, done in pool.imap_unordered(_collect_shard, shard_jobs):
+                for done in pool.imap_unordered(_collect_shard, shard_jobs):
                     progress.advance(bar, done)
     for spec, path in jobs:
         merge(parts[path], path, spec.seed_start)
