@@ -229,9 +229,10 @@ def test_what_the_robot_does_once_the_chunk_is_used_up(on_empty):
 
 
 def test_hold_position_zeroes_each_controllers_arm_dimensions():
-    from vla_envs.controllers import ARM_ACTION_DIMS, hold_position_action
+    from vla_envs.controllers import CONTROLLERS, arm_action_dims, hold_position_action
 
-    for controller, arm in ARM_ACTION_DIMS.items():
+    for controller in CONTROLLERS:
+        arm = arm_action_dims(controller)  # the Panda's
         last = np.arange(1.0, arm + 2.0, dtype=np.float32)  # arm dims + a gripper
         held = hold_position_action(controller, last)
         assert (held[:arm] == 0).all() and held[arm] == last[arm] and last[0] == 1.0  # input untouched

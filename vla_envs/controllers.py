@@ -49,10 +49,6 @@ def arm_action_dims(controller: str, robot: str = DEFAULT_ROBOT) -> int:
     return arm_joint_count(robot)
 
 
-# The default arm's (the Panda's) arm dimensions per controller; other arms: arm_action_dims.
-ARM_ACTION_DIMS: dict[str, int] = {name: arm_action_dims(name) for name in CONTROLLERS}
-
-
 def hold_position_action(controller: str, last_action: np.ndarray, robot: str = DEFAULT_ROBOT) -> np.ndarray:
     """The action that asks ``robot``'s arm for no motion and keeps the gripper as last commanded."""
     held = np.array(last_action, dtype=np.float32, copy=True)
