@@ -14,6 +14,7 @@ from policies.tinyvla import TinyVLA, TinyVLAConfig, TinyVLAPolicy, load_referen
 from policies.tinyvla import checkpoint
 from policies.tinyvla.tokenizer import WordTokenizer
 from policies.tinyvla.train import chunk_indices
+from vla_envs.config import load_task_configs
 
 INSTRUCTIONS = ["pick up the red cube and lift it off the table", "stack the red cube on the green cube"]
 
@@ -294,6 +295,21 @@ def test_shipped_reference_vla_loads_offline_and_acts(lift_obs):
     assert chunk[0, 2] < 0 and chunk[0, 6] < 0
     policy.reset("stack the red cube on top of the green cube")
     assert not np.allclose(policy.act(obs), chunk, atol=1e-3)  # the instruction matters
+
+
+@pytest.mark.parametrize("task", sorted(load_task_configs()))
+def test_shipped_reference_vla_was_trained_on_and_acts_on_every_task(task):
+    """Every registered task is in the shipped weights' training set, and the model's first chunk
+    from that task's start, read in its own instruction, is a valid bounded chunk."""
+    policy = load_reference()
+    assert task in checkpoint.load()[3]["training"]["episodes"]
+    env = gym.make(f"vla_envs/{task}-v0", obs_mode="rgb", image_size=64)
+    obs, info = env.reset(seed=0)
+    env.close()
+    policy.reset(info["instruction"])
+    chunk = policy.act(obs)
+    assert chunk.shape == (8, 7) and np.isfinite(chunk).all() and (np.abs(chunk) <= 1).all()
+    assert np.abs(chunk[:, :3]).max() > 0.01  # it moves the hand, not a zero chunk
 
 
 def test_shipped_vla_compressed_variants_act(lift_obs):

@@ -233,6 +233,9 @@ def train(config: TrainConfig, steps: int | None = None, output: Path | None = N
                               enumerate(earlier_frames(demos[t]["episode"], smooth.shift) for t in tasks)])
     earlier_t = torch.from_numpy(earlier).to(device)
     model.to(device)
+    if device.type == "cuda":  # tensor cores for the matmuls and convolutions (TF32); ~1e-3 relative error
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     optimizer = torch.optim.AdamW(model.parameters(), lr=section.learning_rate, weight_decay=section.weight_decay)
     total = steps or section.steps
 
@@ -246,6 +249,18 @@ def train(config: TrainConfig, steps: int | None = None, output: Path | None = N
     proprio_t, words_t, chunks_t = (torch.from_numpy(a).to(device) for a in (proprio, word_ids, chunks))
     losses: list[float] = []
     term_history: dict[str, list[float]] = defaultdict(list)  # the loss's parts, for the record
+    # Losses stay on the device until a log line needs them: a .item() per step would wait for the
+    # GPU every step, which made small-batch training launch-bound.
+    pending_losses: list[torch.Tensor] = []
+    pending_l1: list[torch.Tensor] = []
+
+    def drain() -> None:
+        if pending_losses:
+            losses.extend(torch.stack(pending_losses).tolist())
+            term_history["imitation_l1"].extend(torch.stack(pending_l1).tolist())
+            pending_losses.clear()
+            pending_l1.clear()
+
     start = time.perf_counter()
     model.train()
     columns = progress_columns("steps", TextColumn("loss {task.fields[loss]:.4f}"))
@@ -259,7 +274,7 @@ def train(config: TrainConfig, steps: int | None = None, output: Path | None = N
                 batch_images[cam] = random_shift(images_t[cam][index], section.shift_px, offsets.to(device))
             predicted = model(batch_images, words_t[index], proprio_t[index])
             loss = (predicted - targets[chunks_t[index]]).abs().mean()
-            term_history["imitation_l1"].append(loss.item())
+            pending_l1.append(loss.detach())
             smoothed = predicted[..., smooth_dims]
             previous = None
             if smooth.continuity > 0:
@@ -284,8 +299,9 @@ def train(config: TrainConfig, steps: int | None = None, output: Path | None = N
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
-            losses.append(loss.item())
+            pending_losses.append(loss.detach())
             if step % 20 == 0 or step == total - 1:
+                drain()
                 progress.update(bar, completed=step + 1, loss=float(np.mean(losses[-20:])))
                 if not progress.console.is_terminal and step % 100 == 0:  # logs get a line now and then
                     elapsed = time.perf_counter() - start
