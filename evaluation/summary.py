@@ -84,11 +84,11 @@ def summarize(
             if not group:
                 continue
             reference = references.get(variant, base_variant)
-            base_solved = _solved(by_variant.get(reference, []))
+            base_solved = solved_by_seed(by_variant.get(reference, []))
             base_means = {m: _mean([e[m] for e in base_solved.values()]) for m in SUMMARY_METRICS}
             n, successes = len(group), sum(bool(e["success"]) for e in group)
             low, high = wilson_interval(successes, n, confidence)
-            solved = _solved(group)
+            solved = solved_by_seed(group)
             paired_seeds = sorted(set(solved) & set(base_solved))
             row = {
                 "task": task,
@@ -140,7 +140,8 @@ def summarize(
     return rows
 
 
-def _solved(group: list[dict]) -> dict[int, dict]:
+def solved_by_seed(group: list[dict]) -> dict[int, dict]:
+    """seed -> episode row of the successful episodes in ``group``: what paired comparisons pair on."""
     return {int(e["seed"]): e for e in group if e["success"]}
 
 

@@ -253,6 +253,22 @@ def _pct(value) -> str:
     return "–" if value is None or value != value else f"{value:+.1f}%"
 
 
+@app.command("findings")
+def findings_command(
+    run: str = typer.Argument(..., help="a finished run folder (holds run.json and episodes.parquet), e.g. of "
+                              "configs/eval/paper_study.yaml"),
+    output: str = typer.Option("docs/findings.md", "--output", help="the Markdown file to write"),
+) -> None:
+    """Re-test the paper's headline findings on a run's variants: a Markdown page with verdicts."""
+    from evaluation.compare import RunFolderError
+    from evaluation.findings_markdown import write_findings
+
+    with _exit_on(RunFolderError):
+        path, results = write_findings(run, output)
+    tested = sum(bool(r.variants) for r in results)
+    console.print(f"wrote {path}: {tested} of {len(results)} findings tested by this run's variants", markup=False)
+
+
 @app.command("finetune")
 def finetune_command(
     config: str = typer.Argument(..., help="fine-tuning config YAML, e.g. configs/finetune/lift_expert_residual.yaml"),
