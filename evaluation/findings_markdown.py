@@ -162,9 +162,9 @@ def _latency_text(latency) -> str:
 
 
 def _timing_rows(info: dict, episodes: list[dict]) -> list[tuple[str, str]]:
-    """When and how long. run.json is rewritten by every ``vla-envs eval`` call on the folder, so
-    its start and episode wall time are the last call's; the episodes' own ``wall_s`` cover every
-    part of a run filled over several ``--resume`` calls."""
+    """When and how long: run.json's start and episode wall time are the last call's, its ``calls``
+    list has every call (runs from before it was recorded lack it); the episodes' own ``wall_s``
+    cover every part of a run filled over several ``--resume`` calls."""
     started, finished = info.get("started"), info.get("finished")
     start, end = _timestamp(started), _timestamp(finished)
     elapsed = (end - start).total_seconds() if start and end else math.nan
@@ -179,7 +179,14 @@ def _timing_rows(info: dict, episodes: list[dict]) -> list[tuple[str, str]]:
         ("episode time, summed", (f"{_duration(summed)} over {len(episodes)} episodes (each episode's own wall_s, "
                                   "every --resume part included)")),
     ]
-    if is_finite(last_wall) and is_finite(workers) and summed > 1.05 * last_wall * max(int(workers), 1):
+    calls = info.get("calls") or []
+    if len(calls) > 1:
+        parts = "; ".join(f"{c.get('started')}: {c.get('episodes_run')} episodes in {_duration(c.get('episodes_wall_s'))} "
+                          f"on {c.get('hostname')} ({plural(int(c.get('workers') or 1), 'worker')}, {c.get('backend')})"
+                          for c in calls)
+        total = sum(float(c.get("episodes_wall_s") or 0.0) for c in calls)
+        rows.append(("calls", f"{len(calls)} `vla-envs eval` calls, {_duration(total)} of episodes in all: {parts}"))
+    elif is_finite(last_wall) and is_finite(workers) and summed > 1.05 * last_wall * max(int(workers), 1):
         rows.append(("note", (f"the episodes' own times add up to more than the last `vla-envs eval` call could hold "
                               f"({_duration(summed)} > {workers} × {_duration(last_wall)}): part of the run ran in "
                               "earlier calls (--resume), and run.json keeps only the last call's start and wall time")))

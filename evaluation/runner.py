@@ -183,6 +183,12 @@ def run_episodes(
     info = run_info(config, config_path, backend, workers)
     info["episode_settings"] = config.episode_settings()
     info.update(status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), episodes_planned=len(units))
+    # Every `vla-envs eval` call on the folder keeps its own record: a run filled over several
+    # --resume calls (or machines) can then say how long it took and where.
+    call = {"started": info["started"], "backend": backend, "workers": workers,
+            "hostname": info["machine"]["hostname"], "cpu_count": info["machine"]["cpu_count"],
+            "episodes_run": 0, "episodes_wall_s": 0.0}
+    info["calls"] = [*_previous_calls(store.out_dir / "run.json", resume), call]
     _write_json(info, store.out_dir / "run.json")
     ran = 0
     start = time.perf_counter()
@@ -201,12 +207,22 @@ def run_episodes(
     except BaseException as exc:
         info.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {exc!r}")
         info.update(episodes_done=len(store.done_keys()), episodes_wall_s=time.perf_counter() - start)
+        call.update(episodes_run=ran, episodes_wall_s=info["episodes_wall_s"], status=info["status"])
         _write_json(info, store.out_dir / "run.json")
         raise
     info.update(episodes_done=len(store.done_keys()), episodes_wall_s=time.perf_counter() - start)
+    call.update(episodes_run=ran, episodes_wall_s=info["episodes_wall_s"])
     info["status"] = "episodes complete" if info["episodes_done"] >= len(units) else "partial"
     _write_json(info, store.out_dir / "run.json")
     return units, ran
+
+
+def _previous_calls(run_json: Path, resume: bool) -> list[dict]:
+    """The call records of the run.json being resumed (none for a fresh run, or a run.json from
+    before calls were recorded)."""
+    if not resume or not run_json.is_file():
+        return []
+    return list(json.loads(run_json.read_text()).get("calls") or [])
 
 
 def finalize(config: EvalConfig, out_dir: str | Path, units: list[WorkUnit]) -> tuple[list[dict], int]:

@@ -1,6 +1,8 @@
 """Interruption keeps finished episodes; --resume runs only the missing ones and the result is
 exactly the uninterrupted run's."""
 
+import json
+
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -59,6 +61,11 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeyp
     again = run_eval(config, out, resume=True, progress=False)
     assert again.ran == 0
     assert pq.read_table(out / "episodes.parquet").num_rows == 6
+    # run.json keeps one record per call: how the run was filled, and where
+    calls = json.loads((out / "run.json").read_text())["calls"]
+    assert [c["episodes_run"] for c in calls] == [3, 3, 0]
+    assert calls[0]["status"] == "interrupted" and all(c["episodes_wall_s"] >= 0 for c in calls)
+    assert [len(json.loads((tmp_path / "full" / "run.json").read_text())["calls"])] == [1]
 
 
 def test_resume_refuses_another_config(tmp_path):
