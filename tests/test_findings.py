@@ -12,7 +12,7 @@ import pytest
 from eval_helpers import small_config
 from typer.testing import CliRunner
 
-from evaluation import run_eval
+from evaluation import findings_markdown, run_eval
 from evaluation.compare import read_run
 from evaluation.config import StatsConfig
 from evaluation.findings import (
@@ -33,6 +33,7 @@ from evaluation.findings import (
     trend_statements,
     verdict,
 )
+from evaluation.findings_markdown import paper_range
 from evaluation.schema import SEAM_COLUMNS
 from evaluation.summary import metric_column
 from vla_envs.cli import app
@@ -181,6 +182,67 @@ def test_one_summary_row_per_declared_finding(page):
     assert "Not tested: the run has none of the variants it needs (tinyvla_smooth)." in sections
     assert "Not in this run: prune30, prune50, prune70." in sections
     assert "| Lift | int4 | perturbed | 5/5 = 100% [57, 100]% |" in sections
+
+
+def test_the_figure_is_written_beside_the_page_and_linked_in_the_summary(page):
+    _, out, text = page
+    figure = out.with_suffix(".png")
+    assert figure.name == "findings.png" and figure.parent == out.parent
+    data = figure.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    from PIL import Image
+
+    with Image.open(figure) as image:
+        image.verify()
+    with Image.open(figure) as image:
+        width, height = image.size
+    assert 900 <= width <= 1100 and height >= 300  # about 1000 px wide, rows for 3 findings' 4 metrics
+    summary = _section(text, "Summary")
+    assert "](findings.png)" in summary  # by its name, relative to the page
+    assert summary.index("](findings.png)") < summary.index("| paper study |")  # above the table
+    assert [line for line in summary.splitlines() if line.startswith("*Figure: ")]
+    assert not list(out.parent.glob(".findings.png.*"))  # no temporary left behind
+
+
+def test_a_run_that_tests_no_finding_gets_no_figure_and_no_link(run_dir, tmp_path, monkeypatch):
+    untested = [FindingResult(f, (), ()) for f in FINDINGS]
+    monkeypatch.setattr(findings_markdown, "evaluate", lambda *args, **kwargs: untested)
+    out = tmp_path / "findings.md"
+    out.with_suffix(".png").write_bytes(b"stale")  # an earlier page's figure
+    findings_markdown.write_findings(run_dir, out)
+    assert not out.with_suffix(".png").exists()
+    text = out.read_text()
+    assert "findings.png" not in text and "![" not in text
+    assert not findings_markdown.findings_figure(untested, ["Lift"], "perturbed", 0.95, tmp_path / "f.png")
+    assert not (tmp_path / "f.png").exists()
+
+
+# every Expectation.paper string declared in FINDINGS, and its band (None: nothing to mark)
+PAPER_RANGES = {
+    "+46.2%": (46.2, 46.2),
+    "+13.6%": (13.6, 13.6),
+    "+3.5% to +19.5%": (3.5, 19.5),
+    "-3.4% to +0.8%": (-3.4, 0.8),
+    "+104% / +237% / +275%": (104.0, 275.0),
+    "+28.0% to +50.6%": (28.0, 50.6),
+    "-1.5% to -5.6%": (-5.6, -1.5),
+    "up to -25.8%": (-25.8, 0.0),  # 'up to' spans 0
+    "up to -9.5%": (-9.5, 0.0),
+    "up to +11.2%": (0.0, 11.2),
+    "-13.2% to -24.0%": (-24.0, -13.2),
+    "up to +3.8%": (0.0, 3.8),
+    "T_inf added to every cycle": None,
+}
+
+
+def test_the_paper_range_parser_on_the_declared_strings():
+    declared = {e.paper for f in FINDINGS for e in f.expectations}
+    assert declared == set(PAPER_RANGES), "a declared Expectation.paper string without a known answer here"
+    for text, expected in PAPER_RANGES.items():
+        found = paper_range(text)
+        assert found == (pytest.approx(expected) if expected else None), text
+    assert paper_range("\u22122.5% to 4 %") == pytest.approx((-2.5, 4.0))  # a typographic minus, a spaced %
+    assert paper_range("pi0 and pi0.5, 12 tasks") is None  # numbers without % are not the paper's change
 
 
 def test_the_numbers_are_the_summarys_paired_comparisons(page):

@@ -263,10 +263,12 @@ def findings_command(
     from evaluation.compare import RunFolderError
     from evaluation.findings_markdown import write_findings
 
-    with _exit_on(RunFolderError):
+    with _exit_on(RunFolderError, ValueError):
         path, results = write_findings(run, output)
     tested = sum(bool(r.variants) for r in results)
-    console.print(f"wrote {path}: {tested} of {len(results)} findings tested by this run's variants", markup=False)
+    figure = path.with_suffix(".png")
+    also = f" and {figure}" if figure.exists() else ""
+    console.print(f"wrote {path}{also}: {tested} of {len(results)} findings tested by this run's variants", markup=False)
 
 
 @app.command("finetune")
