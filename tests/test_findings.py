@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -309,3 +310,19 @@ def test_the_trend_follows_the_declared_levels():
     [mixed] = trend_statements(result({"tokens75": 5.0, "tokens50": 40.0, "tokens25": 20.0}))
     assert mixed.endswith("(not monotonic)")
     assert trend_statements(result({"tokens75": 5.0, "tokens50": 20.0}, pairs=N - 1)) == []  # too few pairs
+
+
+def test_the_study_subset_tests_every_finding_the_full_study_tests():
+    """docs/findings.md comes from paper_study_subset.yaml: it may drop levels and ablations, never
+    a whole finding of paper_study.yaml."""
+    from evaluation.config import load_eval_config
+    from evaluation.findings import finding_variants
+
+    configs = Path(__file__).resolve().parents[1] / "configs" / "eval"
+    full = load_eval_config(configs / "paper_study.yaml")
+    subset = load_eval_config(configs / "paper_study_subset.yaml")
+    assert set(subset.tasks) <= set(full.tasks)
+    assert set(subset.variant_names) <= set(full.variant_names)
+    for finding in FINDINGS:
+        assert bool(finding_variants(finding, subset)) == bool(finding_variants(finding, full)), finding.key
+    assert all(finding_variants(f, full) for f in FINDINGS if f.not_testable is None)
