@@ -374,6 +374,52 @@ def pooled_statements(result: FindingResult) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class Conclusion:
+    """One expected metric of a finding, on its first variant (the level nearest the paper's),
+    over the tasks with enough pairs: how many gave the paper's answer."""
+
+    variant: str
+    metric: str
+    direction: Direction
+    agreeing: int  # tasks whose verdict is the paper's answer (REPRODUCED; NO_CHANGE where it saw none)
+    decided: int  # tasks with at least MIN_PAIRS pairs
+    tasks: int
+    word: str
+
+
+def conclude(agreeing: int, decided: int) -> str:
+    """The declared wording: every decided task agrees -> 'reproduced'; more than half ->
+    'mostly reproduced'; none -> 'not reproduced'; otherwise 'partly reproduced'; no task with
+    enough pairs -> 'undecided (too few successes)'."""
+    if not 0 <= agreeing <= decided:
+        raise ValueError(f"agreeing={agreeing}, decided={decided}: expected 0 <= agreeing <= decided")
+    if decided == 0:
+        return "undecided (too few successes)"
+    if agreeing == decided:
+        return "reproduced"
+    if agreeing == 0:
+        return "not reproduced"
+    return "mostly reproduced" if 2 * agreeing > decided else "partly reproduced"
+
+
+def conclusions(result: FindingResult) -> list[Conclusion]:
+    """Per expected metric of ``result``'s finding, the conclusion on its first variant in the run."""
+    if not result.variants:
+        return []
+    first = result.variants[0]
+    rows = [r for r in result.results if r.variant == first]
+    out = []
+    for expectation in result.finding.expectations:
+        answer = Verdict.NO_CHANGE if expectation.direction == "none" else Verdict.REPRODUCED
+        verdicts = [r.verdicts[expectation.metric] for r in rows]
+        decided = sum(v is not Verdict.TOO_FEW for v in verdicts)
+        agreeing = sum(v is answer for v in verdicts)
+        out.append(Conclusion(first, expectation.metric, expectation.direction, agreeing, decided, len(rows),
+                              conclude(agreeing, decided)))
+    return out
+
+
 def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 

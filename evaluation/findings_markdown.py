@@ -42,6 +42,7 @@ from evaluation.findings import (
     SuccessRate,
     TaskResult,
     Verdict,
+    conclusions,
     episodes_by_cell,
     evaluate,
     is_finite,
@@ -261,6 +262,31 @@ def _summary_rows(results: list[FindingResult]) -> list[list[str]]:
             pooled = "; ".join(pooled_statements(result)) or "no episodes"
         rows.append([finding.study, finding.paper_result, ours, _headline(result), pooled])
     return rows
+
+
+def _in_short(results: list[FindingResult]) -> list[str]:
+    """One bullet per finding: reproduced or not, in words (``findings.conclude``), for the
+    variant nearest the paper's setting, and how many tasks decided it."""
+    lines = []
+    for result in results:
+        finding = result.finding
+        if finding.not_testable is not None:
+            lines.append(f"- **{finding.study}**: not testable by this suite.")
+            continue
+        found = conclusions(result)
+        if not found:
+            lines.append(f"- **{finding.study}**: not tested (the run has none of its variants).")
+            continue
+        parts = [f"{metric_words(c.metric)} {DIRECTION_WORDS[c.direction]}: **{c.word}** "
+                 f"({c.agreeing} of {plural(c.decided, 'task')} with {MIN_PAIRS}+ pairs"
+                 + (f"; {c.tasks - c.decided} with fewer" if c.tasks > c.decided else "") + ")"
+                 for c in found]
+        lines.append(f"- **{finding.study}**, {found[0].variant} vs {result.results[0].reference if result.results else 'base'}: "
+                     + "; ".join(parts) + ".")
+    lines += ["", ("Wording (`evaluation.findings.conclude`), per expected metric, over the tasks with enough pairs: all "
+                   "agree with the paper: reproduced; more than half: mostly; some: partly; none: not reproduced. Other "
+                   "variants and levels: the sections below.")]
+    return lines
 
 
 def _headline(result: FindingResult) -> str:
@@ -571,6 +597,7 @@ def render(run_dir: Path, config: EvalConfig, info: dict, episodes: list[dict], 
              f"Generated on {generated} from the run in `{run_dir}`. Regenerate with:", "", f"    {command}", "",
              intro, "", "## The run", "",
              *_table(["", ""], [[k, v] for k, v in run_facts(run_dir, config, info, episodes)]),
+             "## In short", "", *_in_short(results), "",
              "## Method", "", method, "", _VERDICT_RULE, "", "## Summary", "",
              *(figure_link(figure, config.stats.confidence, min_pairs) if figure else []),
              *_table(["paper study", "paper's result", "our variants", "ours (first variant)", "verdict across tasks"],

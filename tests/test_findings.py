@@ -326,3 +326,33 @@ def test_the_study_subset_tests_every_finding_the_full_study_tests():
     for finding in FINDINGS:
         assert bool(finding_variants(finding, subset)) == bool(finding_variants(finding, full)), finding.key
     assert all(finding_variants(f, full) for f in FINDINGS if f.not_testable is None)
+
+
+@pytest.mark.parametrize(("agreeing", "decided", "word"), [
+    (0, 0, "undecided (too few successes)"), (3, 3, "reproduced"), (2, 3, "mostly reproduced"),
+    (1, 2, "partly reproduced"), (1, 4, "partly reproduced"), (0, 4, "not reproduced")])
+def test_conclusion_wording(agreeing, decided, word):
+    from evaluation.findings import conclude
+
+    assert conclude(agreeing, decided) == word
+
+
+def test_conclusion_refuses_more_agreeing_than_decided():
+    from evaluation.findings import conclude
+
+    with pytest.raises(ValueError, match="agreeing=3, decided=2"):
+        conclude(3, 2)
+
+
+def test_in_short_states_each_finding_plainly(page):
+    _, _, text = page
+    short = _section(text, "In short")
+    for finding in FINDINGS:
+        [line] = [ln for ln in short.splitlines() if ln.startswith(f"- **{finding.study}**")]
+        if finding.not_testable is not None:
+            assert line.endswith("not testable by this suite.")
+        elif finding.key in COVERED:
+            assert any(w in line for w in ("**reproduced**", "**not reproduced**", "**mostly reproduced**",
+                                           "**partly reproduced**", "**undecided")), line
+        else:
+            assert "not tested" in line
