@@ -34,7 +34,7 @@ from evaluation.findings import (
     trend_statements,
     verdict,
 )
-from evaluation.findings_markdown import paper_range
+from evaluation.findings_figure import findings_figure, paper_range
 from evaluation.schema import SEAM_COLUMNS
 from evaluation.summary import metric_column
 from vla_envs.cli import app
@@ -214,7 +214,7 @@ def test_a_run_that_tests_no_finding_gets_no_figure_and_no_link(run_dir, tmp_pat
     assert not out.with_suffix(".png").exists()
     text = out.read_text()
     assert "findings.png" not in text and "![" not in text
-    assert not findings_markdown.findings_figure(untested, ["Lift"], "perturbed", 0.95, tmp_path / "f.png")
+    assert not findings_figure(untested, ["Lift"], "perturbed", 0.95, tmp_path / "f.png")
     assert not (tmp_path / "f.png").exists()
 
 
