@@ -51,6 +51,7 @@ from evaluation.findings import (
 )
 from evaluation.findings_figure import figure_link, findings_figure
 from evaluation.schema import SEAM_COLUMNS
+from evaluation.summary import format_number
 from vla_envs.files import atomic_path
 from wrappers.metrics import METRIC_LABELS
 
@@ -78,14 +79,11 @@ _SUITE_INTRO = (
 
 # -- cells --------------------------------------------------------------------------------------
 def _num(value, digits: int = 3) -> str:
-    """3 significant digits; thousands separated; scientific outside [1e-3, 1e5)."""
-    if not is_finite(value):
-        return "–"
-    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+    """The summary's cells (``summary.format_number``), and scientific outside [1e-3, 1e5): the
+    ledger's fractions and their differences are often 1e-4."""
+    if is_finite(value) and value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
         return f"{value:.{digits - 1}e}"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}g}"
+    return format_number(value if is_finite(value) else None, digits)
 
 
 def _signed(value, digits: int = 3) -> str:

@@ -162,7 +162,9 @@ def write_csv(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def _num(value, digits: int = 3) -> str:
+def format_number(value, digits: int = 3) -> str:
+    """A table cell: '–' for a missing or non-finite value, integers and |x| >= 1000 with thousands
+    separators and no decimals, otherwise ``digits`` significant digits."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if isinstance(value, (int, np.integer)) or (abs(value) >= 1000):
@@ -207,11 +209,11 @@ def markdown(rows: list[dict], confidence: float = 0.95, title: str = "Evaluatio
                 r["variant"] + (" (base)" if r["is_base"] else "" if r["compared_to"] == base else f" (vs {r['compared_to']})"),
                 r["latency_model"],
                 f"{r['successes']}/{r['episodes']} = {r['success_rate']:.0%} "
-                f"[{_num(100 * r['success_ci_low'], 3)}, {_num(100 * r['success_ci_high'], 3)}]%",
+                f"[{format_number(100 * r['success_ci_low'], 3)}, {format_number(100 * r['success_ci_high'], 3)}]%",
             ]
             for m in _MD_METRICS:
                 cells.append(
-                    f"{_num(r[f'{m}_mean'])} [{_num(r[f'{m}_ci_low'])}, {_num(r[f'{m}_ci_high'])}]"
+                    f"{format_number(r[f'{m}_mean'])} [{format_number(r[f'{m}_ci_low'])}, {format_number(r[f'{m}_ci_high'])}]"
                     + ("" if r["is_base"] else _pct(r[f"{m}_pct_vs_base"]))
                 )
             lines.append("| " + " | ".join(cells) + " |")
@@ -224,12 +226,12 @@ def markdown(rows: list[dict], confidence: float = 0.95, title: str = "Evaluatio
             if r["is_base"]:
                 continue
             cells = [r["variant"] + ("" if r["compared_to"] == base else f" vs {r['compared_to']}"), str(r["paired_n"]),
-                     _num(r["tf_action_distance_mean"])]
+                     format_number(r["tf_action_distance_mean"])]
             for m in _MD_METRICS:
                 mde = r[f"{m}_paired_mde_pct"]
                 cells.append(
-                    f"{_num(r[f'{m}_paired_diff'])} [{_num(r[f'{m}_paired_ci_low'])}, "
-                    f"{_num(r[f'{m}_paired_ci_high'])}]{_pct(r[f'{m}_paired_pct'])}"
+                    f"{format_number(r[f'{m}_paired_diff'])} [{format_number(r[f'{m}_paired_ci_low'])}, "
+                    f"{format_number(r[f'{m}_paired_ci_high'])}]{_pct(r[f'{m}_paired_pct'])}"
                     + (f" MDE ±{mde:.1f}%" if mde is not None and math.isfinite(mde) else "")
                 )
             lines.append("| " + " | ".join(cells) + " |")
@@ -241,8 +243,8 @@ def markdown(rows: list[dict], confidence: float = 0.95, title: str = "Evaluatio
         for r in task_rows:
             seam, within = r["jerk_ms_seam_mean"], r["jerk_ms_within_mean"]
             share = seam / (seam + within) if _finite_pair(seam, within) and seam + within > 0 else math.nan
-            cells = [r["variant"], _num(seam), _num(within), "–" if not math.isfinite(share) else f"{share:.0%}",
-                     _num(r["action_rate_seam_mean"]), _num(r["action_rate_within_mean"])]
+            cells = [r["variant"], format_number(seam), format_number(within), "–" if not math.isfinite(share) else f"{share:.0%}",
+                     format_number(r["action_rate_seam_mean"]), format_number(r["action_rate_within_mean"])]
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", f"Inference ({task}): profile() on the first seed's observation; calls and "
                   "latency measured in the episodes.", ""]
@@ -250,8 +252,8 @@ def markdown(rows: list[dict], confidence: float = 0.95, title: str = "Evaluatio
                   "p90 (ms)", "peak memory per call (MB)", "calls/episode", "inference time per episode (ms)"]
         lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for r in task_rows:
-            cells = [r["variant"]] + [_num(r[f"profile_{f}"]) for f in PROFILE_FIELDS]
-            cells += [_num(r["inference_calls_mean"]), _num(r["inference_time_per_episode_ms"])]
+            cells = [r["variant"]] + [format_number(r[f"profile_{f}"]) for f in PROFILE_FIELDS]
+            cells += [format_number(r["inference_calls_mean"]), format_number(r["inference_time_per_episode_ms"])]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
