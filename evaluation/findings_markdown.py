@@ -57,6 +57,10 @@ from wrappers.metrics import METRIC_LABELS
 
 DEFAULT_OUTPUT = Path("docs/findings.md")
 
+
+class FindingsOutputError(ValueError):
+    """An ``--output`` the page cannot be written to (the message names it and what was expected)."""
+
 _VERDICT_RULE = (
     f"Verdict per variant, task and expected metric, from the paired interval: fewer than {MIN_PAIRS} seeds both "
     f"solved: **{Verdict.TOO_FEW.value}**; interval includes 0 (touching counts): **{Verdict.NO_CHANGE.value}**; "
@@ -423,7 +427,7 @@ def write_findings(run_dir: str | Path, output: str | Path = DEFAULT_OUTPUT, com
     run_dir, output = Path(run_dir), Path(output)
     figure = output.with_suffix(".png")
     if figure == output:
-        raise ValueError(f"output {output}: expected a Markdown file (its figure is written beside it as .png)")
+        raise FindingsOutputError(f"output {output}: expected a Markdown file (its figure is written beside it as .png)")
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir} is not a folder: expected the folder of a finished `vla-envs eval` run "
                              "(holding run.json and episodes.parquet)")

@@ -295,6 +295,13 @@ def test_a_folder_that_is_not_a_run_is_refused_by_name(tmp_path):
     assert not (tmp_path / "f.md").exists()
 
 
+def test_an_output_that_is_not_markdown_is_refused_by_name(page, tmp_path):
+    run_dir, _, _ = page
+    result = CliRunner().invoke(app, ["findings", str(run_dir), "--output", str(tmp_path / "f.png")])
+    assert result.exit_code == 2 and "f.png: expected a Markdown file" in result.output
+    assert not (tmp_path / "f.png").exists()
+
+
 def test_the_trend_follows_the_declared_levels():
     finding = next(f for f in FINDINGS if f.key == "tokens")
     rate = SuccessRate(5, 5, 0.5, 1.0)

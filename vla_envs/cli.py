@@ -261,9 +261,9 @@ def findings_command(
 ) -> None:
     """Re-test the paper's headline findings on a run's variants: a Markdown page with verdicts."""
     from evaluation.compare import RunFolderError
-    from evaluation.findings_markdown import write_findings
+    from evaluation.findings_markdown import FindingsOutputError, write_findings
 
-    with _exit_on(RunFolderError, ValueError):
+    with _exit_on(RunFolderError, FindingsOutputError):
         path, results = write_findings(run, output)
     tested = sum(bool(r.variants) for r in results)
     figure = path.with_suffix(".png")
