@@ -42,7 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host", default=DEFAULT_HOST, help="bind address (default loopback)")
     serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     serve.add_argument("--max-sessions", type=int, default=64, help="concurrent client episodes")
-    serve.add_argument("--idle-timeout-s", type=float, default=600.0, help="an idle HTTP session expires after this")
+    serve.add_argument("--idle-timeout-s", type=float, default=600.0, help="an idle HTTP session expires, an idle openpi connection is closed, after this")
+    serve.add_argument("--read-timeout-s", type=float, default=30.0,
+                       help="http: a client that sends nothing for this long mid-request or between requests is disconnected")
+    serve.add_argument("--max-connections", type=int, default=256, help="http: open connections; more are answered 503")
     serve.add_argument("--prompt-key", default="prompt", help="openpi: the observation entry holding the instruction")
     serve.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
@@ -53,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     from policies.serving.launch import serve
 
     serve(load_policy(args.policy), args.protocol, args.host, args.port, max_sessions=args.max_sessions,
-          idle_timeout_s=args.idle_timeout_s, prompt_key=args.prompt_key)
+          idle_timeout_s=args.idle_timeout_s, prompt_key=args.prompt_key, read_timeout_s=args.read_timeout_s,
+          max_connections=args.max_connections)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import http.client
 import socket
+import weakref
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 
 from policies.base import Policy
-from policies.serving.wire import pack, unpack
+from policies.serving.wire import WireError, pack, unpack
+
+RELEASE_TIMEOUT_S = 5.0  # closing a session must not hold up a garbage collection or an exit for long
 
 
 class _NoDelayConnection(http.client.HTTPConnection):
@@ -26,9 +29,58 @@ class RemoteError(RuntimeError):
     """The policy server answered with an error."""
 
 
+class _Link:
+    """A client's connection and session: what its finalizer releases (it holds no reference to
+    the ``RemotePolicy``, or that would never be collected)."""
+
+    def __init__(self, host: str, port: int, timeout_s: float):
+        self.connection = _NoDelayConnection(host, port, timeout=timeout_s)
+        self.session: str | None = None
+
+    def request(self, method: str, path: str, body: Any = None) -> dict:
+        payload = pack(body) if body is not None else None
+        headers = {"Content-Type": "application/msgpack"} if payload is not None else {}
+        for attempt in range(2):
+            reused = self.connection.sock is not None
+            try:
+                self.connection.request(method, path, body=payload, headers=headers)
+                response = self.connection.getresponse()
+                data = response.read()
+                break
+            except ConnectionError:
+                self.connection.close()
+                # the server closes a connection left idle for its read timeout, before reading a
+                # request on it: a request that fails on a kept-alive connection was not handled
+                if not reused or attempt:
+                    raise
+            except Exception:
+                self.connection.close()  # e.g. a timeout mid-answer: the next request starts afresh
+                raise
+        reply = unpack(data)
+        if response.status != 200:
+            error = reply.get("error") if isinstance(reply, dict) else reply
+            raise RemoteError(f"{method} {path} -> {response.status}: {error}")
+        return reply
+
+    def release(self) -> None:
+        if self.session is not None:
+            timeout = self.connection.timeout
+            self.connection.timeout = min(timeout or RELEASE_TIMEOUT_S, RELEASE_TIMEOUT_S)
+            if self.connection.sock is not None:
+                self.connection.sock.settimeout(self.connection.timeout)
+            try:
+                self.request("POST", "/close", {"session": self.session})
+            except (OSError, RemoteError, WireError, http.client.HTTPException):
+                pass  # the server is gone or the session expired: nothing to release
+            self.session = None
+            self.connection.timeout = timeout  # for a reconnection after close()
+        self.connection.close()
+
+
 class RemotePolicy(Policy):
     """A ``Policy`` whose ``act`` runs on a ``PolicyServer``, in a session of its own (opened by
-    ``reset``, kept across this client's episodes, closed by ``close``)."""
+    ``reset``, kept across this client's episodes, closed by ``close``, or when the policy is
+    garbage-collected without ``close``)."""
 
     def __init__(self, url: str, timeout_s: float = 30.0):
         parsed = urlparse(url)
@@ -36,22 +88,23 @@ class RemotePolicy(Policy):
             raise ValueError(f"url={url!r}: expected http://host:port")
         self.url = url
         self.timeout_s = timeout_s
-        self._connection = _NoDelayConnection(parsed.hostname, parsed.port or 80, timeout=timeout_s)
-        info = self._request("GET", "/info")
+        self._link = _Link(parsed.hostname, parsed.port or 80, timeout_s)
+        self._release = weakref.finalize(self, _Link.release, self._link)
+        info = self._link.request("GET", "/info")
         self.action_dim = int(info["action_dim"])
         self.chunk_size = int(info["chunk_size"])
         self.remote_policy = info["policy"]
-        self.session: str | None = None
+
+    @property
+    def session(self) -> str | None:
+        return self._link.session
+
+    @session.setter
+    def session(self, value: str | None) -> None:
+        self._link.session = value
 
     def _request(self, method: str, path: str, body: Any = None) -> dict:
-        payload = pack(body) if body is not None else None
-        headers = {"Content-Type": "application/msgpack"} if payload is not None else {}
-        self._connection.request(method, path, body=payload, headers=headers)
-        response = self._connection.getresponse()
-        reply = unpack(response.read())
-        if response.status != 200:
-            raise RemoteError(f"{method} {path} -> {response.status}: {reply.get('error')}")
-        return reply
+        return self._link.request(method, path, body)
 
     def fork(self) -> RemotePolicy:
         """Another client of the same server (its own connection and session)."""
@@ -60,6 +113,8 @@ class RemotePolicy(Policy):
     def reset(self, instruction: str = "") -> None:
         super().reset(instruction)
         self.session = self._request("POST", "/reset", {"instruction": instruction, "session": self.session})["session"]
+        if not self._release.alive:  # used again after close(): release this session too when dropped
+            self._release = weakref.finalize(self, _Link.release, self._link)
 
     def act(self, obs) -> np.ndarray:
         if self.session is None:
@@ -67,10 +122,4 @@ class RemotePolicy(Policy):
         return np.array(self._request("POST", "/act", {"session": self.session, "observation": dict(obs)})["action"])
 
     def close(self) -> None:
-        if self.session is not None:
-            try:
-                self._request("POST", "/close", {"session": self.session})
-            except (OSError, RemoteError, http.client.HTTPException):
-                pass  # the server is gone or the session expired: nothing to release
-            self.session = None
-        self._connection.close()
+        self._release()

@@ -13,13 +13,22 @@ POST /close   ``{"session": id}``                            ``{"ok": true}``
 
 Errors answer ``{"error": "..."}`` with a status that says whose fault it is: 400 a malformed
 body, header or observation, or an error of the policy on that input; 404 an unknown path or an
-unknown/expired session; 411 no ``Content-Length``; 413 a body over ``max_body_bytes`` (not
-read); 503 every session slot in use. The server keeps serving after any of them.
+unknown/expired session; 408 a body that stopped arriving; 411 no ``Content-Length``; 413 a body
+over ``max_body_bytes`` (not read); 503 every session slot in use, every connection slot in use
+(``max_connections``), or no room for the body among the bodies being read (``max_pending_bytes``;
+not read). The server keeps serving after any of them. Error messages name what was wrong and
+never carry more than a short excerpt of what the client sent.
+
+What a client can hold is bounded: ``max_connections`` connections, each closed after
+``read_timeout_s`` without a byte from the client (between requests too: ``RemotePolicy``
+reconnects), and ``max_pending_bytes`` of request bodies being received at once.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -27,12 +36,21 @@ import numpy as np
 
 from policies.base import Policy, check_chunk
 from policies.serving.sessions import SessionError, SessionPool, TooManySessions
-from policies.serving.wire import WireError, pack, unpack
+from policies.serving.wire import WireError, clip, describe, pack, unpack
 
 DEFAULT_HOST = "127.0.0.1"
 PROTOCOL = "vla-envs-http/2"
 DEFAULT_MAX_BODY_BYTES = 64 * 2**20  # two 1024 px RGB images and a state are ~6 MB
+DEFAULT_READ_TIMEOUT_S = 30.0
+DEFAULT_MAX_CONNECTIONS = 256  # a RemotePolicy holds one; the default max_sessions is 64
+PENDING_BODIES = 4  # max_pending_bytes defaults to this many bodies of max_body_bytes
 _DIGITS = re.compile(r"[0-9]{1,20}")
+_SHOWN_PATH_CHARS = 80
+log = logging.getLogger(__name__)
+
+
+class _HungUp(Exception):
+    """The client closed its connection mid-request: there is no one to answer."""
 
 
 class RequestError(Exception):
@@ -55,19 +73,100 @@ def check_observation(obs, shapes: dict[str, tuple[int, ...]] | None) -> None:
             raise RequestError(400, f"observation[{key!r}] has shape {tuple(got)}, expected {tuple(shape)}")
 
 
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` of them; a client that hangs up is
+    one log line, not a traceback."""
+
+    daemon_threads = True
+    request_queue_size = 128  # socketserver's 5 drops the SYNs of a burst of clients (a 1 s retry each)
+
+    def __init__(self, address, handler, max_connections: int):
+        self.max_connections = max_connections
+        self.connections = 0
+        self._count_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def verify_request(self, request, client_address) -> bool:
+        with self._count_lock:
+            if self.connections < self.max_connections:
+                self.connections += 1
+                return True
+        try:  # a courtesy answer; never wait on this client from the accepting thread
+            request.setblocking(False)
+            request.send(_BUSY)
+        except OSError:
+            pass
+        return False  # the caller closes it
+
+    def _release(self) -> None:
+        with self._count_lock:
+            self.connections -= 1
+
+    def process_request(self, request, client_address) -> None:
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: it will not release its slot
+            self._release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release()
+
+    def handle_error(self, request, client_address) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            log.info("client %s hung up mid-request (%s)", client_address, type(error).__name__)
+            return
+        super().handle_error(request, client_address)
+
+
+def _busy_reply() -> bytes:
+    body = pack({"error": "every connection slot is in use: try again later, or start the server with a larger "
+                          "max_connections"})
+    return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/msgpack\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+
+
+_BUSY = _busy_reply()
+
+
 class PolicyServer:
-    """An HTTP server around one policy, a ``SessionPool`` of forks of it for its clients."""
+    """An HTTP server around one policy, a ``SessionPool`` of forks of it for its clients.
+
+    ``read_timeout_s``: a connection is closed after this long without a byte from its client;
+    ``max_connections``: open connections (more are answered 503 and closed);
+    ``max_pending_bytes``: the sum of the ``Content-Length`` of the bodies being received at
+    once (a body that does not fit is answered 503, unread; default ``4 * max_body_bytes``).
+    """
 
     def __init__(self, policy: Policy, host: str = DEFAULT_HOST, port: int = 0, observation_shapes=None,
-                 max_sessions: int = 64, idle_timeout_s: float = 600.0, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
+                 max_sessions: int = 64, idle_timeout_s: float = 600.0, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                 read_timeout_s: float = DEFAULT_READ_TIMEOUT_S, max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 max_pending_bytes: int | None = None):
         self.policy = policy
         self.observation_shapes = observation_shapes or getattr(policy, "observation_shapes", None)
         self.sessions = SessionPool(policy, max_sessions, idle_timeout_s)
         self.max_body_bytes = int(max_body_bytes)
+        self.max_pending_bytes = int(max_pending_bytes if max_pending_bytes is not None
+                                     else PENDING_BODIES * self.max_body_bytes)
+        if self.max_pending_bytes < self.max_body_bytes:
+            raise ValueError(f"max_pending_bytes={self.max_pending_bytes}: expected >= max_body_bytes "
+                             f"({self.max_body_bytes}), or no body of the largest size could ever be read")
+        if not read_timeout_s > 0:
+            raise ValueError(f"read_timeout_s={read_timeout_s}: expected > 0")
+        if max_connections < 1:
+            raise ValueError(f"max_connections={max_connections}: expected >= 1")
+        self.read_timeout_s = float(read_timeout_s)
+        self._pending = 0
+        self._pending_lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive: one connection per client
+            timeout = server.read_timeout_s  # per read: headers, body and the wait between requests
             # headers and body leave in two writes: with Nagle's algorithm the body would wait for
             # the client's delayed ACK (~40 ms a request)
             disable_nagle_algorithm = True
@@ -85,9 +184,16 @@ class PolicyServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
+            def send_error(self, code, message=None, explain=None):
+                """http.server's own refusals (a bad request line, too many headers...), as msgpack
+                and bounded: its message can quote the request line."""
+                self.close_connection = True
+                self._reply(code, {"error": clip(message or self.responses.get(code, ("",))[0], 200)})
+
             def do_GET(self):  # noqa: N802
                 if self.path != "/info":
-                    return self._reply(404, {"error": f"unknown path {self.path}: expected /info"})
+                    return self._reply(404, {"error": f"unknown path {clip(self.path, _SHOWN_PATH_CHARS)!r}: "
+                                                      "expected /info"})
                 p = server.policy
                 self._reply(200, {"action_dim": p.action_dim, "chunk_size": p.chunk_size, "policy": type(p).__name__,
                                   "protocol": PROTOCOL, "max_sessions": server.sessions.max_sessions,
@@ -102,12 +208,26 @@ class PolicyServer:
                     raise RequestError(411, "a Content-Length header is required (chunked bodies are not accepted)")
                 if len(lengths) > 1 or not _DIGITS.fullmatch(lengths[0].strip()):
                     self.close_connection = True
-                    raise RequestError(400, f"Content-Length {', '.join(lengths)!r}: expected one non-negative integer")
+                    raise RequestError(400, f"Content-Length ({len(lengths)} header(s), the first "
+                                            f"{describe(lengths[0])}): expected one non-negative integer")
                 length = int(lengths[0])
                 if length > server.max_body_bytes:
                     self.close_connection = True
                     raise RequestError(413, f"a body of {length} bytes: expected at most {server.max_body_bytes}")
-                body = self.rfile.read(length)
+                if not server._reserve(length):
+                    self.close_connection = True
+                    raise RequestError(503, f"a body of {length} bytes does not fit among the bodies being received "
+                                            f"(at most {server.max_pending_bytes} bytes at once): try again later")
+                try:
+                    body = self.rfile.read(length)  # allocates `length` bytes at once: hence the reservation
+                except TimeoutError:
+                    self.close_connection = True
+                    raise RequestError(408, f"the body stopped arriving (nothing for {server.read_timeout_s:g} s)") \
+                        from None
+                except ConnectionError:
+                    raise _HungUp from None
+                finally:
+                    server._unreserve(length)
                 if len(body) != length:
                     self.close_connection = True
                     raise RequestError(400, f"the body ended after {len(body)} of {length} bytes")
@@ -117,31 +237,55 @@ class PolicyServer:
                 try:
                     body = self._body()
                     if self.path not in ("/reset", "/act", "/close"):
-                        raise RequestError(404, f"unknown path {self.path}: expected /reset, /act or /close")
+                        raise RequestError(404, f"unknown path {clip(self.path, _SHOWN_PATH_CHARS)!r}: "
+                                                "expected /reset, /act or /close")
                     try:
                         request = unpack(body)
                     except WireError as exc:
-                        raise RequestError(400, f"request body is {exc}") from None
+                        raise RequestError(400, f"request body: {exc}") from None
                     if not isinstance(request, dict):
                         raise RequestError(400, f"request body is a {type(request).__name__}, expected a map")
                     reply = getattr(server, "_" + self.path[1:])(request)
+                except _HungUp:
+                    self.close_connection = True
+                    return None
                 except RequestError as exc:
-                    return self._reply(exc.status, {"error": str(exc)})
+                    return self._reply(exc.status, {"error": clip(str(exc))})
                 except SessionError as exc:
-                    return self._reply(404, {"error": str(exc)})
+                    return self._reply(404, {"error": clip(str(exc))})
                 except TooManySessions as exc:
-                    return self._reply(503, {"error": str(exc)})
+                    return self._reply(503, {"error": clip(str(exc))})
                 except Exception as exc:  # noqa: BLE001 - the policy failed on this input; keep serving
-                    return self._reply(400, {"error": f"{type(exc).__name__}: {exc}"})
+                    return self._reply(400, {"error": clip(f"{type(exc).__name__}: {exc}")})
                 self._reply(200, reply)
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _BoundedHTTPServer((host, port), Handler, int(max_connections))
         self.host, self.port = self.httpd.server_address[:2]
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def connections(self) -> int:
+        """Open client connections (each holds a thread)."""
+        return self.httpd.connections
+
+    @property
+    def pending_bytes(self) -> int:
+        """The ``Content-Length`` sum of the bodies being received now."""
+        return self._pending
+
+    def _reserve(self, length: int) -> bool:
+        with self._pending_lock:
+            if self._pending + length > self.max_pending_bytes:
+                return False
+            self._pending += length
+            return True
+
+    def _unreserve(self, length: int) -> None:
+        with self._pending_lock:
+            self._pending -= length
 
     # -- endpoints ---------------------------------------------------------------------------
     @staticmethod
@@ -150,7 +294,7 @@ class PolicyServer:
         if value is None and optional:
             return None
         if not isinstance(value, kind):
-            raise RequestError(400, f"field {name!r} = {value!r}: expected a {kind.__name__}")
+            raise RequestError(400, f"field {name!r} = {describe(value)}: expected a {kind.__name__}")
         return value
 
     def _reset(self, request: dict) -> dict:

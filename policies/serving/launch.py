@@ -11,8 +11,11 @@ Protocol = Literal["http", "openpi"]
 
 
 def make_server(policy: Policy, protocol: Protocol, host: str, port: int, max_sessions: int = 64,
-                idle_timeout_s: float = 600.0, prompt_key: str = "prompt", metadata: dict | None = None):
-    """An ``OpenPIServer`` or a ``PolicyServer`` around ``policy`` (not started)."""
+                idle_timeout_s: float = 600.0, prompt_key: str = "prompt", metadata: dict | None = None,
+                read_timeout_s: float = 30.0, max_connections: int = 256):
+    """An ``OpenPIServer`` or a ``PolicyServer`` around ``policy`` (not started); ``read_timeout_s``
+    and ``max_connections`` bound the HTTP server's slow and surplus clients (an openpi connection
+    is a session: ``max_sessions`` and ``idle_timeout_s`` bound those)."""
     if protocol == "openpi":
         from policies.serving.openpi_server import OpenPIServer
 
@@ -21,7 +24,8 @@ def make_server(policy: Policy, protocol: Protocol, host: str, port: int, max_se
     if protocol == "http":
         from policies.serving.http_server import PolicyServer
 
-        return PolicyServer(policy, host, port, max_sessions=max_sessions, idle_timeout_s=idle_timeout_s)
+        return PolicyServer(policy, host, port, max_sessions=max_sessions, idle_timeout_s=idle_timeout_s,
+                            read_timeout_s=read_timeout_s, max_connections=max_connections)
     raise ValueError(f"protocol={protocol!r}: expected 'http' or 'openpi'")
 
 

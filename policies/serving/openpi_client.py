@@ -6,7 +6,8 @@ observation map per query and read ``actions``. The observation keys the server 
 by model and robot, so they are mapped: ``keys`` renames this suite's observation entries to the
 server's (entries not named are sent as they are), and the instruction is sent under
 ``prompt_key``. The reply's ``actions_key`` holds an (H, action_dim) chunk (a 1-D reply is one
-action).
+action). A connection the server has closed (``OpenPIServer`` closes idle ones) is reopened at
+the next ``reset``.
 
 In an evaluation config::
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from policies.base import Policy
-from policies.serving.wire import pack, unpack
+from policies.serving.wire import describe, pack, unpack
 
 
 class OpenPIError(RuntimeError):
@@ -35,18 +36,21 @@ class OpenPIPolicy(Policy):
     def __init__(self, url: str, action_dim: int | None = None, chunk_size: int | None = None,
                  keys: dict[str, str] | None = None, prompt_key: str = "prompt", actions_key: str = "actions",
                  timeout_s: float = 60.0):
-        from websockets.sync.client import connect
-
         if not url.startswith(("ws://", "wss://")):
             raise ValueError(f"url={url!r}: expected ws://host:port (openpi's websocket protocol)")
         self.url, self.timeout_s = url, timeout_s
         self.keys, self.prompt_key, self.actions_key = dict(keys or {}), prompt_key, actions_key
-        self._ws = connect(url, compression=None, max_size=None, open_timeout=timeout_s)
-        self.metadata = unpack(self._ws.recv(timeout=timeout_s))
-        if not isinstance(self.metadata, dict):
-            raise OpenPIError(f"{url} sent metadata {self.metadata!r}: expected a map")
+        self._connect()
         self.action_dim = self._size("action_dim", action_dim)
         self.chunk_size = self._size("chunk_size", chunk_size)
+
+    def _connect(self) -> None:
+        from websockets.sync.client import connect
+
+        self._ws = connect(self.url, compression=None, max_size=None, open_timeout=self.timeout_s)
+        self.metadata = unpack(self._ws.recv(timeout=self.timeout_s))
+        if not isinstance(self.metadata, dict):
+            raise OpenPIError(f"{self.url} sent metadata that is {describe(self.metadata)}: expected a map")
 
     def _size(self, name: str, given: int | None) -> int:
         value = given if given is not None else self.metadata.get(name)
@@ -59,6 +63,13 @@ class OpenPIPolicy(Policy):
         """Another connection to the same server (openpi servers keep a state per connection)."""
         return OpenPIPolicy(self.url, self.action_dim, self.chunk_size, self.keys, self.prompt_key,
                             self.actions_key, self.timeout_s)
+
+    def reset(self, instruction: str = "") -> None:
+        from websockets.protocol import State
+
+        super().reset(instruction)
+        if self._ws.state is not State.OPEN:  # e.g. closed by the server after its idle timeout
+            self._connect()  # an episode starts: the server's per-connection state is not needed
 
     def act(self, obs) -> np.ndarray:
         from websockets.exceptions import ConnectionClosed

@@ -5,7 +5,13 @@ the client connects (``ws://host:port``); the server sends its metadata, a msgpa
 then each binary message from the client is an observation map and the server answers
 ``{"actions": (H, action_dim) array, "server_timing": {"infer_ms": ...}}``. On an error the
 server sends the traceback as a text frame and closes with code 1011 (INTERNAL_ERROR), as
-openpi does. ``GET /healthz`` answers 200 without a websocket handshake.
+openpi does (at most ``MAX_TRACEBACK_CHARS`` of it; error messages never quote the client's
+data). ``GET /healthz`` answers 200 without a websocket handshake.
+
+A connection that sends no message for ``idle_timeout_s`` is closed (code 1000) and its session
+freed. What one connection holds is bounded by ``max_message_bytes`` times the few messages
+read ahead (``MAX_QUEUE``); connections beyond ``max_sessions`` are closed at once (1013), and a
+handshake must finish within websockets' ``open_timeout`` (10 s).
 
 Each connection is a session (``policies.serving.sessions``): its own fork of the policy. The
 instruction travels in the observation under ``prompt_key`` (openpi's ``"prompt"``); the session's
@@ -20,17 +26,32 @@ import threading
 import time
 import traceback
 
+import numpy as np
+
 from policies.base import Policy, check_chunk
 from policies.serving.sessions import SessionPool, TooManySessions
-from policies.serving.wire import WireError, pack, unpack
+from policies.serving.wire import WireError, describe, pack, unpack
 
 DEFAULT_HOST = "127.0.0.1"
+NORMAL_CLOSURE = 1000
 INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
+MAX_TRACEBACK_CHARS = 4096
+MAX_QUEUE = 2  # messages read ahead of the one being answered: the protocol is one request at a time
+
+
+def _error_frame() -> str:
+    """The current exception's traceback, its first line and its end (the error) kept when it is long."""
+    text = traceback.format_exc()
+    if len(text) <= MAX_TRACEBACK_CHARS:
+        return text
+    head = text.split("\n", 1)[0][:200]
+    return f"{head}\n  ... ({len(text)} characters cut)\n" + text[-(MAX_TRACEBACK_CHARS - len(head) - 60):]
 
 
 class OpenPIServer:
-    """Serves ``policy`` over openpi's websocket protocol (a thread per connection)."""
+    """Serves ``policy`` over openpi's websocket protocol (a thread per connection; one that is
+    silent for ``idle_timeout_s`` is closed)."""
 
     def __init__(self, policy: Policy, host: str = DEFAULT_HOST, port: int = 0, prompt_key: str = "prompt",
                  obs_keys: dict[str, str] | None = None, metadata: dict | None = None, max_sessions: int = 64,
@@ -41,10 +62,11 @@ class OpenPIServer:
         self.prompt_key = prompt_key
         self.obs_keys = dict(obs_keys or {})
         self.sessions = SessionPool(policy, max_sessions, idle_timeout_s)
+        self.idle_timeout_s = float(idle_timeout_s)
         self.metadata = {"policy": type(policy).__name__, "action_dim": policy.action_dim,
                          "chunk_size": policy.chunk_size, "prompt_key": prompt_key, **(metadata or {})}
         self._server = serve(self._handle, host, port, compression=None, max_size=max_message_bytes,
-                             process_request=self._health_check)
+                             max_queue=MAX_QUEUE, process_request=self._health_check)
         self.host, self.port = self._server.socket.getsockname()[:2]
 
     @property
@@ -64,8 +86,10 @@ class OpenPIServer:
         prompt = obs.get(self.prompt_key, "")
         if isinstance(prompt, bytes):
             prompt = prompt.decode()
+        if isinstance(prompt, np.ndarray) and prompt.dtype.kind == "U" and prompt.ndim == 0:
+            prompt = str(prompt)  # np.asarray(task) from a dataset
         if not isinstance(prompt, str):
-            raise WireError(f"observation[{self.prompt_key!r}] = {prompt!r}: expected a string")
+            raise WireError(f"observation[{self.prompt_key!r}] is {describe(prompt)}: expected a string")
         policy_obs = {self.obs_keys.get(k, k): v for k, v in obs.items() if k != self.prompt_key}
         return policy_obs, prompt
 
@@ -80,7 +104,12 @@ class OpenPIServer:
         try:
             websocket.send(pack(self.metadata))
             while True:
-                message = websocket.recv()
+                try:
+                    message = websocket.recv(timeout=self.idle_timeout_s)
+                except TimeoutError:
+                    websocket.close(NORMAL_CLOSURE,
+                                    f"no message for {self.idle_timeout_s:g} s: idle connections are closed")
+                    return
                 start = time.perf_counter()
                 try:
                     if isinstance(message, str):
@@ -92,7 +121,7 @@ class OpenPIServer:
                             session.instruction = prompt
                         actions = check_chunk(session.policy.act(obs), self.policy.action_dim, type(self.policy).__name__)
                 except Exception:  # noqa: BLE001 - openpi's convention: the traceback, then close
-                    websocket.send(traceback.format_exc())
+                    websocket.send(_error_frame())
                     websocket.close(INTERNAL_ERROR, "Internal server error. Traceback included in previous frame.")
                     return
                 websocket.send(pack({"actions": actions,

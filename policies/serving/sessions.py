@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from policies.base import Policy
+from policies.serving.wire import describe
 
 
 class SessionError(KeyError):
@@ -95,7 +96,7 @@ class SessionPool:
             self._expire(now)
             session = self._sessions.get(session_id)
             if session is None:
-                raise SessionError(f"session {session_id!r} is unknown or expired (idle sessions expire after "
+                raise SessionError(f"session {describe(session_id)} is unknown or expired (idle sessions expire after "
                                    f"{self.idle_timeout_s:g} s): expected the id a reset returned")
             session.last_used = now
             return session
