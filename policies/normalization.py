@@ -3,6 +3,8 @@
 Policies work in a normalised space (each dimension in [-1, 1], or zero mean / unit variance);
 the environment expects its own units. ``ActionNormalizer`` maps both ways and is saved with a
 policy's config so training and deployment agree.
+
+``from_dict`` checks what a checkpoint stored (``policies.checkpoint_checks``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from policies.checkpoint_checks import CheckpointError, check_finite, check_vector
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,7 @@ class ActionNormalizer:
             raise ValueError(f"offset {offset.shape} and scale {scale.shape} must be 1-D of the same length")
         if not (np.isfinite(scale).all() and (scale > 0).all()):
             raise ValueError(f"scale must be finite and positive, got {scale.tolist()}")
+        check_finite("action normalizer offset", offset)  # a NaN offset would make every action NaN
         object.__setattr__(self, "offset", offset)
         object.__setattr__(self, "scale", scale)
 
@@ -51,5 +56,15 @@ class ActionNormalizer:
         return {"offset": self.offset.tolist(), "scale": self.scale.tolist()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ActionNormalizer":
-        return cls(np.asarray(data["offset"]), np.asarray(data["scale"]))
+    def from_dict(cls, data: dict, action_dim: int | None = None, source: str = "action_normalizer") -> "ActionNormalizer":
+        """The normaliser ``to_dict`` wrote, checked: ``offset`` and ``scale`` of ``action_dim``
+        finite numbers each (a shorter vector would broadcast silently), ``scale > 0``; errors
+        name ``source`` (the file and field) and the entry."""
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{source} is {type(data).__name__}: expected an object with 'offset' and 'scale'")
+        if not {"offset", "scale"} <= data.keys():
+            raise CheckpointError(f"{source} has keys {sorted(data)}: expected 'offset' and 'scale'")
+        offset = check_vector(f"{source}.offset", data["offset"], action_dim, "action_dim")
+        scale = check_vector(f"{source}.scale", data["scale"], len(offset), "action_dim" if action_dim else "the offset's",
+                             minimum="> 0")
+        return cls(offset, scale)

@@ -17,7 +17,9 @@ deployed ``ResidualPolicy``, so the two cannot drift apart.
 A trained residual ships as one safetensors file: the network's tensors, and in the header's
 metadata (``RESIDUAL_METADATA_KEY``) a JSON ``ResidualSpec``: layer activation, output squash,
 observation normalisation clip, scale, feature layout, action bounds, and the base policy and
-its chunk execution, so the file alone rebuilds the deployed policy.
+its chunk execution, so the file alone rebuilds the deployed policy. Loading checks both
+against each other (``check_residual``): a NaN weight or a bound of the wrong length would
+otherwise act, wrongly, without a word.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from policies.base import Policy
+from policies.checkpoint_checks import CheckpointError, check_finite, check_vector
 
 RESIDUAL_METADATA_KEY = "vla_envs.residual"
 FORMAT_VERSION = 1
@@ -107,14 +110,14 @@ def build_network(layer_shapes: Sequence[tuple[int, int]], activation: str):
 
 
 class ResidualNetwork:
-    """Normalise features, run the MLP, squash to [-1, 1]: numpy in, numpy out."""
+    """Normalise features, run the MLP, squash to [-1, 1]: numpy in, numpy out.
 
-    def __init__(self, spec: ResidualSpec, tensors: dict[str, Any]):
+    ``tensors`` and ``spec`` are checked first (``check_residual``); ``source`` names them in
+    errors (the file they came from)."""
+
+    def __init__(self, spec: ResidualSpec, tensors: dict[str, Any], source: str = "residual"):
         torch = _torch()
-        count = len([k for k in tensors if k.startswith("layers.") and k.endswith(".weight")])
-        if count == 0:
-            raise ValueError("residual file holds no layers.<i>.weight tensors")
-        shapes = [tuple(tensors[f"layers.{i}.weight"].shape) for i in range(count)]
+        shapes = check_residual(spec, tensors, source)
         self.mlp = build_network(shapes, spec.activation)
         linears = [m for m in self.mlp if isinstance(m, torch.nn.Linear)]
         with torch.no_grad():
@@ -127,8 +130,6 @@ class ResidualNetwork:
         self.spec = spec
         self.input_dim = shapes[0][1]
         self.output_dim = shapes[-1][0]
-        if self.obs_mean.shape != (self.input_dim,):
-            raise ValueError(f"obs_mean has shape {self.obs_mean.shape}, expected ({self.input_dim},) (the first layer's input)")
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         torch = _torch()
@@ -139,6 +140,59 @@ class ResidualNetwork:
         with torch.no_grad():
             out = self.mlp(torch.as_tensor(normalised, dtype=torch.float32)[None])[0].double().numpy()
         return np.tanh(out) if self.spec.squash == "tanh" else np.clip(out, -1.0, 1.0)
+
+
+def check_spec(spec: ResidualSpec, source: str, action_dim: int | None = None) -> None:
+    """The spec's own numbers and choices: ``scale`` (>= 0), ``action_low`` and ``action_high``
+    of ``action_dim`` finite numbers each (the length of ``action_low`` when ``None``), low <=
+    high, a known activation and squash, ``obs_clip > 0`` (infinity: no clipping)."""
+    for name, value, choices in (("activation", spec.activation, ("tanh", "relu")), ("squash", spec.squash, ("tanh", "clip"))):
+        if value not in choices:
+            raise CheckpointError(f"{source}: {name} is {str(value)[:40]!r}: expected one of {choices}")
+    clip = spec.obs_clip
+    if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0:  # NaN fails clip > 0
+        raise CheckpointError(f"{source}: obs_clip is {str(clip)[:40]}: expected a number > 0 (or Infinity)")
+    length_of = "the network's outputs" if action_dim is not None else "action_low's length"
+    low = check_vector(f"{source}: action_low", spec.action_low, action_dim, length_of)
+    high = check_vector(f"{source}: action_high", spec.action_high, len(low), length_of)
+    check_vector(f"{source}: scale", spec.scale, len(low), length_of, minimum=">= 0")
+    if (low > high).any():
+        i = int(np.flatnonzero(low > high)[0])
+        raise CheckpointError(f"{source}: action_low[{i}] = {low[i]:.6g} > action_high[{i}] = {high[i]:.6g}: "
+                              "expected action_low <= action_high")
+
+
+def check_residual(spec: ResidualSpec, tensors: dict[str, Any], source: str) -> list[tuple[int, int]]:
+    """The (out, in) shape of each layer, once the tensors are what ``save_residual`` writes:
+    ``layers.0 .. layers.<n-1>`` (2-D weights, each taking the previous layer's output, biases
+    of their weight's rows), ``obs_mean`` and ``obs_std`` (> 0: it divides) of the first layer's
+    input, nothing else, all finite; and the spec fits the last layer (``check_spec``)."""
+    count = len([k for k in tensors if k.startswith("layers.") and k.endswith(".weight")])
+    if count == 0:
+        raise CheckpointError(f"{source} holds no layers.<i>.weight tensors")
+    expected = {"obs_mean", "obs_std"} | {f"layers.{i}.{part}" for i in range(count) for part in ("weight", "bias")}
+    missing, unexpected = sorted(expected - tensors.keys()), sorted(tensors.keys() - expected)
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: tensors missing {missing[:5]}, unexpected {unexpected[:5]}: expected "
+                              f"obs_mean, obs_std and layers.0 .. layers.{count - 1} (weight and bias)")
+    shapes: list[tuple[int, int]] = []
+    for i in range(count):
+        weight, bias = tensors[f"layers.{i}.weight"], tensors[f"layers.{i}.bias"]
+        if weight.ndim != 2 or (shapes and weight.shape[1] != shapes[-1][0]):
+            wanted = f"(out, {shapes[-1][0]}): layers.{i - 1}'s outputs" if shapes else "2-D (out, in)"
+            raise CheckpointError(f"{source}: tensor 'layers.{i}.weight' has shape {tuple(weight.shape)}: expected {wanted}")
+        if tuple(bias.shape) != (weight.shape[0],):
+            raise CheckpointError(f"{source}: tensor 'layers.{i}.bias' has shape {tuple(bias.shape)}: "
+                                  f"expected ({weight.shape[0]},), the rows of layers.{i}.weight")
+        check_finite(f"{source}: tensor 'layers.{i}.weight'", weight)
+        check_finite(f"{source}: tensor 'layers.{i}.bias'", bias)
+        shapes.append((int(weight.shape[0]), int(weight.shape[1])))
+    input_dim = shapes[0][1]
+    check_vector(f"{source}: tensor 'obs_mean'", tensors["obs_mean"].double().numpy(), input_dim, "layers.0's input")
+    check_vector(f"{source}: tensor 'obs_std'", tensors["obs_std"].double().numpy(), input_dim, "layers.0's input",
+                 minimum="> 0")
+    check_spec(spec, source, action_dim=shapes[-1][0])
+    return shapes
 
 
 def save_residual(path: str | Path, spec: ResidualSpec, layers: Sequence[tuple[Any, Any]], obs_mean, obs_std) -> Path:
@@ -170,17 +224,27 @@ def read_residual_spec(path: str | Path) -> ResidualSpec:
         metadata = handle.metadata() or {}
     if RESIDUAL_METADATA_KEY not in metadata:
         raise ValueError(f"{path}: not a residual checkpoint (no {RESIDUAL_METADATA_KEY!r} metadata in its header)")
-    fields = json.loads(metadata[RESIDUAL_METADATA_KEY])
+    try:
+        fields = json.loads(metadata[RESIDUAL_METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: the {RESIDUAL_METADATA_KEY!r} metadata is not JSON ({exc})") from None
+    if not isinstance(fields, dict):
+        raise CheckpointError(f"{path}: the {RESIDUAL_METADATA_KEY!r} metadata is {type(fields).__name__}: expected an object")
     if fields.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: residual format_version {fields.get('format_version')!r}, expected {FORMAT_VERSION}")
-    return ResidualSpec(**fields)
+    try:
+        spec = ResidualSpec(**fields)
+    except TypeError as exc:  # a missing or unknown field
+        raise CheckpointError(f"{path}: the residual spec does not fit ResidualSpec ({exc})") from None
+    check_spec(spec, str(path))
+    return spec
 
 
 def load_residual(path: str | Path) -> ResidualNetwork:
     from safetensors.torch import load_file
 
     spec = read_residual_spec(path)
-    return ResidualNetwork(spec, load_file(str(path)))
+    return ResidualNetwork(spec, load_file(str(path)), source=str(path))
 
 
 class ResidualPolicy(Policy):

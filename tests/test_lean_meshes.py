@@ -3,6 +3,8 @@ the promise that physics never changes."""
 
 from __future__ import annotations
 
+import re
+
 import gymnasium as gym
 import mujoco
 import numpy as np
@@ -210,13 +212,49 @@ def test_cache_is_reused_across_processes_and_a_corrupt_entry_is_rebuilt(lift_mo
 
     entries[0].write_bytes(b"not an npz")
     monkeypatch.setattr(lean_meshes, "_MEMORY", {})
-    rebuilt_model, third = lean_render_model(model, DEFAULT_FACE_BUDGET)
+    with pytest.warns(UserWarning, match=re.escape(str(entries[0]))):
+        rebuilt_model, third = lean_render_model(model, DEFAULT_FACE_BUDGET)
     assert third.rebuilt_corrupt == 1 and third.computed == 1
     np.testing.assert_array_equal(rebuilt_model.mesh_vert, fresh_model.mesh_vert)
     np.load(entries[0])  # rewritten, readable again
 
     _, in_memory = lean_render_model(model, DEFAULT_FACE_BUDGET)
     assert in_memory.from_memory == first.computed and in_memory.computed == 0
+
+
+def _entry(path):
+    with np.load(path, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
+
+
+@pytest.mark.parametrize("tamper", ["moved vertices, hash kept", "no hash (older version)", "another mesh's entry"])
+def test_a_cache_entry_that_does_not_match_its_hash_is_rebuilt_never_drawn(lift_model, empty_cache, monkeypatch, tamper):
+    """Well-formed entries (shapes, dtypes and indices all valid) with the wrong contents used
+    to be drawn as they were; now each is discarded with a warning naming it, and rebuilt."""
+    model, _ = lift_model
+    original_model, first = lean_render_model(model, DEFAULT_FACE_BUDGET)
+    entries = [path for path in sorted(empty_cache.glob("*.npz")) if not _entry(path)["keep_original"]]
+    target = entries[0]
+    pristine = _entry(target)
+    arrays = dict(pristine)
+    if tamper == "moved vertices, hash kept":
+        arrays["vertices"] = arrays["vertices"] + np.float32(0.05)
+    elif tamper == "no hash (older version)":
+        del arrays["sha256"]
+    else:
+        arrays = _entry(entries[1])  # valid, with its own matching hash, but for another mesh
+    with open(target, "wb") as handle:
+        np.savez(handle, **arrays)
+
+    monkeypatch.setattr(lean_meshes, "_MEMORY", {})  # a new process: only the disk cache
+    with pytest.warns(UserWarning, match=re.escape(str(target))):
+        rebuilt_model, stats = lean_render_model(model, DEFAULT_FACE_BUDGET)
+    assert stats.rebuilt_corrupt == 1 and stats.computed == 1 and stats.loaded_from_disk == first.computed - 1
+    np.testing.assert_array_equal(rebuilt_model.mesh_vert, original_model.mesh_vert)
+    rewritten = _entry(target)
+    assert rewritten.keys() == pristine.keys()
+    for name, array in pristine.items():
+        np.testing.assert_array_equal(rewritten[name], array)
 
 
 def test_full_quality_draws_robosuites_meshes(lift_model):

@@ -30,7 +30,10 @@ disk, one file per mesh, keyed by a hash of the compiled mesh (vertices and face
 included), the face budget and this module's algorithm version, and once per process in memory.
 The cache folder is ``$VLA_ENVS_CACHE_DIR``, else ``$XDG_CACHE_HOME/vla-envs``, else
 ``~/.cache/vla-envs``; entries are written atomically (concurrent workers at worst compute the
-same entry twice), and an entry that fails to load is recomputed and rewritten.
+same entry twice). Each entry stores a sha256 of its arrays and its key, checked on every read:
+an entry that fails to load or whose arrays do not match the hash (changed since it was written,
+copied from another mesh's entry, or written by a version that stored no hash) is never drawn;
+it is recomputed and rewritten, with a warning naming the file.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +54,9 @@ from vla_envs.files import atomic_path
 DEFAULT_FACE_BUDGET = 1000
 # Part of every cache key: bump when the decimation or the normals change.
 ALGORITHM_VERSION = 8
+# Part of every cache key: bump when an entry's layout changes (2: entries carry a content hash),
+# so entries an older version wrote are not even looked at.
+CACHE_FORMAT = 2
 # Largest surface deviation a decimated mesh may have (surface_deviation_m); at 128 px the
 # agentview camera sees about 8 mm per pixel at the table: about one pixel.
 TOLERANCE_M = 0.010
@@ -303,7 +310,8 @@ def decimate_within(vertices: np.ndarray, faces: np.ndarray, face_normals: np.nd
 
 def mesh_key(vertices: np.ndarray, faces: np.ndarray, face_normals: np.ndarray, face_budget: int) -> str:
     digest = hashlib.blake2b(digest_size=20)
-    digest.update(f"v{ALGORITHM_VERSION}:budget={face_budget}:tolerance={TOLERANCE_M}:crease={CREASE_DEG}:".encode())
+    digest.update(f"v{ALGORITHM_VERSION}:format={CACHE_FORMAT}:budget={face_budget}:tolerance={TOLERANCE_M}:"
+                  f"crease={CREASE_DEG}:".encode())
     for array in (vertices, faces, face_normals):
         array = np.ascontiguousarray(array)
         digest.update(f"{array.dtype.str}{array.shape}".encode())
@@ -312,13 +320,31 @@ def mesh_key(vertices: np.ndarray, faces: np.ndarray, face_normals: np.ndarray, 
 
 
 _MEMORY: dict[str, LeanMesh] = {}
+_ENTRY_ARRAYS = ("keep_original", "vertices", "faces", "normals", "face_normals")
 
 
-def _load(path: Path) -> LeanMesh | None:
+def content_hash(key: str, arrays: dict[str, np.ndarray]) -> str:
+    """sha256 of a cache entry's arrays and of its key: a well-formed entry with other vertices,
+    or another mesh's entry under this key, does not match."""
+    digest = hashlib.sha256(f"{key}:".encode())
+    for name in _ENTRY_ARRAYS:
+        array = np.asarray(arrays[name])
+        digest.update(f"{name}:{array.dtype.str}{array.shape}:".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _load(path: Path, key: str) -> LeanMesh | None:
     with np.load(path, allow_pickle=False) as data:
-        if bool(data["keep_original"]):
-            return None
-        mesh = LeanMesh(data["vertices"], data["faces"], data["normals"], data["face_normals"])
+        arrays = {name: data[name] for name in _ENTRY_ARRAYS}
+        stored = str(data["sha256"]) if "sha256" in data.files else None
+    if stored is None:
+        raise ValueError("it holds no content hash (an older version wrote it)")
+    if stored != content_hash(key, arrays):
+        raise ValueError("its arrays do not match the content hash stored with them")
+    if bool(arrays["keep_original"]):
+        return None
+    mesh = LeanMesh(arrays["vertices"], arrays["faces"], arrays["normals"], arrays["face_normals"])
     nv, nf, nn = len(mesh.vertices), len(mesh.faces), len(mesh.normals)
     consistent = (
         mesh.vertices.shape == (nv, 3) and mesh.normals.shape == (nn, 3)
@@ -327,7 +353,7 @@ def _load(path: Path) -> LeanMesh | None:
         and 0 <= mesh.face_normals.min() and mesh.face_normals.max() < nn
     )
     if not consistent:
-        raise ValueError(f"{path}: inconsistent arrays")
+        raise ValueError("its arrays are inconsistent")
     return mesh
 
 
@@ -342,11 +368,13 @@ def cached_decimate(vertices: np.ndarray, faces: np.ndarray, face_normals: np.nd
     found = False
     if path.exists():
         try:
-            mesh = _load(path)
+            mesh = _load(path, key)
             found = True
             stats.loaded_from_disk += 1
-        except Exception:  # truncated or foreign file: recompute and overwrite it
+        except Exception as exc:  # truncated, foreign or changed: never drawn, recomputed and overwritten
             stats.rebuilt_corrupt += 1
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            warnings.warn(f"mesh cache entry {path} is unusable ({reason}); rebuilding it", stacklevel=2)
     if not found:
         mesh = decimate_within(vertices, faces, face_normals, face_budget)
         stats.computed += 1
@@ -356,6 +384,7 @@ def cached_decimate(vertices: np.ndarray, faces: np.ndarray, face_normals: np.nd
                   "faces": empty.astype(np.int32) if mesh is None else mesh.faces,
                   "normals": empty if mesh is None else mesh.normals,
                   "face_normals": empty.astype(np.int32) if mesh is None else mesh.face_normals}
+        arrays["sha256"] = np.asarray(content_hash(key, arrays))
         try:
             with atomic_path(path) as tmp, open(tmp, "wb") as handle:
                 np.savez(handle, **arrays)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
+from policies.checkpoint_checks import CheckpointError, check_finite, check_vector
 from policies.normalization import ActionNormalizer
 from policies.tinyvla.model import TinyVLA, TinyVLAConfig
 from policies.tinyvla.tokenizer import WordTokenizer
@@ -40,6 +41,8 @@ def save(directory: Path, name: str, model: TinyVLA, tokenizer: WordTokenizer, n
 
 
 def load(directory: Path = REFERENCE_DIR, name: str = REFERENCE_NAME) -> tuple[TinyVLA, WordTokenizer, ActionNormalizer, dict]:
+    """The checkpoint ``directory/name``, checked against its own config before any number is used
+    (``CheckpointError`` naming the file, the field or tensor and what was expected)."""
     directory = Path(directory)
     weights, meta_path = directory / f"{name}.safetensors", directory / f"{name}.json"
     for path in (weights, meta_path):
@@ -47,12 +50,48 @@ def load(directory: Path = REFERENCE_DIR, name: str = REFERENCE_NAME) -> tuple[T
             raise FileNotFoundError(f"TinyVLA checkpoint file {path} does not exist "
                                     f"(train one with `python -m policies.tinyvla.train`)")
     meta = json.loads(meta_path.read_text())
-    config = TinyVLAConfig(**meta["model"])
+    config = _config(meta, meta_path)
+    vocabulary = meta.get("vocabulary")
+    if not isinstance(vocabulary, list) or len(vocabulary) != config.vocab_size:
+        found = f"{len(vocabulary)} words" if isinstance(vocabulary, list) else type(vocabulary).__name__
+        raise CheckpointError(f"{meta_path}: vocabulary has {found}: expected model.vocab_size = {config.vocab_size}")
+    normalizer = ActionNormalizer.from_dict(meta.get("action_normalizer"), config.action_dim,
+                                            f"{meta_path}: action_normalizer")
     model = TinyVLA(config)
     state = load_file(str(weights))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    check_state(state, model, str(weights), f"the config in {meta_path}")
+    model.load_state_dict(state, strict=True)
+    tokenizer = WordTokenizer(vocabulary, config.max_instruction_tokens)
+    return model.eval(), tokenizer, normalizer, meta
+
+
+def _config(meta: dict, meta_path: Path) -> TinyVLAConfig:
+    fields = meta.get("model") if isinstance(meta, dict) else None
+    if not isinstance(fields, dict):
+        raise CheckpointError(f"{meta_path}: 'model' is {type(fields).__name__}: expected an object of TinyVLAConfig fields")
+    try:
+        return TinyVLAConfig(**fields)
+    except TypeError as exc:  # a missing or unknown field
+        raise CheckpointError(f"{meta_path}: 'model' does not fit TinyVLAConfig ({exc})") from None
+
+
+def check_state(state: dict, model: TinyVLA, source: str, expected_from: str) -> None:
+    """Every tensor ``model`` needs is in ``state`` with the parameter's shape and only finite
+    values, and ``proprio_std`` (a divisor) is positive. ``load_state_dict`` would also catch a
+    shape mismatch, but in a page of text; and it takes NaN and infinities as they come."""
+    expected = model.state_dict()
+    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
     if missing or unexpected:
-        raise ValueError(f"{weights}: tensors do not match the config in {meta_path}: "
-                         f"missing {missing}, unexpected {unexpected}")
-    tokenizer = WordTokenizer(meta["vocabulary"], config.max_instruction_tokens)
-    return model.eval(), tokenizer, ActionNormalizer.from_dict(meta["action_normalizer"]), meta
+        raise CheckpointError(f"{source}: tensors do not match {expected_from}: "
+                              f"missing {_first(missing)}, unexpected {_first(unexpected)}")
+    for key, parameter in expected.items():
+        if tuple(state[key].shape) != tuple(parameter.shape):
+            raise CheckpointError(f"{source}: tensor {key!r} has shape {tuple(state[key].shape)}: "
+                                  f"expected {tuple(parameter.shape)} (from {expected_from})")
+        check_finite(f"{source}: tensor {key!r}", state[key])
+    check_vector(f"{source}: tensor 'proprio_std'", state["proprio_std"].double().numpy(), model.config.proprio_dim,
+                 "proprio_dim", minimum="> 0")
+
+
+def _first(names: list[str], count: int = 5) -> str:
+    return str(names) if len(names) <= count else f"{names[:count]} and {len(names) - count} more"
