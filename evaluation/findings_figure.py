@@ -26,6 +26,9 @@ FIGURE_CLIP_PERCENT = 300.0
 _FIGURE_WIDTH_IN, _FIGURE_DPI = 10.0, 100  # 1000 px wide
 _PAPER_PERCENT = re.compile(r"([+\-\u2212]?)\s*(\d+(?:\.\d+)?)\s*%")
 _BAND_COLOR = "tab:orange"
+# the PNG text entry that marks a figure as this module's: `vla-envs findings` replaces or deletes
+# only a figure carrying it (or the one an earlier findings page links to)
+FIGURE_MARKER = ("vla-envs", "findings figure")
 
 
 def paper_range(text: str) -> tuple[float, float] | None:
@@ -192,10 +195,22 @@ def findings_figure(results: list[FindingResult], tasks: list[str], base: str, c
                  f"({confidence:.0%} interval)", fontsize=10.5)
     try:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=_FIGURE_DPI)
+            fig.savefig(tmp, format="png", dpi=_FIGURE_DPI, metadata=dict([FIGURE_MARKER]))
     finally:
         plt.close(fig)
     return True
+
+
+def is_findings_figure(path: Path) -> bool:
+    """Whether ``path`` is a PNG carrying ``FIGURE_MARKER`` (written by ``findings_figure``)."""
+    from PIL import Image
+
+    key, value = FIGURE_MARKER
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.text.get(key) == value
+    except (OSError, SyntaxError, ValueError):  # not an image PIL can read: not ours
+        return False
 
 
 def figure_link(figure: str, confidence: float, min_pairs: int = MIN_PAIRS) -> list[str]:

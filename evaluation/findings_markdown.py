@@ -9,6 +9,8 @@ could not measure (energy, effort, the actuator ledger, chunk seams, per-step er
 closed-loop change).
 
 Beside the page, ``<stem>.png`` (``evaluation.findings_figure``), linked near the top of the summary.
+Both are marked as this command's (``PAGE_MARKER``, ``FIGURE_MARKER``): a file at either path that
+`vla-envs findings` did not write is never replaced or deleted.
 """
 
 from __future__ import annotations
@@ -49,13 +51,19 @@ from evaluation.findings import (
     teacher_forced_error,
     trend_statements,
 )
-from evaluation.findings_figure import figure_link, findings_figure
+from evaluation.findings_figure import FIGURE_MARKER, figure_link, findings_figure, is_findings_figure
 from evaluation.schema import SEAM_COLUMNS
 from evaluation.summary import format_number
 from vla_envs.files import atomic_path
 from wrappers.metrics import METRIC_LABELS
 
 DEFAULT_OUTPUT = Path("docs/findings.md")
+
+
+# The page's first line: `vla-envs findings` replaces only a page that starts with it, or (pages
+# written before it had the marker, docs/findings.md among them) with PAGE_HEADING.
+PAGE_MARKER = "<!-- written by `vla-envs findings`: edits are lost when the page is regenerated -->"
+PAGE_HEADING = "# The paper's findings on this suite: "
 
 
 class FindingsOutputError(ValueError):
@@ -402,7 +410,7 @@ def render(run_dir: Path, config: EvalConfig, info: dict, episodes: list[dict], 
     )
     intro = (f"The headline findings of {PAPER} (and the Speedup Paradox of {SPEEDUP_PAPER}), re-tested on the "
              "variants of this run that stand for each study.")
-    lines = [f"# The paper's findings on this suite: {config.name or run_dir.name}", "",
+    lines = [f"{PAGE_HEADING}{config.name or run_dir.name}", "",
              f"Generated on {generated} from the run in `{run_dir}`. Regenerate with:", "", f"    {command}", "",
              intro, "", "## The run", "",
              *_table(["", ""], [[k, v] for k, v in run_facts(run_dir, config, info, episodes)]),
@@ -420,14 +428,17 @@ def render(run_dir: Path, config: EvalConfig, info: dict, episodes: list[dict], 
 
 def write_findings(run_dir: str | Path, output: str | Path = DEFAULT_OUTPUT, command: str | None = None,
                    generated: str | None = None) -> tuple[Path, list[FindingResult]]:
-    """Read a finished run, write its findings page to ``output`` and, when a finding was tested,
-    its figure beside it (``output`` with the suffix ``.png``; a stale one from an earlier page is
-    removed when none was); returns (path, results). ``RunFolderError`` naming the folder and what
-    was expected when it is not a finished run."""
+    """Read a finished run, write its findings page to ``output`` (first line ``PAGE_MARKER``) and,
+    when a finding was tested, its figure beside it (``output`` with the suffix ``.png``; a stale
+    one from an earlier page is removed when none was); returns (path, results).
+    ``RunFolderError`` naming the folder and what was expected when it is not a finished run;
+    ``FindingsOutputError``, before anything is written, when ``output`` or the figure's path
+    holds a file `vla-envs findings` did not write (``_check_outputs``)."""
     run_dir, output = Path(run_dir), Path(output)
     figure = output.with_suffix(".png")
     if figure == output:
         raise FindingsOutputError(f"output {output}: expected a Markdown file (its figure is written beside it as .png)")
+    _check_outputs(output, figure)
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir} is not a folder: expected the folder of a finished `vla-envs eval` run "
                              "(holding run.json and episodes.parquet)")
@@ -440,7 +451,33 @@ def write_findings(run_dir: str | Path, output: str | Path = DEFAULT_OUTPUT, com
     drawn = findings_figure(results, list(config.tasks), config.variant_names[0], config.stats.confidence, figure)
     if not drawn:
         figure.unlink(missing_ok=True)
-    text = render(run_dir, config, info, episodes, results, command, generated, figure=figure.name if drawn else None)
+    text = PAGE_MARKER + "\n" + render(run_dir, config, info, episodes, results, command, generated,
+                                      figure=figure.name if drawn else None)
     with atomic_path(output) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return output, results
+
+
+def _check_outputs(output: Path, figure: Path) -> None:
+    """Refuse (``FindingsOutputError``) to replace a page or figure `vla-envs findings` did not
+    write: a page must start with ``PAGE_MARKER`` (or, written before the marker, with
+    ``PAGE_HEADING``); a figure must carry ``FIGURE_MARKER`` or be the one that page links to."""
+    page = None
+    if output.exists() or output.is_symlink():
+        try:
+            page = output.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FindingsOutputError(f"output {output} exists and cannot be read as a findings page ({exc}): "
+                                      "expected a page `vla-envs findings` wrote, or a new path") from None
+        first = page.split("\n", 1)[0]
+        if first != PAGE_MARKER and not first.startswith(PAGE_HEADING):
+            raise FindingsOutputError(
+                f"output {output} exists and was not written by `vla-envs findings` (its first line is "
+                f"{first[:80]!r}; expected {PAGE_MARKER!r}, or {PAGE_HEADING.strip()!r} on a page from before "
+                "that marker): choose another --output, or move the file away")
+    if (figure.exists() or figure.is_symlink()) and not is_findings_figure(figure):
+        if page is None or f"]({figure.name})" not in page:
+            raise FindingsOutputError(
+                f"{figure} exists and was not written by `vla-envs findings` (it has no PNG text entry "
+                f"{FIGURE_MARKER[0]}={FIGURE_MARKER[1]!r}, and no findings page at {output} links to it): "
+                "the page's figure would replace it; choose another --output, or move the file away")

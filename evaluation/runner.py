@@ -9,6 +9,8 @@ The output folder::
     summary.md/.csv    per task and variant
     report.html        plots embedded
     videos/*.mp4       filmed episodes
+    .vla-envs.json     the folder's manifest, .vla-envs.lock its lock (``vla_envs.files``):
+                       one run at a time, and never into a folder of files it did not write
 
 Interrupting (Ctrl-C) or a crash keeps every finished episode in ``parts/``; ``resume=True``
 runs only the missing ones, and the consolidated tables never hold a row twice.
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,6 +31,7 @@ import pyarrow.parquet as pq
 from evaluation.config import EvalConfig
 from evaluation.parts import PartStore, atomic_write_bytes
 from evaluation.units import WorkUnit, plan_units
+from vla_envs.files import OutputFolderError, claim_output_folder, folder_entries, lock_output_folder
 
 Backend = Literal["local", "ray"]
 
@@ -60,14 +63,9 @@ def _check_output(store: PartStore, config: EvalConfig, resume: bool) -> None:
                 f"{store.out_dir} already holds {len(store.done_keys())} finished episodes: "
                 "expected an empty folder, or --resume to finish that run"
             )
-        foreign = sorted(p.name for p in store.out_dir.iterdir() if p.name not in _RUN_FILES) if store.out_dir.is_dir() else []
-        if foreign:
-            raise OutputExistsError(
-                f"{store.out_dir} holds files an evaluation run did not write ({', '.join(foreign[:5])}"
-                f"{', ...' if len(foreign) > 5 else ''}): expected a new or empty folder for --out"
-            )
+        _claim(store.out_dir)
         return
-    if not run_json.exists() and store.out_dir.is_dir() and any(store.out_dir.iterdir()):
+    if not run_json.exists() and folder_entries(store.out_dir):
         raise OutputExistsError(f"--resume: {store.out_dir} holds no run.json, so it is not an evaluation run to resume")
     if run_json.exists():
         previous = json.loads(run_json.read_text()).get("episode_settings")
@@ -78,11 +76,32 @@ def _check_output(store: PartStore, config: EvalConfig, resume: bool) -> None:
                 f"--resume: the config differs from the one in {run_json} in {changed}; expected the same "
                 "episode settings (resuming with others would mix episodes of two experiments)"
             )
+    _claim(store.out_dir)
 
 
 # what a run writes at the top of its folder (a folder holding only these may be reused)
 _RUN_FILES = frozenset({"run.json", "parts", "videos", "episodes.parquet", "steps.parquet", "summary.md",
                         "summary.csv", "report.html"})
+
+
+def _claim(out_dir: Path) -> None:
+    """Record the folder as this command's (``vla_envs.files.MANIFEST``); folders of runs from
+    before the manifest are recognised by their names alone."""
+    try:
+        claim_output_folder(out_dir, "eval", _RUN_FILES, legacy=_RUN_FILES)
+    except OutputFolderError as exc:
+        raise OutputExistsError(str(exc)) from None
+
+
+@contextmanager
+def _locked(out_dir: str | Path):
+    """Hold the output folder's lock: two evaluations writing one folder would both run every
+    episode and overwrite each other's tables."""
+    try:
+        with lock_output_folder(out_dir, "eval"):
+            yield
+    except OutputFolderError as exc:  # only the lock's: _check_output raises OutputExistsError
+        raise OutputExistsError(str(exc)) from None
 
 
 def _iterate(config: EvalConfig, units: list[WorkUnit], backend: Backend, workers: int, ray_address: str | None):
@@ -312,17 +331,19 @@ def run_eval(
     progress: bool = True,
     console=None,
 ) -> EvalOutcome:
-    """Run (or finish) an evaluation and write every output (module docstring)."""
-    units, ran = run_episodes(
-        config,
-        out_dir,
-        workers=workers,
-        backend=backend,
-        resume=resume,
-        ray_address=ray_address,
-        config_path=config_path,
-        progress=progress,
-        console=console,
-    )
-    rows, step_rows = finalize(resolve_latencies(config, Path(out_dir) / "run.json"), out_dir, units)
+    """Run (or finish) an evaluation and write every output (module docstring), holding the
+    output folder's lock (``OutputExistsError`` when another run holds it)."""
+    with _locked(out_dir):
+        units, ran = run_episodes(
+            config,
+            out_dir,
+            workers=workers,
+            backend=backend,
+            resume=resume,
+            ray_address=ray_address,
+            config_path=config_path,
+            progress=progress,
+            console=console,
+        )
+        rows, step_rows = finalize(resolve_latencies(config, Path(out_dir) / "run.json"), out_dir, units)
     return EvalOutcome(Path(out_dir), len(units), ran, step_rows, rows)

@@ -16,10 +16,16 @@ vectorised (``DummyVecEnv`` or ``SubprocVecEnv``) and optionally ``VecNormalize`
     OUT/checkpoints/             resumable checkpoints (``finetuning.checkpoints``)
     OUT/residual.safetensors     the final residual: ``policy: {kind: residual, checkpoint: ...}``
     OUT/learning_curve.png       success, return, jerk and energy against environment steps
+    OUT/.vla-envs.json           the folder's manifest, OUT/.vla-envs.lock its lock
+                                 (``vla_envs.files``): one run at a time, and OUT must be new,
+                                 empty or this command's (a folder with ``checkpoints/latest`` and
+                                 only the names above counts as one, written before the manifest)
 
 ``--resume`` continues from ``checkpoints/latest`` with the same settings (the step budget may
-grow). The resumed run reloads networks, optimizers, the normaliser and SAC's replay buffer;
-the envs restart with fresh episodes, so it is not bit-identical to an uninterrupted run.
+grow); when that checkpoint is damaged, from the newest intact one, with a warning naming what
+was wrong (``finetuning.checkpoints``). The resumed run reloads networks, optimizers, the
+normaliser and SAC's replay buffer; the envs restart with fresh episodes, so it is not
+bit-identical to an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -28,7 +34,10 @@ import importlib.util
 import json
 import multiprocessing
 import signal
+import sys
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +52,15 @@ from stable_baselines3.common.logger import (
 )
 
 from finetuning import checkpoints
+from finetuning.checkpoints import CheckpointError
 from finetuning.config import FinetuneConfig
 from finetuning.residual_env import ResidualActionEnv
+from vla_envs.files import OutputFolderError, atomic_path, claim_output_folder, lock_output_folder
 
 RESIDUAL_FILE = "residual.safetensors"
 CURVE_FILE = "learning_curve.png"
+# what a run writes at the top of its folder (module docstring)
+RUN_FILES = ("config.yaml", "logs", "checkpoints", RESIDUAL_FILE, CURVE_FILE)
 _ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
 
 
@@ -216,33 +229,104 @@ def _restore_replay(buffer, arrays: dict[str, np.ndarray]) -> None:
     buffer.full = bool(arrays["full"])
 
 
-def load_checkpoint(model, vec_env, path: Path) -> dict:
-    from safetensors.torch import load_file
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint read and checked in full (``read_checkpoint``), ready to load into a model."""
+
+    path: Path
+    state: dict
+    config: FinetuneConfig
+    agent: dict
+    optimizers: dict
+    normalizer: dict | None
+    replay: dict | None
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """Read every file of the checkpoint at ``path``; ``CheckpointError`` naming the first file
+    that is missing, unreadable, not finite or not what the checkpoint's config implies."""
+    from pydantic import ValidationError
+
+    state = checkpoints.read_state(path)
+    try:
+        config = FinetuneConfig.model_validate(state["config"])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CheckpointError(f"{path / checkpoints.STATE_FILE}: config.{'.'.join(map(str, first['loc']))}: "
+                              f"{first['msg']}") from None
+    agent = checkpoints.read_tensors(path / "agent.safetensors")
+    optimizers = checkpoints.load_torch_states(path / "optimizers.pt")
+    normalizer = replay = None
+    if config.algorithm.normalize_observations:
+        normalizer = checkpoints.read_tensors(path / "normalizer.safetensors")
+        if set(normalizer) != {"mean", "var", "count"}:
+            raise CheckpointError(f"{path / 'normalizer.safetensors'} holds {sorted(normalizer)}: expected mean, var, count")
+    if config.algorithm.name == "SAC":
+        replay = checkpoints.load_arrays(path / "replay_buffer.npz")
+        if not {"actions", "pos", "full"} <= set(replay):
+            raise CheckpointError(f"{path / 'replay_buffer.npz'} holds {sorted(replay)}: expected actions, pos, full "
+                                  "and the other buffer arrays")
+    checkpoints.read_tensors(path / RESIDUAL_FILE)  # checked only: a finished run copies it out as its result
+    return Checkpoint(path, state, config, agent, optimizers, normalizer, replay)
+
+
+def apply_checkpoint(model, vec_env, checkpoint: Checkpoint) -> dict:
+    """Load a checkpoint read by ``read_checkpoint`` into the model, the normaliser and SAC's
+    replay buffer; returns its state."""
     from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
     from stable_baselines3.common.save_util import recursive_getattr
     from stable_baselines3.common.vec_env import VecNormalize
 
-    tensors = load_file(str(path / "agent.safetensors"))
-    states = checkpoints.load_torch_states(path / "optimizers.pt")
+    tensors = checkpoint.agent
+    states = dict(checkpoint.optimizers)
     states["policy"] = {k[len("policy."):]: v for k, v in tensors.items() if k.startswith("policy.")}
-    model.set_parameters(states, exact_match=True, device=model.device)
+    try:
+        model.set_parameters(states, exact_match=True, device=model.device)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise FinetuneError(f"{checkpoint.path}: its weights do not fit the model "
+                            f"({checkpoints.describe_error(exc)})") from None
     for key, value in tensors.items():
         if key.startswith("variable."):
             target = recursive_getattr(model, key[len("variable."):])
             with torch.no_grad():
                 target.copy_(value.reshape(target.shape).to(target.device))
     if isinstance(vec_env, VecNormalize):
-        stats = load_file(str(path / "normalizer.safetensors"))
+        stats = checkpoint.normalizer
         vec_env.obs_rms.mean = stats["mean"].double().numpy()
         vec_env.obs_rms.var = stats["var"].double().numpy()
         vec_env.obs_rms.count = float(stats["count"][0])
     if isinstance(model, OffPolicyAlgorithm):
-        _restore_replay(model.replay_buffer, checkpoints.load_arrays(path / "replay_buffer.npz"))
-    state = checkpoints.read_state(path)
+        _restore_replay(model.replay_buffer, checkpoint.replay)
+    state = checkpoint.state
     model.num_timesteps = int(state["num_timesteps"])
     if hasattr(model, "_n_updates"):
         model._n_updates = int(state["n_updates"])
     return state
+
+
+def load_checkpoint(model, vec_env, path: Path) -> dict:
+    """``apply_checkpoint(model, vec_env, read_checkpoint(path))``."""
+    return apply_checkpoint(model, vec_env, read_checkpoint(path))
+
+
+def newest_intact_checkpoint(root: Path) -> Checkpoint | None:
+    """The checkpoint a resumed run continues from: the one ``latest`` names or, when it is
+    damaged, the newest intact one, with a warning (on stderr) naming each checkpoint skipped and
+    why. ``None`` when there is none at all; ``FinetuneError`` when none is intact."""
+    candidates, problems = checkpoints.resume_candidates(root) if root.is_dir() else ([], [])
+    for path in candidates:
+        try:
+            found = read_checkpoint(path)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+            continue
+        for problem in problems:
+            print(f"warning: {problem}; resuming from {path}", file=sys.stderr)
+        return found
+    if problems:
+        raise FinetuneError(f"--resume: no intact checkpoint in {root} ({'; '.join(problems)}): expected one "
+                            "`vla-envs finetune` wrote; run without --resume into another --out to start over")
+    return None
 
 
 def _provenance(config: FinetuneConfig, num_timesteps: int, wall_time_s: float) -> dict[str, Any]:
@@ -305,31 +389,51 @@ def _callbacks(config: FinetuneConfig, vec_env, out: Path, clock: dict, stop: di
 def run(config: FinetuneConfig, out: Path, resume: bool = False, progress_bar: bool = True) -> Path:
     """Train (or continue) a residual; returns the path of the final ``residual.safetensors``."""
     out = Path(out)
-    latest = checkpoints.latest_checkpoint(out / "checkpoints") if (out / "checkpoints").exists() else None
-    if resume and latest is None:
-        raise FinetuneError(f"--resume: {out}/checkpoints holds no checkpoint; run without --resume to start")
-    if not resume and (latest is not None or (out / "logs" / "progress.csv").exists()):
-        raise FinetuneError(f"{out} already holds a fine-tuning run; pass --resume to continue it or choose another --out")
-    previous_state = checkpoints.read_state(latest) if latest is not None else None
-    if previous_state is not None:
-        before = FinetuneConfig.model_validate(previous_state["config"])
-        if before.resume_settings() != config.resume_settings():
-            changed = _diff(before.resume_settings(), config.resume_settings())
+    with _own_folder(out):
+        return _train(config, out, resume, progress_bar)
+
+
+@contextmanager
+def _own_folder(out: Path):
+    """Hold ``out``'s lock and claim it for this command (``vla_envs.files``), so a run never
+    replaces a user's config.yaml or residual, nor two runs train into one folder."""
+    try:
+        with lock_output_folder(out, "finetune"):
+            # a run folder from before the manifest: recognised by its checkpoint pointer
+            legacy = RUN_FILES if (out / "checkpoints" / checkpoints.LATEST).is_file() else ()
+            claim_output_folder(out, "finetune", RUN_FILES, legacy=legacy)
+            yield
+    except OutputFolderError as exc:  # only the lock's and the claim's: _train raises FinetuneError
+        raise FinetuneError(str(exc)) from None
+
+
+def _train(config: FinetuneConfig, out: Path, resume: bool, progress_bar: bool) -> Path:
+    root = out / "checkpoints"
+    if not resume:
+        if (root / checkpoints.LATEST).exists() or any(root.glob("step_*")) or (out / "logs" / "progress.csv").exists():
+            raise FinetuneError(f"{out} already holds a fine-tuning run; pass --resume to continue it or choose another --out")
+        previous = None
+    else:
+        previous = newest_intact_checkpoint(root)
+        if previous is None:
+            raise FinetuneError(f"--resume: {out}/checkpoints holds no checkpoint; run without --resume to start")
+        if previous.config.resume_settings() != config.resume_settings():
+            changed = _diff(previous.config.resume_settings(), config.resume_settings())
             raise FinetuneError(f"--resume: the config differs from the checkpoint's in {changed}; "
                                 "only training.total_steps, checkpoint_every and keep_checkpoints may change")
-        if previous_state["num_timesteps"] >= config.training.total_steps:
-            print(f"{latest} already reached {previous_state['num_timesteps']} of {config.training.total_steps} steps")
-            return _finish(config, out, latest)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        if previous.state["num_timesteps"] >= config.training.total_steps:
+            print(f"{previous.path} already reached {previous.state['num_timesteps']} of {config.training.total_steps} steps")
+            return _finish(config, out, previous.path)
+    with atomic_path(out / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     torch.set_num_threads(config.training.torch_threads)
     vec_env = make_vec_env(config)
     model = build_model(config, vec_env)
     clock = {"before": 0.0, "start": time.perf_counter()}
-    if latest is not None:
-        load_checkpoint(model, vec_env, latest)
-        clock["before"] = float(previous_state["wall_time_s"])
-        print(f"resumed from {latest} at step {model.num_timesteps}")
+    if previous is not None:
+        apply_checkpoint(model, vec_env, previous)
+        clock["before"] = float(previous.state["wall_time_s"])
+        print(f"resumed from {previous.path} at step {model.num_timesteps}")
     model.set_logger(make_logger(out / "logs"))
     remaining = config.training.total_steps - model.num_timesteps
     # Ctrl-C (or a scheduler's SIGTERM) asks learn() to stop after the current step, so the
@@ -364,9 +468,8 @@ def _finish(config: FinetuneConfig, out: Path, checkpoint: Path) -> Path:
     from finetuning.curves import plot_learning_curve
 
     target = out / RESIDUAL_FILE
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.copyfile(checkpoint / RESIDUAL_FILE, tmp)
-    tmp.replace(target)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(checkpoint / RESIDUAL_FILE, tmp)
     progress = out / "logs" / "progress.csv"
     if progress.is_file() and progress.stat().st_size > 0:
         plot_learning_curve(progress, out / CURVE_FILE, title=config.name or f"{config.task} residual")

@@ -34,7 +34,7 @@ from evaluation.findings import (
     trend_statements,
     verdict,
 )
-from evaluation.findings_figure import findings_figure, paper_range
+from evaluation.findings_figure import findings_figure, is_findings_figure, paper_range
 from evaluation.schema import SEAM_COLUMNS
 from evaluation.summary import metric_column
 from vla_envs.cli import app
@@ -159,7 +159,7 @@ def test_the_header_names_the_run_and_how_to_regenerate_it(page):
     for label in ("started, finished", "episodes' wall time", "episode time, summed", "machine"):
         assert f"| {label} |" in header
     assert f"    vla-envs findings {run_dir} --output {out}\n" in text
-    assert text.startswith("# The paper's findings on this suite: findings test\n")
+    assert text.startswith(f"{findings_markdown.PAGE_MARKER}\n# The paper's findings on this suite: findings test\n")
 
 
 def test_one_summary_row_per_declared_finding(page):
@@ -203,13 +203,14 @@ def test_the_figure_is_written_beside_the_page_and_linked_in_the_summary(page):
     assert summary.index("](findings.png)") < summary.index("| paper study |")  # above the table
     assert [line for line in summary.splitlines() if line.startswith("*Figure: ")]
     assert not list(out.parent.glob(".findings.png.*"))  # no temporary left behind
+    assert is_findings_figure(figure)  # marked: a later page may replace it
 
 
-def test_a_run_that_tests_no_finding_gets_no_figure_and_no_link(run_dir, tmp_path, monkeypatch):
+def test_a_run_that_tests_no_finding_gets_no_figure_and_no_link(run_dir, page, tmp_path, monkeypatch):
     untested = [FindingResult(f, (), ()) for f in FINDINGS]
     monkeypatch.setattr(findings_markdown, "evaluate", lambda *args, **kwargs: untested)
     out = tmp_path / "findings.md"
-    out.with_suffix(".png").write_bytes(b"stale")  # an earlier page's figure
+    shutil.copy(page[1].with_suffix(".png"), out.with_suffix(".png"))  # an earlier page's figure
     findings_markdown.write_findings(run_dir, out)
     assert not out.with_suffix(".png").exists()
     text = out.read_text()

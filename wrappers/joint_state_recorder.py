@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import gymnasium as gym
 
 from wrappers.base import EmbodiedWrapper
 from wrappers.episode_buffer import EpisodeArrays
-from wrappers.parquet_io import write_episode
+from wrappers.parquet_io import write_new_episode
 
 
 def _json_kwargs(kwargs: dict) -> dict:
@@ -36,7 +37,10 @@ class JointStateRecorder(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
     When an episode ends (``terminated`` / ``truncated``, a ``reset`` before its end, or
     ``close``) it becomes ``last_episode`` (an ``EpisodeArrays``) and, with ``out_dir``, is
     written atomically to ``out_dir/<prefix>episode_<n>.parquet`` (layout in
-    ``wrappers.parquet_io``). Episodes with no step are dropped.
+    ``wrappers.parquet_io``), ``n`` (6 digits) the first number from the episode's index on
+    whose name is free: a file already there, written by another recorder, sub-env or run, is
+    never replaced, and recorders sharing a folder never take the same name. The episode index
+    itself is ``metadata["episode"]``. Episodes with no step are dropped.
 
     ``last_episode.metadata``::
 
@@ -85,6 +89,7 @@ class JointStateRecorder(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
         self.file_prefix = file_prefix
         self.last_episode: EpisodeArrays | None = None
         self.written_paths: list[Path] = []
+        self._next_file_index = 0
         self._open = False
         self._instruction: str | None = None
 
@@ -112,6 +117,12 @@ class JointStateRecorder(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
         if self._open:
             self._finish("close")
         super().close()
+
+    def end_episode(self, end_reason: str = "reset") -> None:
+        """End the open episode now, as a ``reset`` would, without resetting the env (a replay
+        of an episode that was ended by a reset needs its arrays before the next one starts)."""
+        if self._open:
+            self._finish(end_reason)
 
     def _finish(self, end_reason: str) -> None:
         self._open = False
@@ -144,8 +155,13 @@ class JointStateRecorder(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
         }
         self.last_episode = episode
         if self.out_dir is not None:
-            name = f"{self.file_prefix}episode_{probe.episode_index:06d}.parquet"
-            self.written_paths.append(write_episode(episode, self.out_dir / name))
+            # the first free name from the episode's index on: sub-envs of a vector env, two
+            # recorders or a second run sharing out_dir each keep every episode
+            first = max(probe.episode_index, self._next_file_index)
+            candidates = (self.out_dir / f"{self.file_prefix}episode_{n:06d}.parquet" for n in itertools.count(first))
+            path = write_new_episode(episode, candidates)
+            self._next_file_index = int(path.stem.rsplit("_", 1)[1]) + 1
+            self.written_paths.append(path)
 
 
 def _writable_folder(path: Path) -> Path:

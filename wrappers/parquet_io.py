@@ -10,13 +10,14 @@ DuckDB read the files as they are (``SELECT * FROM 'runs/*.parquet'``).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vla_envs.files import atomic_path
+from vla_envs.files import atomic_path, create_new
 
 from wrappers.episode_buffer import EpisodeArrays
 
@@ -81,6 +82,13 @@ def write_episode(episode: EpisodeArrays, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     return Path(path)
+
+
+def write_new_episode(episode: EpisodeArrays, candidates: Iterable[str | Path]) -> Path:
+    """Write like ``write_episode`` under the first of ``candidates`` that does not exist yet
+    (``vla_envs.files.create_new``: never replacing a file); returns the path taken."""
+    table = episode_table(episode)
+    return create_new(lambda tmp: pq.write_table(table, tmp, compression="zstd"), candidates)
 
 
 def _stack_list_column(column: pa.ChunkedArray, skip_first: bool) -> np.ndarray:
