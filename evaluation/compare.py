@@ -9,7 +9,9 @@ changed, or on another machine.
 two machines, two commits) in one summary. Variants are named ``<label>/<variant>``; A's base is
 the base, each of B's variants is compared with A's variant of the same name (else with A's
 base), and A's variants keep their own references. Comparisons are paired over the seeds both
-runs solved, so two runs of the same config give zero paired differences.
+runs solved, so two runs of the same config give zero paired differences. Its ``--out`` must be
+new, empty or an earlier comparison's (``vla_envs.files.claim_output_folder``): ``--out A``,
+which would replace A's own summary and report, is refused.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from evaluation.config import EvalConfig
+from vla_envs.files import claim_output_folder, lock_output_folder
+
+# what `vla-envs compare` writes into its --out
+COMPARE_FILES = ("summary.csv", "summary.md", "report.html")
 
 
 class RunFolderError(ValueError):
@@ -27,16 +33,73 @@ class RunFolderError(ValueError):
 
 
 def read_run(run_dir: str | Path) -> tuple[EvalConfig, dict, list[dict], dict]:
-    """(config, run.json, episode rows, profiles keyed by (task, variant)) of a finished run."""
+    """(config, run.json, episode rows, profiles keyed by (task, variant)) of a finished run;
+    ``RunFolderError`` naming the file and what is wrong with it otherwise (unreadable JSON or
+    Parquet, a config that does not validate, missing key columns, an episode held twice)."""
     run_dir = Path(run_dir)
     for name in ("run.json", "episodes.parquet"):
         if not (run_dir / name).is_file():
             raise RunFolderError(f"{run_dir} has no {name}: expected the folder of a finished `vla-envs eval` run")
-    info = json.loads((run_dir / "run.json").read_text())
-    config = EvalConfig.model_validate(info["config"])
-    episodes = pq.read_table(run_dir / "episodes.parquet").to_pylist()
+    info, config = _read_run_json(run_dir / "run.json")
+    episodes = _read_episode_rows(run_dir / "episodes.parquet")
     profiles = {tuple(key.split("/", 1)): value for key, value in (info.get("profiles") or {}).items()}
     return config, info, episodes, profiles
+
+
+def _read_run_json(path: Path) -> tuple[dict, EvalConfig]:
+    from pydantic import ValidationError
+
+    try:
+        info = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunFolderError(f"{path} is not JSON ({type(exc).__name__} at byte {getattr(exc, 'pos', getattr(exc, 'start', '?'))}): "
+                             "expected the run.json a `vla-envs eval` run writes") from None
+    if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
+        raise RunFolderError(f"{path} holds no 'config' mapping: expected the run.json a `vla-envs eval` run writes")
+    try:
+        config = EvalConfig.model_validate(info["config"])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "config"
+        raise RunFolderError(f"{path}: its config is not valid (field 'config.{where}': {first['msg']}; "
+                             f"{exc.error_count()} error(s)): expected the config of a `vla-envs eval` run") from None
+    return info, config
+
+
+def _read_episode_rows(path: Path) -> list[dict]:
+    """The rows of ``episodes.parquet``, with its key columns of the declared types and each
+    (task, variant, seed) once: a row held twice would be counted twice in every success rate."""
+    import pyarrow as pa
+
+    from evaluation.schema import EPISODE_SCHEMA, KEY_FIELDS
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise RunFolderError(f"{path} is not a readable Parquet file ({type(exc).__name__}): expected the "
+                             "episodes.parquet a `vla-envs eval` run writes") from None
+    for name in [field.name for field in KEY_FIELDS] + ["success"]:
+        expected = EPISODE_SCHEMA.field(name).type
+        if name not in table.column_names:
+            raise RunFolderError(f"{path} has no column {name!r}: expected the columns of evaluation.schema.EPISODE_SCHEMA")
+        if table.schema.field(name).type != expected:
+            raise RunFolderError(f"{path}: column {name!r} is {table.schema.field(name).type}, expected {expected}")
+        if table.column(name).null_count:
+            raise RunFolderError(f"{path}: column {name!r} has {table.column(name).null_count} empty values, "
+                                 "expected one in every row")
+    rows = table.to_pylist()
+    seen: set[tuple] = set()
+    repeated: list[tuple] = []
+    for row in rows:
+        key = (row["task"], row["variant"], row["seed"])
+        if key in seen:
+            repeated.append(key)
+        seen.add(key)
+    if repeated:
+        task, variant, seed = repeated[0]
+        raise RunFolderError(f"{path} holds {len(repeated)} episode(s) more than once (e.g. {task}/{variant} seed {seed}): "
+                             "expected one row per (task, variant, seed)")
+    return rows
 
 
 def rebuild_report(run_dir: str | Path) -> list[dict]:
@@ -87,10 +150,11 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path) -> tuple
     stats = config_a.stats
     rows = summarize(episodes, f"{label_a}/{config_a.base.name}", tasks, variants, profiles, stats.confidence,
                      stats.bootstrap_resamples, stats.bootstrap_seed, references=references)
-    out.mkdir(parents=True, exist_ok=True)
     title = f"{label_b} compared with {label_a}"
-    write_csv(rows, out / "summary.csv")
     notes_md = (f"Runs: {label_a} = {run_a}, {label_b} = {run_b}.", *(f"Note: {n}." for n in notes))
-    (out / "summary.md").write_text(markdown(rows, stats.confidence, title, notes_md), encoding="utf-8")
-    write_report(out / "report.html", rows, {**info_a, "config": {**info_a["config"], "name": title}}, episodes)
+    with lock_output_folder(out, "compare"):
+        claim_output_folder(out, "compare", COMPARE_FILES)
+        write_csv(rows, out / "summary.csv")
+        (out / "summary.md").write_text(markdown(rows, stats.confidence, title, notes_md), encoding="utf-8")
+        write_report(out / "report.html", rows, {**info_a, "config": {**info_a["config"], "name": title}}, episodes)
     return rows, notes

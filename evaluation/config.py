@@ -21,9 +21,9 @@ expected before any episode runs. Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from evaluation.devices import DeviceModel
 from vla_envs.config import ConfigError, check_task_names, load_config
@@ -35,7 +35,7 @@ _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ExpertPolicySpec(_Strict):
@@ -56,7 +56,9 @@ class ResidualPolicySpec(_Strict):
     """A base policy plus a residual trained by ``vla-envs finetune`` (``policies.residual``).
 
     ``checkpoint`` is the residual's safetensors file; ``base`` defaults to the base policy the
-    residual was trained on (recorded in the file)."""
+    residual was trained on, as recorded in the file, when that is one of the declared bases a
+    checkpoint may name (``RESIDUAL_HEADER_BASES``): a weights file is data and never names code,
+    so a residual trained on any other base needs ``base`` in the config."""
 
     kind: Literal["residual"]
     checkpoint: str
@@ -65,23 +67,72 @@ class ResidualPolicySpec(_Strict):
     @field_validator("checkpoint")
     @classmethod
     def _readable_residual(cls, value: str) -> str:
+        from safetensors import SafetensorError
+
         from policies.residual import read_residual_spec
 
         try:
             read_residual_spec(value)
-        except (OSError, ValueError) as exc:
+        except SafetensorError as exc:
+            raise ValueError(f"{value} is not a safetensors file ({exc}): expected a residual written by "
+                             "`vla-envs finetune`") from None
+        except (OSError, ValueError, TypeError) as exc:
             raise ValueError(str(exc)) from None
         return value
 
+    @model_validator(mode="after")
+    def _base_known(self):
+        if self.base is None:
+            self.base_spec()  # a header naming an undeclared base fails when the config loads
+        return self
+
     def base_spec(self) -> "PolicySpec":
-        """The base policy: ``base`` when given, else the one the residual was trained on."""
+        """The base policy: ``base`` when given, else the declared base the residual's header names."""
         if self.base is not None:
             return self.base
-        from pydantic import TypeAdapter
-
         from policies.residual import read_residual_spec
 
-        return TypeAdapter(PolicySpec).validate_python(read_residual_spec(self.checkpoint).base_policy)
+        return header_base_spec(read_residual_spec(self.checkpoint).base_policy, self.checkpoint)
+
+
+# The bases a residual checkpoint's header may name (the header is data: whatever else it names is
+# never imported or called): the scripted expert, and the shipped TinyVLA weights by name.
+_EXPERT_BASE = {"kind": "expert"}
+_SHIPPED_FACTORY = "policies.tinyvla:load_reference"
+_SHIPPED_FACTORY_KWARGS = frozenset({"name", "token_seed"})
+
+
+def _shipped_reference_names() -> list[str]:
+    from policies.tinyvla.checkpoint import REFERENCE_DIR
+
+    return sorted(p.stem for p in REFERENCE_DIR.glob("*.safetensors"))
+
+
+def _describe(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...'"
+
+
+def header_base_spec(base_policy: Any, checkpoint: str) -> "PolicySpec":
+    """The base policy a residual's header records, if it is a declared one (``{kind: expert}`` or
+    ``{factory: policies.tinyvla:load_reference, kwargs: {name: <shipped weights>}}``); any other
+    value is a ``ValueError`` that says to give the base in the config."""
+    if base_policy == _EXPERT_BASE:
+        return ExpertPolicySpec(kind="expert")
+    shipped = _shipped_reference_names()
+    if isinstance(base_policy, dict) and set(base_policy) <= {"factory", "kwargs"} \
+            and base_policy.get("factory") == _SHIPPED_FACTORY:
+        kwargs = base_policy.get("kwargs") or {}
+        if isinstance(kwargs, dict) and set(kwargs) <= _SHIPPED_FACTORY_KWARGS \
+                and kwargs.get("name", "tinyvla") in shipped \
+                and type(kwargs.get("token_seed", 0)) is int:
+            return FactoryPolicySpec(factory=_SHIPPED_FACTORY, kwargs=kwargs)
+    raise ValueError(
+        f"residual checkpoint {checkpoint}: its header names the base policy {_describe(base_policy)}, which is not "
+        f"one a checkpoint may name ({{kind: expert}} or {{factory: {_SHIPPED_FACTORY}, kwargs: {{name: one of "
+        f"{shipped}}}}}); a weights file never names code: give the base in the config "
+        "(policy: {kind: residual, checkpoint: ..., base: {factory: ...}})"
+    )
 
 
 class OpenPIPolicySpec(_Strict):
@@ -97,7 +148,23 @@ class OpenPIPolicySpec(_Strict):
     timeout_s: float = Field(60.0, gt=0.0)
 
 
-PolicySpec = ExpertPolicySpec | FactoryPolicySpec | ResidualPolicySpec | OpenPIPolicySpec
+def _policy_kind(value: Any) -> str | None:
+    """Which spec a policy entry is, from its ``kind`` (a factory has none), so a mistake is
+    reported against that spec alone rather than against every member of the union."""
+    if isinstance(value, dict):
+        return value.get("kind", "factory" if "factory" in value else None)
+    if isinstance(value, BaseModel):
+        return getattr(value, "kind", "factory")
+    return None
+
+
+PolicySpec = Annotated[
+    Annotated[ExpertPolicySpec, Tag("expert")] | Annotated[FactoryPolicySpec, Tag("factory")]
+    | Annotated[ResidualPolicySpec, Tag("residual")] | Annotated[OpenPIPolicySpec, Tag("openpi")],
+    Discriminator(_policy_kind, custom_error_type="policy_kind",
+                  custom_error_message="a policy: {kind: expert}, {kind: residual, checkpoint: ...}, "
+                  "{kind: openpi, url: ...} or {factory: module:callable}"),
+]
 ResidualPolicySpec.model_rebuild()
 
 

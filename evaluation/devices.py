@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class DeviceModel(BaseModel):
     """One device: the throughput a batch-1 query sustains and a fixed cost per query."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     description: str = ""
     effective_tflops: float = Field(gt=0.0, allow_inf_nan=False, description="sustained TFLOP/s for one query")
@@ -29,7 +29,7 @@ class DeviceModel(BaseModel):
 
 
 class DeviceTable(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     devices: dict[str, DeviceModel]
 

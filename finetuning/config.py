@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from evaluation.config import (
     EnvConfig,
@@ -36,9 +36,56 @@ ALGORITHMS = ("PPO", "SAC")
 # set by the trainer itself, so not accepted among the hyper-parameters
 _RESERVED = {"policy", "env", "seed", "device", "verbose", "tensorboard_log", "policy_kwargs", "_init_setup_model"}
 
+_POSITIVE = (Annotated[float, Field(gt=0.0, allow_inf_nan=False)], "a number > 0")
+_NON_NEGATIVE = (Annotated[float, Field(ge=0.0, allow_inf_nan=False)], "a number >= 0")
+_FRACTION = (Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)], "a number from 0 to 1")
+_COUNT = (Annotated[int, Field(ge=1)], "an integer >= 1")
+_BOOL = (bool, "true or false")
+# The values SB3's PPO and SAC accept for their numeric hyper-parameters (strict: "abc" or true is
+# no number). SB3 checks few of them, and only once the envs have started; a name not listed here
+# reaches SB3 as written. Schedules (callables) cannot be written in YAML, so numbers only.
+HYPERPARAMETER_VALUES: dict[str, tuple[Any, str]] = {
+    "learning_rate": _POSITIVE,
+    # PPO normalises advantages over a minibatch: one sample per env gives a NaN loss
+    "n_steps": (Annotated[int, Field(ge=2)], "an integer >= 2"),
+    "batch_size": _COUNT,
+    "n_epochs": _COUNT,
+    "gamma": _FRACTION,
+    "gae_lambda": _FRACTION,
+    "clip_range": _POSITIVE,
+    "clip_range_vf": (_POSITIVE[0] | None, "a number > 0 or null"),
+    "normalize_advantage": _BOOL,
+    "ent_coef": (_NON_NEGATIVE[0] | Annotated[str, Field(pattern=r"^auto(_\d+(\.\d+)?)?$")],
+                 "a number >= 0, or for SAC 'auto' / 'auto_<initial value>'"),
+    "vf_coef": _NON_NEGATIVE,
+    "max_grad_norm": _POSITIVE,
+    "target_kl": (_POSITIVE[0] | None, "a number > 0 or null"),
+    "buffer_size": _COUNT,
+    "learning_starts": (Annotated[int, Field(ge=0)], "an integer >= 0"),
+    "tau": (Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)], "a number in (0, 1]"),
+    "train_freq": _COUNT,
+    "gradient_steps": (Annotated[int, Field(ge=-1)], "an integer >= 1, or -1 (as many as env steps)"),
+    "target_update_interval": _COUNT,
+    "use_sde": _BOOL,
+    "sde_sample_freq": (Annotated[int, Field(ge=-1)], "an integer >= 1, or -1 (only at the start of a rollout)"),
+    "stats_window_size": _COUNT,
+}
+_HYPERPARAMETER_ADAPTERS = {name: TypeAdapter(kind) for name, (kind, _) in HYPERPARAMETER_VALUES.items()}
+
+
+def check_hyperparameter(algorithm: str, name: str, value: Any) -> None:
+    """``ValueError`` naming the hyper-parameter, its value and what SB3 accepts, if it is not that."""
+    adapter = _HYPERPARAMETER_ADAPTERS.get(name)
+    if adapter is None:
+        return
+    try:
+        adapter.validate_python(value, strict=True)
+    except ValidationError:
+        raise ValueError(f"{algorithm} hyperparameter {name} = {value!r}: expected {HYPERPARAMETER_VALUES[name][1]}") from None
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class BaseSection(_Strict):
@@ -90,6 +137,8 @@ class AlgorithmSection(_Strict):
         unknown = sorted(set(self.hyperparameters) - accepted)
         if unknown:
             raise ValueError(f"unknown {self.name} hyperparameters {unknown}: expected some of {sorted(accepted)}")
+        for name, value in self.hyperparameters.items():
+            check_hyperparameter(self.name, name, value)
         net_arch = self.policy_kwargs.get("net_arch", [64, 64])
         if not (isinstance(net_arch, list) and net_arch and all(isinstance(n, int) and n > 0 for n in net_arch)):
             raise ValueError(f"policy_kwargs.net_arch = {net_arch!r}: expected a list of positive layer widths "
@@ -117,6 +166,19 @@ class TrainingSection(_Strict):
     keep_checkpoints: int = Field(2, ge=1)
     torch_threads: int = Field(1, ge=1)
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|auto)$")
+
+    @field_validator("device")
+    @classmethod
+    def _device_present(cls, value: str) -> str:
+        if value.startswith("cuda"):
+            import torch
+
+            count = torch.cuda.device_count()
+            index = int(value.partition(":")[2] or 0)
+            if index >= count:
+                raise ValueError(f"device {value!r}: this machine has {count} CUDA device(s), expected 'cpu', 'auto'"
+                                 + (f" or cuda:0 to cuda:{count - 1}" if count else ""))
+        return value
 
 
 class FinetuneConfig(_Strict):
@@ -152,6 +214,15 @@ class FinetuneConfig(_Strict):
         if missing:
             raise ValueError(f"residual.obs_keys {missing} are not observations of env.obs_mode "
                              f"{self.env.obs_mode!r}, expected some of {list(available)}")
+        if isinstance(self.residual.scale, list):
+            from vla_envs.config import get_task_config
+            from vla_envs.controllers import action_dims
+
+            robot = self.env.robot or get_task_config(self.task).robot
+            dims = action_dims(self.env.controller, robot)
+            if len(self.residual.scale) != dims:
+                raise ValueError(f"residual.scale lists {len(self.residual.scale)} numbers, expected one number or {dims} "
+                                 f"(one per action dimension of {self.env.controller} on the {robot})")
         if isinstance(self.base.policy, ExpertPolicySpec):
             from policies.experts import EXPERTS
 

@@ -185,3 +185,33 @@ def test_joint_state_recorder_files_export_too(tmp_path, monkeypatch):
     for episode, record in zip(dataset.iterate_episodes(), records, strict=True):
         np.testing.assert_array_equal(episode.actions, record.action.astype(np.float32))
         assert episode.infos["embodied"]["energy_j"][-1] == pytest.approx(record.metadata["metrics"]["energy_j"], rel=1e-12)
+
+
+def test_recorded_episodes_ended_by_a_reset_or_close_export_too(tmp_path, monkeypatch):
+    """A loop that stops after a fixed number of steps and resets: the replay ends those episodes
+    where the recording did, not at a stale episode of the replay env."""
+    import gymnasium as gym
+    import minari
+
+    import vla_envs  # noqa: F401
+    from wrappers import EmbodiedCost, JointStateRecorder
+    from wrappers.parquet_io import read_episode
+
+    env = JointStateRecorder(EmbodiedCost(gym.make("vla_envs/Lift-v0", obs_mode="state", max_episode_steps=15)),
+                             out_dir=tmp_path / "recorded")
+    env.action_space.seed(0)
+    for seed in (5, 6):
+        env.reset(seed=seed)
+        for _ in range(4 + seed - 5):
+            env.step(env.action_space.sample())
+    env.close()
+    records = [read_episode(f) for f in sorted((tmp_path / "recorded").glob("*.parquet"))]
+    assert [r.metadata["end_reason"] for r in records] == ["reset", "close"]
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "recorded"), "--format", "minari", "--out",
+                                      str(tmp_path / "minari")])
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    episodes = list(minari.load_dataset("vla_envs/recorded-lift_v0-v0").iterate_episodes())
+    assert [len(e.actions) for e in episodes] == [4, 5]
+    for episode, record in zip(episodes, records, strict=True):
+        np.testing.assert_array_equal(episode.actions, record.action.astype(np.float32))

@@ -147,7 +147,9 @@ def eval_command(
     with _exit_on(ConfigError):
         cfg = load_eval_config(config)
     out_dir = Path(out) if out is not None else Path("runs") / "eval" / Path(config).stem
-    with _exit_on(OutputExistsError,
+    # ConfigError here: what only building the policies can show (a factory returning no Policy,
+    # an unreachable policy server)
+    with _exit_on(OutputExistsError, ConfigError,
                   interrupted=f"interrupted: finished episodes are kept in {out_dir}/parts; rerun with --resume"):
         outcome = run_eval(
             cfg, out_dir, workers=workers, backend=backend, resume=resume, ray_address=ray_address,
@@ -231,9 +233,10 @@ def compare_command(
 
     from evaluation.compare import RunFolderError, compare_runs
     from evaluation.summary import metric_column
+    from vla_envs.files import OutputFolderError
 
     out_dir = Path(out) if out is not None else Path("runs") / "compare" / f"{Path(run_a).name}_vs_{Path(run_b).name}"
-    with _exit_on(RunFolderError):
+    with _exit_on(RunFolderError, OutputFolderError):
         rows, notes = compare_runs(run_a, run_b, out_dir)
     for note in notes:
         console.print(f"note: {note}", style="yellow", markup=False)

@@ -8,6 +8,7 @@ never half-way through a run.
 from __future__ import annotations
 
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -107,15 +108,32 @@ def format_validation_error(source: str | Path, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
+class _SafeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``3e-4`` as the number YAML 1.2 (and every user) means:
+    YAML 1.1 wants a dot (``3.0e-4``) and otherwise yields the text "3e-4", which the configs'
+    strict number fields would refuse."""
+
+
+_SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def read_yaml(path: Path) -> Any:
-    """``yaml.safe_load`` a file, turning I/O and syntax errors into ``ConfigError``."""
+    """Safely load a YAML file (no tags that build objects), turning I/O and syntax errors into
+    ``ConfigError``."""
     try:
         with open(path, encoding="utf-8") as handle:
-            return yaml.safe_load(handle)
+            return yaml.load(handle, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config {path} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}): "
+                          "expected a YAML file") from None
 
 
 def load_config(path: str | Path, schema: type[ModelT]) -> ModelT:

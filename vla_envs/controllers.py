@@ -49,6 +49,15 @@ def arm_action_dims(controller: str, robot: str = DEFAULT_ROBOT) -> int:
     return arm_joint_count(robot)
 
 
+# Every supported arm's default gripper takes one action dimension (open/close), after the arm's.
+GRIPPER_ACTION_DIMS = 1
+
+
+def action_dims(controller: str, robot: str = DEFAULT_ROBOT) -> int:
+    """The size of the action space: the arm's dimensions, then the gripper's."""
+    return arm_action_dims(controller, robot) + GRIPPER_ACTION_DIMS
+
+
 def hold_position_action(controller: str, last_action: np.ndarray, robot: str = DEFAULT_ROBOT) -> np.ndarray:
     """The action that asks ``robot``'s arm for no motion and keeps the gripper as last commanded."""
     held = np.array(last_action, dtype=np.float32, copy=True)

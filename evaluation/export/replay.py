@@ -96,11 +96,20 @@ def _replay(env, recorded: _Recorded, group: str, record: dict) -> ReplayedEpiso
     for t, action in enumerate(recorded.actions):
         if terminated or truncated:
             raise ReplayError(f"{key}: the replay ended after {t} steps, the record has {len(recorded.actions)}")
-        obs, reward, terminated, truncated, info = env.step(action)
+        try:
+            obs, reward, terminated, truncated, info = env.step(action)
+        except ValueError as exc:  # the env refuses a non-finite or out-of-shape action
+            raise ReplayError(f"{key}: the recorded action of step {t} is refused by the env ({exc})") from None
         observations.append(obs)
         rewards.append(float(reward))
         for k in RUNNING_KEYS:
             running[k].append(float(info["embodied"][k]))
+    # the end first: an episode the replay did not end has no arrays yet to compare
+    if recorded.ended is not None and (bool(terminated), bool(truncated)) != recorded.ended:
+        raise ReplayError(f"{key}: the replay ended terminated={terminated}, truncated={truncated}; the record "
+                          f"says {recorded.ended}")
+    if not (terminated or truncated):
+        env.end_episode()
     replayed = env.last_episode
     for name in ("qpos", "qvel"):
         expected, again = getattr(recorded, name), np.asarray(getattr(replayed, name), dtype=np.float64)
@@ -108,9 +117,6 @@ def _replay(env, recorded: _Recorded, group: str, record: dict) -> ReplayedEpiso
             rows = np.flatnonzero(~(expected == again).all(axis=1)) if expected.shape == again.shape else [0]
             raise ReplayError(f"{key}: the replayed {name} differs from the record from step {int(rows[0])} on: "
                               "this MuJoCo/robosuite build does not reproduce the record bit for bit")
-    if recorded.ended is not None and (bool(terminated), bool(truncated)) != recorded.ended:
-        raise ReplayError(f"{key}: the replay ended terminated={terminated}, truncated={truncated}; the record "
-                          f"says {recorded.ended}")
     running = {k: np.asarray(v) for k, v in running.items()}
     if recorded.running is not None:
         for k, values in recorded.running.items():

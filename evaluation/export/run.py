@@ -20,6 +20,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
+def _minari_id(name: str, slug: str) -> str:
+    """A Minari dataset id; Minari keeps the dataset in ``<root>/<id>``."""
+    return f"vla_envs/{name}-{slug}-v0"
+
+
 def export_run(source: str | Path, fmt: Format, out: str | Path, obs_mode: str | None = None,
                variants: list[str] | None = None, progress: bool = True, console=None,
                lerobot_python: str | None = None) -> list[dict]:
@@ -72,6 +77,14 @@ def export_run(source: str | Path, fmt: Format, out: str | Path, obs_mode: str |
         def describe(group, env):
             return f"JointStateRecorder episodes from {source} ({group}, '{env.unwrapped.instruction}')"
 
+    # every dataset's place checked before the first replay: a second export into the same --out
+    # stops here, not after minutes of re-rendering, and never replaces what is there
+    for group in groups:
+        slug = _slug(group.split("/")[-1])
+        target = out / slug if fmt == "lerobot" else out / _minari_id(name, slug)
+        if target.exists() and (target.is_file() or any(target.iterdir())):
+            raise ExportError(f"{target} already exists: expected a new --out (or one without this "
+                              f"{'dataset' if fmt == 'lerobot' else 'Minari dataset'}); nothing was written")
     bar = episode_progress(progress, console)
     results = []
     with bar if bar is not None else nullcontext():
@@ -95,7 +108,7 @@ def export_run(source: str | Path, fmt: Format, out: str | Path, obs_mode: str |
 
                 env_id, kwargs = make_env(group)
                 env = gym.make(env_id, **kwargs)
-                dataset_id = f"vla_envs/{name}-{slug}-v0"
+                dataset_id = _minari_id(name, slug)
                 try:
                     n, frames = write_minari(stream(group), out, dataset_id, env, describe(group, env), commit,
                                              progress=advance)

@@ -30,7 +30,7 @@ from policies.compression.quantization import dynamic_int8, fake_quantize
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class QuantizationSpec(_Strict):
