@@ -315,3 +315,14 @@ def test_numbers_in_exponent_notation_are_numbers_in_every_config(tmp_path):
     path = _finetune_config(tmp_path, lambda c: None)
     path.write_text(path.read_text().replace("n_epochs: 1", "n_epochs: 1\n    learning_rate: 3e-4"))
     assert load_finetune_config(path).algorithm.hyperparameters["learning_rate"] == 3e-4
+
+
+@pytest.mark.parametrize("command", ["eval", "finetune"])
+def test_an_out_that_is_a_file_exits_2_and_keeps_the_file(tmp_path, command):
+    out = tmp_path / "notes.txt"
+    out.write_text("my notes")
+    config = (_eval_config(tmp_path, {"kind": "expert"}) if command == "eval"
+              else _finetune_config(tmp_path, lambda c: None))
+    output = _one_line_error(_cli(command, str(config), "--out", str(out)))
+    assert f"{out} is a file: expected a folder for --out" in output
+    assert out.read_text() == "my notes"
