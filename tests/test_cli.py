@@ -51,8 +51,19 @@ def test_rollout_prints_a_table_per_episode():
 def test_tasks_lists_every_task():
     out = _vla_envs("tasks", timeout=120, COLUMNS="200")
     assert out.returncode == 0, out.stderr
-    for name in ("Lift", "Stack", "PickPlaceCan", "NutAssemblySquare", "Door"):
+    for name in ("Lift", "Stack", "PickPlaceCan", "NutAssemblySquare", "Door", "LIBERO-Spatial", "LIBERO-90"):
         assert f"vla_envs/{name}-v0" in out.stdout
+    assert "LIBERO-90, task_id=0..89" in out.stdout
+
+
+def test_tasks_lists_a_libero_suites_tasks_with_their_instructions():
+    out = _vla_envs("tasks", "--suite", "libero_object", timeout=120, COLUMNS="200")
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())  # rich wraps the title to the table's width
+    assert 'gym.make("vla_envs/LIBERO-Object-v0", task_id=k), 280 steps' in text
+    assert "pick up the alphabet soup and place it in the basket" in out.stdout
+    out = _vla_envs("tasks", "--suite", "libero_100", timeout=120)
+    assert out.returncode == 2 and "LIBERO suite 'libero_100': expected one of" in out.stdout
 
 
 def test_rollout_rejects_an_unknown_task():

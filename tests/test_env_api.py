@@ -20,7 +20,9 @@ def test_all_tasks_registered():
         "vla_envs/PickPlaceCan-v0",
         "vla_envs/Stack-v0",
     ]
-    assert vla_envs.registered_ids() == TASK_IDS
+    assert vla_envs.LIBERO_IDS == ["vla_envs/LIBERO-Spatial-v0", "vla_envs/LIBERO-Object-v0", "vla_envs/LIBERO-Goal-v0",
+                                   "vla_envs/LIBERO-10-v0", "vla_envs/LIBERO-90-v0"]
+    assert vla_envs.registered_ids() == sorted(TASK_IDS + vla_envs.LIBERO_IDS)
 
 
 @pytest.mark.parametrize("env_id", TASK_IDS)

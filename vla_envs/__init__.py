@@ -31,20 +31,24 @@ class _QuietRobosuiteImport(logging.Filter):
 logging.getLogger("robosuite_logs").addFilter(_QuietRobosuiteImport())
 
 from vla_envs.config import TaskConfig, get_task_config, load_task_config, load_task_configs  # noqa: E402
-from vla_envs.registration import register_tasks, registered_ids  # noqa: E402
+from vla_envs.registration import register_libero, register_tasks, registered_ids  # noqa: E402
 from vla_envs.robots import SUPPORTED_ROBOTS  # noqa: E402
 
 __version__ = "0.1.0"
 
 TASK_IDS: list[str] = register_tasks()
+# one id per LIBERO suite (vla_envs.libero): LIBERO itself is imported only by gym.make
+LIBERO_IDS: list[str] = register_libero()
 
 __all__ = [
+    "LIBERO_IDS",
     "SUPPORTED_ROBOTS",
     "TASK_IDS",
     "TaskConfig",
     "get_task_config",
     "load_task_config",
     "load_task_configs",
+    "register_libero",
     "register_tasks",
     "registered_ids",
 ]

@@ -44,10 +44,16 @@ def _exit_on(*usage_errors: type[Exception], interrupted: str | None = None) -> 
 
 
 @app.command()
-def tasks() -> None:
-    """List the registered tasks with their instructions and time limits."""
+def tasks(
+    suite: str | None = typer.Option(None, "--suite", help="list this LIBERO suite's tasks (libero_spatial, "
+                                     "libero_object, libero_goal, libero_10, libero_90)"),
+) -> None:
+    """List the registered tasks with their instructions and time limits, and LIBERO's suites."""
     from vla_envs.config import load_task_configs
+    from vla_envs.libero.suites import SUITES
 
+    if suite is not None:
+        return _libero_tasks(suite)
     table = Table(title="vla-envs tasks")
     table.add_column("id", no_wrap=True)
     table.add_column("instruction")
@@ -57,6 +63,26 @@ def tasks() -> None:
         table.add_row(
             cfg.env_id, cfg.instruction, str(cfg.max_episode_steps), f"{cfg.time_limit_s:g}", f"{cfg.control_freq:g}"
         )
+    for entry in SUITES.values():
+        table.add_row(f"vla_envs/{entry.title}-v0", f"{entry.title}, task_id=0..{entry.n_tasks - 1} "
+                      f"(--suite {entry.name})",
+                      str(entry.max_episode_steps), f"{entry.max_episode_steps / 20:g}", "20")
+    console.print(table)
+
+
+def _libero_tasks(suite: str) -> None:
+    from vla_envs.libero.installation import LiberoUnavailable
+    from vla_envs.libero.suites import SUITES, suite_tasks
+
+    with _exit_on(ValueError, LiberoUnavailable):
+        listed = suite_tasks(suite)
+    entry = SUITES[suite]
+    table = Table(title=f"{entry.title}: gym.make(\"vla_envs/{entry.title}-v0\", task_id=k), "
+                        f"{entry.max_episode_steps} steps, 50 standard initial states each")
+    table.add_column("k", justify="right")
+    table.add_column("instruction")
+    for task in listed:
+        table.add_row(str(task.index), task.instruction)
     console.print(table)
 
 

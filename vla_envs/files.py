@@ -12,6 +12,14 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
+def project_cache_dir() -> Path:
+    """The project's cache folder (made on this machine, safe to delete): ``$VLA_ENVS_CACHE_DIR``,
+    else ``$XDG_CACHE_HOME/vla-envs``, else ``~/.cache/vla-envs``."""
+    if os.environ.get("VLA_ENVS_CACHE_DIR"):
+        return Path(os.environ["VLA_ENVS_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vla-envs"
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

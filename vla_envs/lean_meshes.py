@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from vla_envs.files import atomic_path
+from vla_envs.files import atomic_path, project_cache_dir
 
 # Chosen from benchmarks/render_fidelity.py and benchmarks/env_throughput.py (docs/rendering.md).
 DEFAULT_FACE_BUDGET = 1000
@@ -101,10 +100,7 @@ def check_face_budget(budget: int | None) -> int | None:
 
 def cache_dir() -> Path:
     """Where decimated meshes are kept between processes."""
-    if os.environ.get("VLA_ENVS_CACHE_DIR"):
-        return Path(os.environ["VLA_ENVS_CACHE_DIR"]) / "meshes"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "vla-envs" / "meshes"
+    return project_cache_dir() / "meshes"
 
 
 def visual_only_meshes(model: mujoco.MjModel) -> list[int]:

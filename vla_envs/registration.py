@@ -7,6 +7,7 @@ import gymnasium as gym
 from vla_envs.config import TaskConfig, load_task_configs
 
 ENTRY_POINT = "vla_envs.robosuite_env:RobosuiteEnv"
+LIBERO_ENTRY_POINT = "vla_envs.libero.env:LiberoEnv"
 
 
 def register_tasks(configs: dict[str, TaskConfig] | None = None) -> list[str]:
@@ -22,6 +23,21 @@ def register_tasks(configs: dict[str, TaskConfig] | None = None) -> list[str]:
                 kwargs={"task": cfg.name},
             )
         ids.append(cfg.env_id)
+    return ids
+
+
+def register_libero() -> list[str]:
+    """Register one id per LIBERO suite, ``vla_envs/LIBERO-Spatial-v0`` and so on (a task is
+    ``gym.make(id, task_id=k)``); imports nothing of LIBERO, which is needed only at ``make``."""
+    from vla_envs.libero.suites import SUITES
+
+    ids = []
+    for suite in SUITES.values():
+        env_id = f"vla_envs/{suite.title}-v0"
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=LIBERO_ENTRY_POINT, max_episode_steps=suite.max_episode_steps,
+                         kwargs={"suite": suite.name})
+        ids.append(env_id)
     return ids
 
 

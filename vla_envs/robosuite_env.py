@@ -118,24 +118,7 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
         size = max(self.image_size if self._use_images else 0, self.render_size if render_mode else 0)
         self._renderer = CameraRenderer(render_quality, size, size, mesh_face_budget) if needs_renderer else None
 
-        import robosuite
-
-        self._rs = robosuite.make(
-            self.task_config.robosuite_env,
-            robots=self.robot,
-            controller_configs=controller_config(controller, self.robot),
-            control_freq=self.control_freq,
-            has_renderer=False,
-            # Cameras are rendered by CameraRenderer, which keeps its GL context across resets.
-            has_offscreen_renderer=False,
-            use_camera_obs=False,
-            use_object_obs=True,
-            reward_shaping=reward_shaping,
-            ignore_done=True,  # the registry's TimeLimit owns the time limit
-            hard_reset=True,
-            renderer="mujoco",
-            **self.task_config.env_kwargs,
-        )
+        self._rs = self._make_robosuite(reward_shaping)
         for camera in self._camera_names():
             if camera not in self._rs.sim.model.camera_names:
                 raise ValueError(
@@ -158,6 +141,27 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
         self.observation_space = spaces.Dict(obs_spaces)
 
     # -- robosuite access -------------------------------------------------------------------
+    def _make_robosuite(self, reward_shaping: bool):
+        """The robosuite environment this env drives (a LIBERO task builds its own)."""
+        import robosuite
+
+        return robosuite.make(
+            self.task_config.robosuite_env,
+            robots=self.robot,
+            controller_configs=controller_config(self.controller, self.robot),
+            control_freq=self.control_freq,
+            has_renderer=False,
+            # Cameras are rendered by CameraRenderer, which keeps its GL context across resets.
+            has_offscreen_renderer=False,
+            use_camera_obs=False,
+            use_object_obs=True,
+            reward_shaping=reward_shaping,
+            ignore_done=True,  # the registry's TimeLimit owns the time limit
+            hard_reset=True,
+            renderer="mujoco",
+            **self.task_config.env_kwargs,
+        )
+
     @property
     def robosuite_env(self):
         """The underlying robosuite environment (its ``sim`` is replaced on every reset)."""
@@ -186,6 +190,10 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
             sampler.rng = rng
             samplers.extend(getattr(sampler, "samplers", {}).values())
 
+    def _reset_robosuite(self) -> dict[str, np.ndarray]:
+        """robosuite's reset, its samples drawn from ``self.np_random`` (``_share_rng``)."""
+        return self._rs.reset()
+
     def _observation(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         obs: dict[str, np.ndarray] = {}
         proprio = np.asarray(raw[_PROPRIO_KEY], dtype=np.float32)
@@ -205,7 +213,7 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         self._share_rng(self.np_random)
-        raw = self._rs.reset()
+        raw = self._reset_robosuite()
         if self._renderer is not None:
             self._renderer.bind(self._rs.sim.model._model)
         info = {"instruction": self.instruction, "is_success": bool(self._rs._check_success())}

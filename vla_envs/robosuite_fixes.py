@@ -10,6 +10,11 @@
   friction holds joint 0 still against the full 80 N m of its actuator, so the arm cannot turn
   at the base. ``apply`` excludes the pair from contacts, as robosuite did for the Jaco's identical
   problem (ARISE-Initiative/robosuite PR #235).
+- LIBERO's floor scenes (LIBERO-Object, and some of -Goal, -10, -90) place ``OnTheGroundPanda``,
+  whose ``default_base`` is ``None``: robosuite 1.4 read that as "no mount", robosuite 1.5 looks
+  the name up in ``BASE_MAPPING`` and calls the error string it gets back (``TypeError: 'str'
+  object is not callable``). ``apply_libero`` names robosuite 1.5's ``NullMount``, its "dummy
+  mount to signify no mount" (no geometry, zero offset): what 1.4 built.
 """
 
 from __future__ import annotations
@@ -76,3 +81,15 @@ def apply() -> None:
     ``generic``; its robot factory builds ``Sawyer`` from the class, whose ``__init__`` is fixed."""
     generic.JointVelocityController = JointVelocityControllerFixed
     Sawyer.__init__ = _sawyer_init_without_the_base_contact
+
+
+def _no_mount(self) -> str:
+    return "NullMount"
+
+
+def apply_libero() -> None:
+    """Install the fix for LIBERO's floor scenes (idempotent; needs LIBERO importable, so it is
+    applied by ``vla_envs.libero.installation.prepare`` rather than by ``apply``)."""
+    from libero.libero.envs.robots.on_the_ground_panda import OnTheGroundPanda
+
+    OnTheGroundPanda.default_base = property(_no_mount)

@@ -1,0 +1,90 @@
+"""LIBERO tasks behind ``gym.make``: LIBERO's real scenes, its standard initial states, this suite's
+seeding and observation layout, both env checkers and the embodied wrappers."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+pytest.importorskip("libero", reason='LIBERO is not installed: pip install -e ".[libero]"')
+
+import vla_envs  # noqa: E402,F401
+
+
+@pytest.fixture(scope="module")
+def spatial():
+    env = gym.make("vla_envs/LIBERO-Spatial-v0", task_id=0)
+    yield env
+    env.close()
+
+
+def test_both_env_checkers_pass(spatial):
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    check_env(spatial.unwrapped, skip_render_check=True)
+    sb3_check_env(spatial.unwrapped, warn=False)
+
+
+def test_a_seed_reproduces_the_placement_and_leaves_numpys_global_stream_alone(spatial):
+    np.random.seed(7)
+    before = np.random.get_state()[1].copy()
+    first, _ = spatial.reset(seed=3)
+    assert np.array_equal(np.random.get_state()[1], before)  # LIBERO's samplers drew from the env's generator
+    again, _ = spatial.reset(seed=3)
+    other, _ = spatial.reset(seed=4)
+    assert np.array_equal(first["state"], again["state"])
+    assert not np.array_equal(first["state"], other["state"])
+
+
+def test_the_standard_initial_states_are_set_exactly(spatial):
+    env = spatial.unwrapped
+    assert env.init_states.shape == (50, env.init_states.shape[1])
+    obs_a, info = spatial.reset(seed=0, options={"init_state": 7})
+    assert info["init_state"] == 7 and not info["is_success"]
+    assert np.array_equal(env.robosuite_env.sim.get_state().flatten(), env.init_states[7])
+    obs_b, _ = spatial.reset(seed=1, options={"init_state": 7})  # the state, not the seed, decides
+    assert np.array_equal(obs_a["state"], obs_b["state"])
+    obs_c, _ = spatial.reset(seed=0, options={"init_state": 8})
+    assert not np.array_equal(obs_a["state"], obs_c["state"])
+    _, _, _, _, info = spatial.step(np.zeros(7, np.float32))
+    assert info["init_state"] == 8  # on every step: a fixed info layout
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"init_state": 50}, r"options\['init_state'\] = 50: expected an integer from 0 to 49"),
+    ({"init_state": True}, r"options\['init_state'\] = True"),
+    ({"init_sate": 1}, r"reset options \['init_sate'\] are not known: expected some of \['init_state'\]"),
+])
+def test_bad_reset_options_are_refused(spatial, options, message):
+    with pytest.raises(ValueError, match=message):
+        spatial.reset(seed=0, options=options)
+
+
+def test_time_limits_and_instructions_are_the_suites():
+    spec = gym.spec("vla_envs/LIBERO-10-v0")
+    assert spec.max_episode_steps == 520 and spec.kwargs == {"suite": "libero_10"}
+    with pytest.raises(ValueError, match="task index 10 of LIBERO-Object: expected an integer from 0 to 9"):
+        gym.make("vla_envs/LIBERO-Object-v0", task_id=10)
+    with pytest.raises(ValueError, match="robot='UR5e': LIBERO's scenes are built for the 'Panda'"):
+        gym.make("vla_envs/LIBERO-Object-v0", robot="UR5e")
+
+
+@pytest.mark.parametrize("env_id, task_id", [("vla_envs/LIBERO-Object-v0", 3), ("vla_envs/LIBERO-Goal-v0", 5),
+                                             ("vla_envs/LIBERO-10-v0", 2)])
+def test_images_and_the_embodied_wrappers_on_other_suites(env_id, task_id):
+    from wrappers import EmbodiedCost
+
+    env = EmbodiedCost(gym.make(env_id, task_id=task_id, obs_mode="rgb", image_size=64))
+    try:
+        obs, info = env.reset(seed=0, options={"init_state": 0})
+        assert obs["image"].shape == (64, 64, 3) and obs["image"].dtype == np.uint8 and obs["image"].std() > 5
+        assert info["instruction"] == env.unwrapped.libero_task.instruction
+        for _ in range(5):
+            obs, _, terminated, truncated, info = env.step(np.array([0.3, 0, 0, 0, 0, 0, -1], np.float32))
+        assert not (terminated or truncated)
+        embodied = info["embodied"]
+        assert embodied["energy_j"] > 0 and embodied["ee_path_m"] > 0 and embodied["n_steps"] == 5
+    finally:
+        env.close()
