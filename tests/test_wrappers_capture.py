@@ -16,10 +16,10 @@ def _actions(space, n=N_STEPS, seed=0):
     return np.random.default_rng(seed).uniform(-1, 1, (n, *space.shape)).astype(np.float32)
 
 
-def _robosuite_reference(actions, robot="Panda"):
+def _robosuite_reference(actions, robot="Panda", env_id="vla_envs/Lift-v0", make_kwargs=None, reset_options=None):
     """Drive robosuite's substep loop by hand (environments/base.py), sampling after each substep."""
-    env = gym.make("vla_envs/Lift-v0", terminate_on_success=False, robot=robot)
-    env.reset(seed=SEED)
+    env = gym.make(env_id, terminate_on_success=False, **({"robot": robot} if make_kwargs is None else make_kwargs))
+    env.reset(seed=SEED, options=reset_options)
     rs = env.unwrapped.robosuite_env
     robot = rs.robots[0]
     dofs = np.asarray(robot._ref_joint_vel_indexes)
