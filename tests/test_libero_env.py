@@ -115,3 +115,22 @@ def test_energy_on_libero_equals_an_independent_substep_replay(env_id):
     assert energy > 0.0
     assert energy == pytest.approx(np.abs(torque * qvel).sum() * dt, rel=1e-6)
     assert info["embodied"]["effort_nm2s"] == pytest.approx(np.square(torque).sum() * dt, rel=1e-6)
+
+
+def test_lean_rendering_leaves_the_physics_bit_identical():
+    """Decimated visual meshes and culling are drawn from a render-only copy of the model."""
+    trajectories = {}
+    for quality in ("lean", "full"):
+        env = gym.make("vla_envs/LIBERO-Spatial-v0", task_id=2, obs_mode="state+rgb", image_size=32,
+                       render_quality=quality)
+        try:
+            obs, _ = env.reset(seed=0, options={"init_state": 1})
+            states = [obs["state"]]
+            for action in np.random.default_rng(0).uniform(-1, 1, (6, 7)).astype(np.float32):
+                obs, *_ = env.step(action)
+                states.append(obs["state"])
+            trajectories[quality] = (np.array(states), env.unwrapped.robosuite_env.sim.get_state().flatten())
+        finally:
+            env.close()
+    np.testing.assert_array_equal(trajectories["lean"][0], trajectories["full"][0])
+    np.testing.assert_array_equal(trajectories["lean"][1], trajectories["full"][1])
