@@ -23,8 +23,8 @@ _RUNNER: EpisodeRunner | None = None
 
 
 def run_sequential(config: EvalConfig, units: list[WorkUnit]) -> Iterator[tuple[WorkUnit, EpisodeResult]]:
-    """Units in this process. Ctrl-C during an episode lets it finish (and be written by the
-    caller) and then stops; a second Ctrl-C stops at once. The simulator is so never interrupted
+    """Units in this process. Ctrl-C during an episode, or while the caller writes it, lets it
+    finish and be written, and then stops; a second Ctrl-C stops at once. The simulator is so never interrupted
     inside a step or a reset, where robosuite cannot be closed cleanly any more."""
     set_threads(config.torch_threads)
     runner = EpisodeRunner(config)
@@ -32,7 +32,9 @@ def run_sequential(config: EvalConfig, units: list[WorkUnit]) -> Iterator[tuple[
         for unit in units:
             with _deferred_interrupt() as interrupt:
                 result = runner.run(unit)
-            yield unit, result
+                # the caller writes the episode before the generator resumes: a Ctrl-C during
+                # that write is deferred too, or it would delete the half-written part
+                yield unit, result
             if interrupt["requested"]:
                 raise KeyboardInterrupt
     except BaseException:

@@ -168,3 +168,25 @@ def test_ctrl_c_right_after_an_episode_exits_130_keeps_everything_and_resumes(tm
     resumed = run_eval(config, out, resume=True, progress=False)
     assert resumed.ran == 6 - len(done)
     assert pq.read_table(out / "episodes.parquet").num_rows == 6
+
+
+def test_ctrl_c_while_an_episode_is_being_written_keeps_that_episode(tmp_path, monkeypatch):
+    """The first Ctrl-C is deferred across the episode and its write: a SIGINT that lands in the
+    middle of writing the part (the probe's race) no longer deletes it."""
+    import os
+    import signal
+
+    from evaluation import parts
+
+    _, config = small_config(tmp_path)
+    original = parts.PartStore.write
+
+    def interrupted_write(self, unit, result):
+        os.kill(os.getpid(), signal.SIGINT)  # delivered now, inside the write
+        return original(self, unit, result)
+
+    monkeypatch.setattr(parts.PartStore, "write", interrupted_write)
+    with pytest.raises(KeyboardInterrupt):
+        run_episodes(config, tmp_path / "run", progress=False)
+    done, damaged = PartStore(tmp_path / "run").completed(expect_steps=True)
+    assert len(done) == 1 and not damaged
