@@ -149,18 +149,24 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
             self.task_config.robosuite_env,
             robots=self.robot,
             controller_configs=controller_config(self.controller, self.robot),
-            control_freq=self.control_freq,
-            has_renderer=False,
-            # Cameras are rendered by CameraRenderer, which keeps its GL context across resets.
-            has_offscreen_renderer=False,
-            use_camera_obs=False,
-            use_object_obs=True,
-            reward_shaping=reward_shaping,
-            ignore_done=True,  # the registry's TimeLimit owns the time limit
-            hard_reset=True,
-            renderer="mujoco",
+            **self._robosuite_settings(reward_shaping),
             **self.task_config.env_kwargs,
         )
+
+    def _robosuite_settings(self, reward_shaping: bool) -> dict[str, Any]:
+        """The robosuite keyword arguments every task of the suite is built with."""
+        return {
+            "control_freq": self.control_freq,
+            "has_renderer": False,
+            # Cameras are rendered by CameraRenderer, which keeps its GL context across resets.
+            "has_offscreen_renderer": False,
+            "use_camera_obs": False,
+            "use_object_obs": True,
+            "reward_shaping": reward_shaping,
+            "ignore_done": True,  # the registry's TimeLimit owns the time limit
+            "hard_reset": True,
+            "renderer": "mujoco",
+        }
 
     @property
     def robosuite_env(self):

@@ -75,15 +75,7 @@ class LiberoEnv(RobosuiteEnv):
             robots=["Panda"],
             # LIBERO's ControlEnv: robosuite's default composite config for the Panda
             controller_configs=robosuite.load_composite_controller_config(controller=None, robot="Panda"),
-            control_freq=self.control_freq,
-            has_renderer=False,
-            has_offscreen_renderer=False,  # CameraRenderer draws the cameras
-            use_camera_obs=False,
-            use_object_obs=True,
-            reward_shaping=reward_shaping,
-            ignore_done=True,  # the registry's TimeLimit owns the time limit
-            hard_reset=True,
-            renderer="mujoco",
+            **self._robosuite_settings(reward_shaping),
         )
 
     def _reset_robosuite(self) -> dict[str, np.ndarray]:
