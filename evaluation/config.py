@@ -76,7 +76,7 @@ class ResidualPolicySpec(_Strict):
         except SafetensorError as exc:
             raise ValueError(f"{value} is not a safetensors file ({exc}): expected a residual written by "
                              "`vla-envs finetune`") from None
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError) as exc:  # CheckpointError is a ValueError
             raise ValueError(str(exc)) from None
         return value
 

@@ -62,7 +62,6 @@ class OpenPIServer:
         self.prompt_key = prompt_key
         self.obs_keys = dict(obs_keys or {})
         self.sessions = SessionPool(policy, max_sessions, idle_timeout_s)
-        self.idle_timeout_s = float(idle_timeout_s)
         self.metadata = {"policy": type(policy).__name__, "action_dim": policy.action_dim,
                          "chunk_size": policy.chunk_size, "prompt_key": prompt_key, **(metadata or {})}
         self._server = serve(self._handle, host, port, compression=None, max_size=max_message_bytes,
@@ -105,10 +104,10 @@ class OpenPIServer:
             websocket.send(pack(self.metadata))
             while True:
                 try:
-                    message = websocket.recv(timeout=self.idle_timeout_s)
+                    message = websocket.recv(timeout=self.sessions.idle_timeout_s)
                 except TimeoutError:
                     websocket.close(NORMAL_CLOSURE,
-                                    f"no message for {self.idle_timeout_s:g} s: idle connections are closed")
+                                    f"no message for {self.sessions.idle_timeout_s:g} s: idle connections are closed")
                     return
                 start = time.perf_counter()
                 try:
