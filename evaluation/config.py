@@ -26,7 +26,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from evaluation.devices import DeviceModel
-from vla_envs.config import ConfigError, check_task_names, load_config
+from policies.conventions import ConventionName
+from vla_envs.config import ConfigError, load_config
 
 # numpy's legacy seeding (np.random.seed) takes 32-bit seeds; larger ones fail mid-run
 MAX_SEED = 2**32 - 1
@@ -146,6 +147,16 @@ class OpenPIPolicySpec(_Strict):
     actions_key: str = "actions"
     chunk_size: int | None = Field(None, ge=1, description="when the server's metadata does not say")
     timeout_s: float = Field(60.0, gt=0.0)
+    convention: ConventionName | None = Field(
+        None, description="send observations as that ecosystem's LIBERO client does (policies.conventions) "
+        "instead of renaming them with 'keys'")
+
+    @model_validator(mode="after")
+    def _keys_or_convention(self):
+        if self.convention is not None and self.keys:
+            raise ValueError(f"'keys' = {self.keys} with 'convention' = {self.convention!r}: the convention names "
+                             "every key, expected one of them")
+        return self
 
 
 def _policy_kind(value: Any) -> str | None:
@@ -259,8 +270,18 @@ class VariantConfig(_Strict):
         return self
 
 
+class LiberoEnvConfig(_Strict):
+    """How LIBERO tasks are run (``vla_envs.libero.env``); the defaults are openpi's and LeRobot's
+    LIBERO evaluations."""
+
+    settle_steps: int = Field(10, ge=0, le=1000, description="no-op control steps after each reset, outside the "
+                              "episode and its metrics (objects dropped into the scene come to rest)")
+    init_state_from_seed: bool = Field(True, description="seeds 0-49 are LIBERO's 50 standard initial states of each "
+                                       "task; other seeds draw placements")
+
+
 class EnvConfig(_Strict):
-    """Keyword arguments for ``gym.make`` (the same for every task)."""
+    """Keyword arguments for ``gym.make`` (the same for every task; ``libero`` for LIBERO tasks)."""
 
     obs_mode: Literal["state", "rgb", "state+rgb"] = "state"
     image_size: int = Field(128, ge=8, le=1024)
@@ -269,6 +290,7 @@ class EnvConfig(_Strict):
     control_freq: float | None = Field(None, gt=0.0)
     max_episode_steps: int | None = Field(None, ge=1, description="override every task's time limit")
     render_quality: Literal["lean", "full"] = "lean"
+    libero: LiberoEnvConfig = LiberoEnvConfig()
 
     def make_kwargs(self, obs_mode: str | None = None) -> dict:
         """``gym.make`` keyword arguments for these settings (another ``obs_mode`` changes only
@@ -282,6 +304,15 @@ class EnvConfig(_Strict):
         if self.max_episode_steps is not None:
             kwargs["max_episode_steps"] = self.max_episode_steps
         return kwargs
+
+    def env_for(self, task: str, obs_mode: str | None = None) -> tuple[str, dict]:
+        """The Gymnasium id and ``gym.make`` keyword arguments of ``task`` under these settings."""
+        from vla_envs.registration import is_libero_task, task_env
+
+        env_id, kwargs = task_env(task)
+        if is_libero_task(task):
+            kwargs.update(self.libero.model_dump())
+        return env_id, {**kwargs, **self.make_kwargs(obs_mode)}
 
     @field_validator("control_freq")
     @classmethod
@@ -387,7 +418,9 @@ class EvalConfig(_Strict):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, value: list[str]) -> list[str]:
-        check_task_names(value)
+        from vla_envs.registration import check_eval_task_names, expand_task_names
+
+        value = check_eval_task_names(expand_task_names(value))
         if len(set(value)) != len(value):
             raise ValueError(f"tasks {value} repeat a task, expected each task once")
         return value

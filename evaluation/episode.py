@@ -89,14 +89,13 @@ class EpisodeRunner:
             import gymnasium as gym
 
             import vla_envs  # noqa: F401  (registers the tasks)
-            from vla_envs.config import get_task_config
             from wrappers import EmbodiedCost, JointStateRecorder
 
-            kwargs = self.config.env.make_kwargs()
+            env_id, kwargs = self.config.env.env_for(task)
             videos = self.config.recording.videos
             if videos is not None:  # a renderer for the front view; only filmed episodes use it
                 kwargs.update(render_mode="rgb_array", render_size=videos.size)
-            env = EmbodiedCost(gym.make(get_task_config(task).env_id, **kwargs))
+            env = EmbodiedCost(gym.make(env_id, **kwargs))
             # always recorded in memory: the chunk-seam columns need each step's velocities and
             # actions; steps.parquet is written only with recording.record_steps
             env = JointStateRecorder(env, record_substeps=self.config.recording.record_substeps)

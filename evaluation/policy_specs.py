@@ -56,7 +56,7 @@ def build_policy(spec: PolicySpec, env, task: str, seed: int) -> Policy:
 
         return OpenPIPolicy(spec.url, action_dim=int(env.action_space.shape[0]), chunk_size=spec.chunk_size,
                             keys=spec.keys, prompt_key=spec.prompt_key, actions_key=spec.actions_key,
-                            timeout_s=spec.timeout_s)
+                            timeout_s=spec.timeout_s, convention=spec.convention)
     assert isinstance(spec, FactoryPolicySpec)
     factory = resolve_factory(spec.factory)
     kwargs = dict(spec.kwargs)

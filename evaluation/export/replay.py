@@ -22,7 +22,6 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from evaluation.compare import read_run
-from evaluation.config import EvalConfig
 from evaluation.schema import RUNNING_COLUMNS
 
 RUNNING_KEYS: tuple[str, ...] = tuple(column.removeprefix("running_") for column in RUNNING_COLUMNS)
@@ -67,11 +66,6 @@ class _Recorded:
     ended: tuple[bool, bool] | None  # (terminated, truncated) when known
     initial_state: str | None = None
     running: dict[str, np.ndarray] | None = None  # recorded running metrics (T,), when known
-
-
-def env_kwargs(config: EvalConfig, obs_mode: str | None = None) -> dict:
-    """``gym.make`` keyword arguments of a run's episodes, ``obs_mode`` apart (``EnvConfig.make_kwargs``)."""
-    return config.env.make_kwargs(obs_mode)
 
 
 def _replay_env(env_id: str, kwargs: dict):
@@ -138,8 +132,6 @@ def replay_run(run_dir: str | Path, obs_mode: str | None = None, variants: list[
                tasks: list[str] | None = None) -> Iterator[ReplayedEpisode]:
     """Every episode of a finished ``vla-envs eval`` run (optionally some variants/tasks), in the
     run's order; one group per task."""
-    from vla_envs.config import get_task_config
-
     run_dir = Path(run_dir)
     config, _, episodes, _ = read_run(run_dir)
     if not (run_dir / "steps.parquet").is_file():
@@ -166,7 +158,7 @@ def replay_run(run_dir: str | Path, obs_mode: str | None = None, variants: list[
                 running={k: steps.column(f"running_{k}").to_numpy()[1:].astype(np.float64) for k in RUNNING_KEYS},
             )
             if task not in envs:
-                envs[task] = _replay_env(get_task_config(task).env_id, env_kwargs(config, obs_mode))
+                envs[task] = _replay_env(*config.env.env_for(task, obs_mode))
             yield _replay(envs[task], recorded, task, record)
     finally:
         for env in envs.values():

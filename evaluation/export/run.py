@@ -11,7 +11,7 @@ from evaluation.compare import read_run
 from vla_envs.progress import episode_progress
 from evaluation.export.lerobot_format import ExportError, write_lerobot
 from evaluation.export.minari_format import write_minari
-from evaluation.export.replay import env_kwargs, recording_files, replay_recordings, replay_run
+from evaluation.export.replay import recording_files, replay_recordings, replay_run
 
 Format = Literal["lerobot", "minari"]
 
@@ -48,9 +48,7 @@ def export_run(source: str | Path, fmt: Format, out: str | Path, obs_mode: str |
             return replay_run(source, obs_mode, variants, tasks=[group])
 
         def make_env(group):
-            from vla_envs.config import get_task_config
-
-            return get_task_config(group).env_id, env_kwargs(config, obs_mode)
+            return config.env.env_for(group, obs_mode)
 
         def describe(group, env):
             variants_here = sorted({e["variant"] for e in chosen if e["task"] == group})

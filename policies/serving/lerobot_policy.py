@@ -15,7 +15,9 @@ is downloaded: a pretrained backbone must already be in the folder or the local 
 
 Each query: this suite's observation entries become LeRobot features (``keys``; by default
 ``image`` -> ``observation.images.image``, ``wrist_image`` -> ``observation.images.wrist_image``,
-``proprio`` -> ``observation.state``; entries the policy does not declare are dropped), images
+``proprio`` -> ``observation.state``; entries already named as the policy's features, as a client
+with the ``lerobot_libero`` convention sends them, are taken as they are; entries the policy does
+not declare are dropped), images
 go from uint8 H x W x 3 to float C x H x W in [0, 1] (LeRobot's convention), the instruction is
 the ``task``; then the preprocessor (normalisation, tokenisation, device), the policy's
 ``predict_action_chunk`` and the postprocessor (unnormalisation) give an (H, action_dim) chunk.
@@ -50,6 +52,7 @@ class LeRobotPolicy(Policy):
             preprocessor_overrides={"device_processor": {"device": device}},
         )
         features = self.model.config.input_features
+        self.features = frozenset(features)
         self.keys = {ours: theirs for ours, theirs in (keys or DEFAULT_KEYS).items() if theirs in features}
         self.visual = {name for name, feature in features.items() if feature.type is FeatureType.VISUAL}
         action = self.model.config.output_features["action"]
@@ -70,7 +73,10 @@ class LeRobotPolicy(Policy):
         import torch
 
         batch = {}
-        for ours, theirs in self.keys.items():
+        # entries already named as the policy's features (a client that applied a LeRobot
+        # convention, policies.conventions.lerobot_libero) are taken as they are
+        named = {key: key for key in obs if key in self.features}
+        for ours, theirs in {**self.keys, **named}.items():
             if ours not in obs:
                 raise KeyError(f"the LeRobot policy reads {theirs!r} from obs[{ours!r}], which is missing; got {sorted(obs)}")
             value = torch.from_numpy(np.array(obs[ours]))

@@ -18,6 +18,11 @@ In an evaluation config::
         url: ws://127.0.0.1:8000
         keys: {image: observation/image, wrist_image: observation/wrist_image, proprio: observation/state}
         chunk_size: 10          # when the server's metadata does not say
+
+A model trained in an ecosystem's LIBERO setup reads its observations as that ecosystem's
+client built them: ``convention`` (``policies.conventions``: ``openpi_libero``,
+``lerobot_libero``) converts the LIBERO env's observation into exactly that map (keys, image
+rotation and size, the state vector and its dtype) instead of renaming with ``keys``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from policies.base import Policy
+from policies.conventions import convention as _convention
 from policies.serving.wire import describe, pack, unpack
 
 
@@ -35,9 +41,13 @@ class OpenPIError(RuntimeError):
 class OpenPIPolicy(Policy):
     def __init__(self, url: str, action_dim: int | None = None, chunk_size: int | None = None,
                  keys: dict[str, str] | None = None, prompt_key: str = "prompt", actions_key: str = "actions",
-                 timeout_s: float = 60.0):
+                 timeout_s: float = 60.0, convention: str | None = None):
         if not url.startswith(("ws://", "wss://")):
             raise ValueError(f"url={url!r}: expected ws://host:port (openpi's websocket protocol)")
+        if convention is not None and keys:
+            raise ValueError(f"keys={keys!r} with convention={convention!r}: the convention names every key; "
+                             "expected one of them")
+        self.convention = None if convention is None else _convention(convention)
         self.url, self.timeout_s = url, timeout_s
         self.keys, self.prompt_key, self.actions_key = dict(keys or {}), prompt_key, actions_key
         self._connect()
@@ -62,7 +72,8 @@ class OpenPIPolicy(Policy):
     def fork(self) -> OpenPIPolicy:
         """Another connection to the same server (openpi servers keep a state per connection)."""
         return OpenPIPolicy(self.url, self.action_dim, self.chunk_size, self.keys, self.prompt_key,
-                            self.actions_key, self.timeout_s)
+                            self.actions_key, self.timeout_s,
+                            None if self.convention is None else self.convention.name)
 
     def reset(self, instruction: str = "") -> None:
         from websockets.protocol import State
@@ -74,7 +85,10 @@ class OpenPIPolicy(Policy):
     def act(self, obs) -> np.ndarray:
         from websockets.exceptions import ConnectionClosed
 
-        message = {self.keys.get(k, k): v for k, v in obs.items()}
+        if self.convention is not None:
+            message = self.convention.convert(obs)
+        else:
+            message = {self.keys.get(k, k): v for k, v in obs.items()}
         message[self.prompt_key] = self.instruction
         try:
             self._ws.send(pack(message))

@@ -13,6 +13,17 @@ success, lean rendering, the ``robosuite_env`` that the wrappers measure); what 
   seeded generator (reproducible bit for bit); ``reset(seed=s, options={"init_state": i})`` then
   sets LIBERO's standard initial state ``i`` (0-49), "init state i" of every LIBERO paper. Any
   other option is refused.
+- ``init_state_from_seed=True``: ``reset(seed=s)`` with ``0 <= s < 50`` sets standard initial
+  state ``s`` (evaluation seeds 0-49 are then LIBERO's 50 episodes per task); other seeds, and
+  demonstration seeds from 1000, are placements drawn from the seed, never a standard state.
+- ``settle_steps=n``: after the reset (and the initial state) the simulation runs ``n`` control
+  steps of LIBERO's no-op action (arm still, gripper open) so that objects dropped into the scene
+  come to rest, as openpi's and LeRobot's LIBERO evaluations do (``n = 10``). They belong to the
+  reset: they do not count towards the time limit, and the wrappers' metrics and recordings start
+  after them.
+- In the ``rgb`` modes the observation adds ``"libero_state"``: float64 (8,), eef position,
+  eef axis-angle and gripper qpos (``vla_envs.libero.observations``), the state openpi's and
+  LeRobot's LIBERO clients give their models.
 - ``info`` adds ``"init_state"`` on reset and every step: the episode's standard initial state,
   or ``None``.
 """
@@ -23,16 +34,22 @@ from typing import Any
 
 import numpy as np
 
+from gymnasium import spaces
+
 from vla_envs.config import CameraConfig, TaskConfig
+from vla_envs.libero.observations import LIBERO_STATE_SIZE, libero_state
 from vla_envs.libero.suites import LiberoTask, check_suite, load_init_states, task
 from vla_envs.robosuite_env import RobosuiteEnv
 
 OPTIONS = ("init_state",)
+# LIBERO's no-op (openpi's LIBERO_DUMMY_ACTION, LeRobot's get_libero_dummy_action): no arm motion,
+# gripper open
+SETTLE_ACTION = np.array([0.0] * 6 + [-1.0])
 
 
 def _task_config(libero_task: LiberoTask) -> TaskConfig:
     suite = check_suite(libero_task.suite)
-    title = suite.title.replace("-", "").replace("LIBERO", "Libero")
+    title = suite.title.replace("-", "").replace("LIBERO", "Libero")  # TaskConfig's name pattern
     return TaskConfig(
         name=f"{title}T{libero_task.index}",
         robosuite_env=libero_task.name,
@@ -47,9 +64,17 @@ def _task_config(libero_task: LiberoTask) -> TaskConfig:
 class LiberoEnv(RobosuiteEnv):
     """LIBERO task ``task_id`` of ``suite`` (``"libero_spatial"``, ``"libero_object"``,
     ``"libero_goal"``, ``"libero_10"``, ``"libero_90"``); the keyword arguments are
-    ``RobosuiteEnv``'s, on the Panda with OSC_POSE only (LIBERO's scenes and demonstrations)."""
+    ``RobosuiteEnv``'s, on the Panda with OSC_POSE only (LIBERO's scenes and demonstrations),
+    and ``settle_steps`` / ``init_state_from_seed`` (the module docstring)."""
 
-    def __init__(self, suite: str = "libero_spatial", task_id: int = 0, **kwargs: Any):
+    def __init__(self, suite: str = "libero_spatial", task_id: int = 0, *, settle_steps: int = 0,
+                 init_state_from_seed: bool = False, **kwargs: Any):
+        if isinstance(settle_steps, bool) or not isinstance(settle_steps, (int, np.integer)) or not 0 <= settle_steps <= 1000:
+            raise ValueError(f"settle_steps={settle_steps!r}: expected an integer number of control steps from 0 to 1000")
+        if not isinstance(init_state_from_seed, bool):
+            raise ValueError(f"init_state_from_seed={init_state_from_seed!r}: expected True or False")
+        self.settle_steps = int(settle_steps)
+        self.init_state_from_seed = init_state_from_seed
         for name, allowed in (("robot", "Panda"), ("controller", "OSC_POSE")):
             if kwargs.get(name, allowed) != allowed:
                 raise ValueError(f"{name}={kwargs[name]!r}: LIBERO's scenes are built for the {allowed!r} "
@@ -58,6 +83,11 @@ class LiberoEnv(RobosuiteEnv):
         self._init_states: np.ndarray | None = None
         self._init_state: int | None = None  # this episode's, on every step's info (a fixed layout)
         super().__init__(_task_config(self.libero_task), **kwargs)
+        if self._use_images:
+            self.observation_space = spaces.Dict({
+                **self.observation_space.spaces,
+                "libero_state": spaces.Box(-np.inf, np.inf, (LIBERO_STATE_SIZE,), np.float64),
+            })
 
     def _make_robosuite(self, reward_shaping: bool):
         import robosuite
@@ -75,6 +105,10 @@ class LiberoEnv(RobosuiteEnv):
             robots=["Panda"],
             # LIBERO's ControlEnv: robosuite's default composite config for the Panda
             controller_configs=robosuite.load_composite_controller_config(controller=None, robot="Panda"),
+            # LIBERO's ControlEnv builds its scenes without joint noise: robosuite's default noise
+            # moved the OSC controller's null-space target (the joints at reset) and, from the
+            # same initial state and no-op actions, the arm 0.037 rad away in 10 steps
+            initialization_noise=None,
             **self._robosuite_settings(reward_shaping),
         )
 
@@ -97,6 +131,12 @@ class LiberoEnv(RobosuiteEnv):
         finally:
             np.random.set_state(saved)
 
+    def _observation(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        obs = super()._observation(raw)
+        if self._use_images:
+            obs["libero_state"] = libero_state(raw)
+        return obs
+
     @property
     def init_states(self) -> np.ndarray:
         """LIBERO's standard initial states of this task, (50, state size)."""
@@ -113,6 +153,8 @@ class LiberoEnv(RobosuiteEnv):
         if index is not None and (isinstance(index, bool) or not isinstance(index, (int, np.integer))
                                   or not 0 <= index < len(self.init_states)):
             raise ValueError(f"options['init_state'] = {index!r}: expected an integer from 0 to {len(self.init_states) - 1}")
+        if index is None and self.init_state_from_seed and seed is not None and 0 <= seed < len(self.init_states):
+            index = int(seed)
         obs, info = super().reset(seed=seed)
         if index is not None:
             sim = self._rs.sim
@@ -120,7 +162,11 @@ class LiberoEnv(RobosuiteEnv):
             sim.forward()
             self._rs._post_process()
             self._rs._update_observables(force=True)
-            obs = self._observation(self._rs._get_observations())
+            raw = self._rs._get_observations()
+        for _ in range(self.settle_steps):
+            raw, _, _, _ = self._rs.step(SETTLE_ACTION)
+        if index is not None or self.settle_steps:
+            obs = self._observation(raw)
             info["is_success"] = bool(self._rs._check_success())
         self._init_state = None if index is None else int(index)
         info["init_state"] = self._init_state

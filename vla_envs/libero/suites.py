@@ -53,6 +53,29 @@ def check_suite(name: str) -> Suite:
     return SUITES[name]
 
 
+def task_name(suite: str, index: int) -> str:
+    """The name of task ``index`` of ``suite`` in evaluation configs and results:
+    ``LIBERO-Spatial-3`` (file-name safe)."""
+    return f"{check_suite(suite).title}-{int(index)}"
+
+
+def parse_task_name(name: str) -> tuple[str, int] | None:
+    """``(suite, index)`` of a LIBERO task name (``task_name``), ``None`` for a name that is not
+    one; ``ValueError`` for a LIBERO suite's task that does not exist."""
+    title, _, index = name.rpartition("-")
+    suite = next((s for s in SUITES.values() if s.title == title), None)
+    if suite is None or not index.isdigit() or (len(index) > 1 and index.startswith("0")):
+        return None
+    if int(index) >= suite.n_tasks:
+        raise ValueError(f"task {name!r}: {suite.title} has tasks 0 to {suite.n_tasks - 1}")
+    return suite.name, int(index)
+
+
+def suite_by_title(title: str) -> Suite | None:
+    """The suite titled ``title`` (``LIBERO-Spatial``), or ``None``."""
+    return next((s for s in SUITES.values() if s.title == title), None)
+
+
 def suite_tasks(suite: str) -> list[LiberoTask]:
     """The tasks of ``suite`` in LIBERO's order (``LiberoUnavailable`` when LIBERO is not installed)."""
     check_suite(suite)
