@@ -72,22 +72,32 @@ class LeRobotPolicy(Policy):
     def act(self, obs) -> np.ndarray:
         import torch
 
-        batch = {}
-        # entries already named as the policy's features (a client that applied a LeRobot
-        # convention, policies.conventions.lerobot_libero) are taken as they are
-        named = {key: key for key in obs if key in self.features}
-        for ours, theirs in {**self.keys, **named}.items():
-            if ours not in obs:
-                raise KeyError(f"the LeRobot policy reads {theirs!r} from obs[{ours!r}], which is missing; got {sorted(obs)}")
-            value = torch.from_numpy(np.array(obs[ours]))
-            if theirs in self.visual:  # uint8 H x W x C -> float C x H x W in [0, 1]
-                value = value.permute(2, 0, 1).float() / 255.0
-            batch[theirs] = value.float()
+        batch = lerobot_inputs(obs, self.keys, self.features, self.visual)
         batch["task"] = self.instruction
         with torch.inference_mode():
             chunk = self.model.predict_action_chunk(self.preprocessor(batch))
             chunk = self.postprocessor(chunk)
         return chunk[0].detach().cpu().numpy().astype(np.float32)
+
+
+def lerobot_inputs(obs: dict, keys: dict[str, str], features: frozenset[str], visual: set[str]) -> dict:
+    """The policy's input features from this suite's observation entries: renamed by ``keys``
+    (entries already named as a feature, as a client with the ``lerobot_libero`` convention sends
+    them, are taken as they are), images from uint8 H x W x C to float C x H x W in [0, 1] as
+    LeRobot's ``preprocess_observation`` makes them, everything float32."""
+    import torch
+
+    batch = {}
+    named = {key: key for key in obs if key in features}
+    renamed = {ours: theirs for ours, theirs in keys.items() if theirs not in named}
+    for ours, theirs in {**renamed, **named}.items():
+        if ours not in obs:
+            raise KeyError(f"the LeRobot policy reads {theirs!r} from obs[{ours!r}], which is missing; got {sorted(obs)}")
+        value = torch.from_numpy(np.array(obs[ours]))
+        if theirs in visual:  # uint8 H x W x C -> float C x H x W in [0, 1]
+            value = value.permute(2, 0, 1).float() / 255.0
+        batch[theirs] = value.float()
+    return batch
 
 
 def main(argv: list[str] | None = None) -> None:
