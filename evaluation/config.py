@@ -458,6 +458,12 @@ class EvalConfig(_Strict):
             raise ValueError(f"'seeds.start' = {self.seeds.start} with {self.episodes} episodes reaches seed "
                              f"{self.seeds.start + self.episodes - 1}, expected seeds up to {MAX_SEED}")
         self._experts_exist()
+        if "libero" in self.env.model_fields_set:
+            from vla_envs.registration import is_libero_task
+
+            if not any(is_libero_task(task) for task in self.tasks):
+                raise ValueError(f"'env.libero' applies to LIBERO tasks, and 'tasks' = {self.tasks} has none: "
+                                 "expected a LIBERO task (LIBERO-Spatial-3) or suite (LIBERO-Spatial), or no 'env.libero'")
         names = self.variant_names
         if self.base.name in names[1:]:
             raise ValueError(f"variant name {self.base.name!r} is the base's name, expected a different name")

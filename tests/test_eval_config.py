@@ -192,3 +192,25 @@ def test_an_expert_on_a_task_without_one_fails_at_load(tmp_path, monkeypatch):
     assert "{kind: expert}" in GOOD
     with pytest.raises(ConfigError, match=re.escape("no scripted expert for ['Door']")):
         load_eval_config(write(tmp_path, GOOD.replace("tasks: [Lift]", "tasks: [Door]")))
+
+
+def test_libero_tasks_by_name_or_suite_with_their_env_settings(tmp_path):
+    from vla_envs.registration import task_env
+
+    base = "name: l\nepisodes: 2\nseeds: {start: 0}\nbase: {policy: {factory: 'evaluation.demo_policies:perturbed_expert'}}\n"
+    path = tmp_path / "l.yaml"
+    path.write_text(base + "tasks: [LIBERO-10, LIBERO-Goal-9]\nenv: {obs_mode: rgb, libero: {settle_steps: 3}}\n")
+    config = load_eval_config(path)
+    assert config.tasks == [f"LIBERO-10-{k}" for k in range(10)] + ["LIBERO-Goal-9"]
+    assert config.env.env_for("LIBERO-Goal-9") == ("vla_envs/LIBERO-Goal-v0", {
+        "task_id": 9, "settle_steps": 3, "init_state_from_seed": True, "obs_mode": "rgb", "image_size": 128,
+        "controller": "OSC_POSE", "render_quality": "lean"})
+    assert config.env.env_for("Lift")[0] == "vla_envs/Lift-v0" and "settle_steps" not in config.env.env_for("Lift")[1]
+    assert task_env("LIBERO-90-89") == ("vla_envs/LIBERO-90-v0", {"task_id": 89})
+    for tasks, message in (("[LIBERO-Spatial-10]", r"LIBERO-Spatial has tasks 0 to 9"),
+                           ("[LIBERO-Spatial-03]", r"unknown task 'LIBERO-Spatial-03'"),
+                           ("[LIBERO-Spatial, LIBERO-Spatial-2]", r"repeat a task"),
+                           ("[Lift]\nenv: {libero: {settle_steps: 10}}", r"'env.libero' applies to LIBERO tasks")):
+        path.write_text(base + f"tasks: {tasks}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_eval_config(path)
