@@ -51,8 +51,10 @@ class ObservationConvention:
     settle_steps: int  # no-op steps before the first query
     replan_steps: int | None  # actions executed per query, where the client fixes it
 
-    def convert(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The client's observation map (without the instruction) from this suite's ``obs``."""
+    def convert(self, obs: dict[str, np.ndarray], any_image_size: bool = False) -> dict[str, np.ndarray]:
+        """The client's observation map (without the instruction) from this suite's ``obs``;
+        ``any_image_size`` takes images of another size than the client renders (a dataset
+        export at the run's size)."""
         missing = [key for key in (*(ours for ours, _ in self.images), "libero_state") if key not in obs]
         if missing:
             raise KeyError(f"observation convention {self.name!r} reads {missing}, which the observation lacks "
@@ -60,7 +62,8 @@ class ObservationConvention:
         message: dict[str, np.ndarray] = {}
         for ours, theirs in self.images:
             image = np.asarray(obs[ours])
-            if image.shape != (self.render_size, self.render_size, 3) or image.dtype != np.uint8:
+            size = image.shape[0] if any_image_size and image.ndim == 3 else self.render_size
+            if image.shape != (size, size, 3) or image.dtype != np.uint8:
                 raise ValueError(f"observation convention {self.name!r}: obs[{ours!r}] is {image.dtype} {image.shape}, "
                                  f"expected uint8 ({self.render_size}, {self.render_size}, 3) as the client renders "
                                  f"(set image_size: {self.render_size})")

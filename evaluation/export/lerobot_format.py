@@ -20,6 +20,14 @@ observation the policy saw and the action it then executed):
 task (per frame)                        the episode's instruction
 ======================================  =====================================================
 
+A LIBERO run's episodes (their observations carry ``libero_state``) get the features of the
+published LIBERO datasets instead (HuggingFaceVLA/libero, what LeRobot's LIBERO evaluation
+feeds a model: ``policies.conventions.lerobot_libero``), so a policy fine-tuned on the export
+reads what it will be evaluated on: ``observation.images.image`` (agentview) and
+``observation.images.image2`` (wrist), rotated 180 degrees from LIBERO's raw frame, and
+``observation.state``, float32 (8,): eef position, axis-angle, gripper qpos. Export at 256 px
+(the run's ``image_size``) for the published size.
+
 Per episode, ``meta/embodied_episodes.parquet`` holds, keyed by LeRobot's ``episode_index``, the
 episode's row of ``episodes.parquet`` (task, variant, seed, success and every metric) or, for a
 ``JointStateRecorder`` file, its env id, seed, end and metrics: LeRobot ignores the file, pandas
@@ -117,22 +125,28 @@ def _sink(root: Path, lerobot_python: str | None):
     return _InProcess(root)
 
 
-def feature_map(observation: dict[str, np.ndarray]) -> dict[str, str]:
-    """LeRobot feature name of each observation entry this suite's envs give."""
-    names = {"image": "observation.images.image", "wrist_image": "observation.images.wrist_image"}
-    if "proprio" in observation:
-        names["proprio"] = "observation.state"
-        names["state"] = "observation.environment_state"
+def observation_frame(observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A frame's observation features from one of this suite's observations (module docstring):
+    images as they are, everything else float32."""
+    if "libero_state" in observation:
+        from policies.conventions import convention
+
+        frame = convention("lerobot_libero").convert(observation, any_image_size=True)
     else:
-        names["state"] = "observation.state"
-    return {key: names[key] for key in observation}
+        names = {"image": "observation.images.image", "wrist_image": "observation.images.wrist_image"}
+        if "proprio" in observation:
+            names["proprio"] = "observation.state"
+            names["state"] = "observation.environment_state"
+        else:
+            names["state"] = "observation.state"
+        frame = {names[key]: np.asarray(value) for key, value in observation.items()}
+    return {name: value if name.startswith("observation.images.") else np.asarray(value, dtype=np.float32)
+            for name, value in frame.items()}
 
 
 def features(first: ReplayedEpisode) -> dict:
-    obs = first.observations[0]
     out = {}
-    for key, name in feature_map(obs).items():
-        value = np.asarray(obs[key])
+    for name, value in observation_frame(first.observations[0]).items():
         if name.startswith("observation.images."):
             out[name] = {"dtype": "image", "shape": value.shape, "names": ["height", "width", "channels"]}
         else:
@@ -163,11 +177,8 @@ def write_lerobot(episodes, out: str | Path, repo_id: str = "vla_envs/export", p
             sink = _sink(out, lerobot_python)
             sink.send({"kind": "create", "repo_id": repo_id, "fps": int(fps), "features": features(episode),
                        "robot_type": "panda"})
-            names = feature_map(episode.observations[0])
         for t in range(episode.n_steps):
-            obs = episode.observations[t]
-            frame = {name: (np.asarray(obs[key]) if name.startswith("observation.images.")
-                            else np.asarray(obs[key], dtype=np.float32)) for key, name in names.items()}
+            frame = observation_frame(episode.observations[t])
             frame["action"] = episode.actions[t]
             frame["next.reward"] = np.asarray([episode.rewards[t]], dtype=np.float32)
             frame["next.done"] = np.asarray([t == episode.n_steps - 1])
