@@ -458,7 +458,7 @@ class EvalConfig(_Strict):
             raise ValueError(f"'seeds.start' = {self.seeds.start} with {self.episodes} episodes reaches seed "
                              f"{self.seeds.start + self.episodes - 1}, expected seeds up to {MAX_SEED}")
         self._experts_exist()
-        if "libero" in self.env.model_fields_set:
+        if self.env.libero != LiberoEnvConfig():  # run.json holds the defaults of every config
             from vla_envs.registration import is_libero_task
 
             if not any(is_libero_task(task) for task in self.tasks):

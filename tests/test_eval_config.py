@@ -210,7 +210,7 @@ def test_libero_tasks_by_name_or_suite_with_their_env_settings(tmp_path):
     for tasks, message in (("[LIBERO-Spatial-10]", r"LIBERO-Spatial has tasks 0 to 9"),
                            ("[LIBERO-Spatial-03]", r"unknown task 'LIBERO-Spatial-03'"),
                            ("[LIBERO-Spatial, LIBERO-Spatial-2]", r"repeat a task"),
-                           ("[Lift]\nenv: {libero: {settle_steps: 10}}", r"'env.libero' applies to LIBERO tasks")):
+                           ("[Lift]\nenv: {libero: {settle_steps: 5}}", r"'env.libero' applies to LIBERO tasks")):
         path.write_text(base + f"tasks: {tasks}\n")
         with pytest.raises(ConfigError, match=message):
             load_eval_config(path)
