@@ -1,5 +1,8 @@
 """LIBERO tasks behind ``gym.make``: LIBERO's real scenes, its standard initial states, this suite's
-seeding and observation layout, both env checkers and the embodied wrappers."""
+seeding and observation layout, both env checkers and the embodied wrappers.
+
+The tests share built envs (``libero_envs`` in conftest.py: one build per task per session).
+"""
 
 from __future__ import annotations
 
@@ -13,10 +16,8 @@ import vla_envs  # noqa: E402,F401
 
 
 @pytest.fixture(scope="module")
-def spatial():
-    env = gym.make("vla_envs/LIBERO-Spatial-v0", task_id=0)
-    yield env
-    env.close()
+def spatial(libero_envs):
+    return libero_envs.get("LIBERO-Spatial", 0)
 
 
 def test_both_env_checkers_pass(spatial):
@@ -71,12 +72,11 @@ def test_time_limits_and_instructions_are_the_suites():
         gym.make("vla_envs/LIBERO-Object-v0", robot="UR5e")
 
 
-@pytest.mark.parametrize("env_id, task_id", [("vla_envs/LIBERO-Object-v0", 3), ("vla_envs/LIBERO-Goal-v0", 5),
-                                             ("vla_envs/LIBERO-10-v0", 2)])
-def test_images_and_the_embodied_wrappers_on_other_suites(env_id, task_id):
+@pytest.mark.parametrize("suite_title, task_id", [("LIBERO-Object", 3), ("LIBERO-Goal", 5), ("LIBERO-10", 2)])
+def test_images_and_the_embodied_wrappers_on_other_suites(libero_envs, suite_title, task_id):
     from wrappers import EmbodiedCost
 
-    env = EmbodiedCost(gym.make(env_id, task_id=task_id, obs_mode="rgb", image_size=64))
+    env = EmbodiedCost(libero_envs.get(suite_title, task_id))
     try:
         obs, info = env.reset(seed=0, options={"init_state": 0})
         assert obs["image"].shape == (64, 64, 3) and obs["image"].dtype == np.uint8 and obs["image"].std() > 5
@@ -87,28 +87,55 @@ def test_images_and_the_embodied_wrappers_on_other_suites(env_id, task_id):
         embodied = info["embodied"]
         assert embodied["energy_j"] > 0 and embodied["ee_path_m"] > 0 and embodied["n_steps"] == 5
     finally:
-        env.close()
+        env.embodied_probe.close()  # not env.close(): the env is shared (conftest.LiberoEnvs)
 
 
-@pytest.mark.parametrize("env_id", ["vla_envs/LIBERO-Spatial-v0", "vla_envs/LIBERO-Object-v0"])
-def test_energy_on_libero_equals_an_independent_substep_replay(env_id):
-    """The wrappers on a LIBERO scene integrate |tau qd| over every substep exactly as a
-    hand-driven robosuite substep loop does, from the same standard initial state."""
-    from test_wrappers_capture import SEED, _actions, _robosuite_reference
+def _hand_driven_substeps(env: gym.Env, actions: np.ndarray, options: dict):
+    """robosuite's substep loop driven by hand (environments/base.py), sampling after each
+    substep, as ``test_wrappers_capture._robosuite_reference`` does, but on ``env``'s own
+    robosuite env (a second build would cost seconds): it is reset to the same state first, which
+    replaces the simulation and with it any wrapper's substep hook."""
+    from test_wrappers_capture import SEED
+
+    env.unwrapped.reset(seed=SEED, options=options)
+    rs = env.unwrapped.robosuite_env
+    robot = rs.robots[0]
+    dofs = np.asarray(robot._ref_joint_vel_indexes)
+    qidx = np.asarray(robot._ref_joint_pos_indexes)
+    grip = rs.sim.model.site_name2id("gripper0_right_grip_site")
+    n_sub = int(round(rs.control_timestep / rs.model_timestep))
+    torque, qvel, qpos, ee = [], [], [rs.sim.data.qpos[qidx].copy()], [rs.sim.data.site_xpos[grip].copy()]
+    for action in actions:
+        for i in range(n_sub):
+            rs.sim.step1()
+            rs._pre_action(action.astype(np.float64), policy_step=(i == 0))
+            rs.sim.step2()
+            torque.append(rs.sim.data.qfrc_actuator[dofs].copy())
+            qvel.append(rs.sim.data.qvel[dofs].copy())
+        qpos.append(rs.sim.data.qpos[qidx].copy())
+        ee.append(rs.sim.data.site_xpos[grip].copy())
+    return np.array(torque), np.array(qvel), np.array(qpos), np.array(ee), rs.model_timestep
+
+
+@pytest.mark.parametrize("suite_title, task_id", [("LIBERO-Spatial", 0), ("LIBERO-Object", 3)])
+def test_energy_on_libero_equals_an_independent_substep_replay(libero_envs, suite_title, task_id):
+    """The wrappers on a LIBERO scene (a table and a floor scene) integrate |tau qd| over every
+    substep exactly as a hand-driven robosuite substep loop does, from the same standard
+    initial state."""
+    from test_wrappers_capture import SEED, _actions
 
     from wrappers import EmbodiedCost, JointStateRecorder
 
     options = {"init_state": 0}
-    env = JointStateRecorder(EmbodiedCost(gym.make(env_id, task_id=0, terminate_on_success=False)),
-                             record_substeps=True)
+    base = libero_envs.get(suite_title, task_id)
+    env = JointStateRecorder(EmbodiedCost(base), record_substeps=True)
     actions = _actions(env.action_space, 15)
     env.reset(seed=SEED, options=options)
     for action in actions:
         _, _, _, _, info = env.step(action)
     episode = env.embodied_probe.episode_arrays()
-    env.close()
-    torque, qvel, qpos, ee, dt = _robosuite_reference(actions, env_id=env_id, make_kwargs={"task_id": 0},
-                                                      reset_options=options)
+    env.embodied_probe.close()  # not env.close(): the env is shared
+    torque, qvel, qpos, ee, dt = _hand_driven_substeps(base, actions, options)
     np.testing.assert_array_equal(episode.qpos, qpos)
     np.testing.assert_array_equal(episode.ee_pos, ee)
     energy = info["embodied"]["energy_j"]
@@ -117,20 +144,26 @@ def test_energy_on_libero_equals_an_independent_substep_replay(env_id):
     assert info["embodied"]["effort_nm2s"] == pytest.approx(np.square(torque).sum() * dt, rel=1e-6)
 
 
-def test_lean_rendering_leaves_the_physics_bit_identical():
-    """Decimated visual meshes and culling are drawn from a render-only copy of the model."""
+def test_lean_rendering_leaves_the_physics_bit_identical(spatial):
+    """Decimated visual meshes and culling are drawn from a render-only copy of the model: the
+    shared (lean) env and a full-quality one follow the same state trajectory."""
+    from conftest import LIBERO_ENV_KWARGS
+
+    full = gym.make("vla_envs/LIBERO-Spatial-v0", task_id=0, render_quality="full", **LIBERO_ENV_KWARGS)
     trajectories = {}
-    for quality in ("lean", "full"):
-        env = gym.make("vla_envs/LIBERO-Spatial-v0", task_id=2, obs_mode="state+rgb", image_size=32,
-                       render_quality=quality)
-        try:
+    try:
+        for quality, env in (("lean", spatial), ("full", full)):
+            assert env.unwrapped.render_quality == quality
             obs, _ = env.reset(seed=0, options={"init_state": 1})
-            states = [obs["state"]]
+            states, images = [obs["state"]], [obs["image"]]
             for action in np.random.default_rng(0).uniform(-1, 1, (6, 7)).astype(np.float32):
                 obs, *_ = env.step(action)
                 states.append(obs["state"])
-            trajectories[quality] = (np.array(states), env.unwrapped.robosuite_env.sim.get_state().flatten())
-        finally:
-            env.close()
+                images.append(obs["image"])
+            trajectories[quality] = (np.array(states), env.unwrapped.robosuite_env.sim.get_state().flatten(), images)
+    finally:
+        full.close()
     np.testing.assert_array_equal(trajectories["lean"][0], trajectories["full"][0])
     np.testing.assert_array_equal(trajectories["lean"][1], trajectories["full"][1])
+    # the two really rendered differently (shadows, anti-aliasing, meshes)
+    assert any(not np.array_equal(a, b) for a, b in zip(trajectories["lean"][2], trajectories["full"][2]))

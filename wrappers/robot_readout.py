@@ -45,7 +45,7 @@ class RobotReadout:
     physics_dt_s: float
     n_substeps: int  # physics substeps per control step
     get_model_data: Callable[[], tuple[mujoco.MjModel, mujoco.MjData]]
-    robot_name: str | None = None  # robosuite's robot ("Panda", "UR5e") when its arm joints are measured
+    robot_name: str | None = None  # robosuite's arm ("Panda", "UR5e"; LIBERO's Pandas too) when its arm joints are measured
     sim_owner: object | None = None  # the object holding .model/.data (its steps are hooked)
 
     @property
@@ -106,6 +106,19 @@ def _joint_indices(model: mujoco.MjModel, names: list[str]) -> tuple[np.ndarray,
 ARM_VELOCITY_LIMITS: dict[str, tuple[float, ...]] = {
     "Panda": (2.1750, 2.1750, 2.1750, 2.1750, 2.6100, 2.6100, 2.6100),
 }
+
+
+# robosuite robots that are another robot's arm on a different base, by the arm they are. LIBERO's
+# MountedPanda (its table scenes) and OnTheGroundPanda (its floor scenes) load robosuite's own
+# robots/panda/robot.xml (the same joints, actuators and limits) and differ only in the mount;
+# without this they measured no velocity limits (peak_joint_speed_frac NaN on every LIBERO
+# episode) and did not count as the Panda when comparing arms.
+SAME_ARM_AS: dict[str, str] = {"MountedPanda": "Panda", "OnTheGroundPanda": "Panda"}
+
+
+def arm_name(robot_name: str) -> str:
+    """The arm a robosuite robot is (``SAME_ARM_AS``): LIBERO's Pandas are the ``"Panda"``."""
+    return SAME_ARM_AS.get(robot_name, robot_name)
 
 
 def velocity_limits(robot_name: str | None, n_joints: int) -> np.ndarray:
@@ -308,5 +321,5 @@ def _read_robosuite(rs, joint_names, ee_site, ee_body) -> RobotReadout:
         n_substeps=n_substeps,
         get_model_data=model_data,
         # the arm's own velocity limits apply to its own joints, not to a joint_names= choice
-        robot_name=robot.name if joint_names is None else None,
+        robot_name=arm_name(robot.name) if joint_names is None else None,
     )
