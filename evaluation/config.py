@@ -278,6 +278,8 @@ class LiberoEnvConfig(_Strict):
                               "episode and its metrics (objects dropped into the scene come to rest)")
     init_state_from_seed: bool = Field(True, description="seeds 0-49 are LIBERO's 50 standard initial states of each "
                                        "task; other seeds draw placements")
+    robosuite_controller: Literal["1.4", "1.5"] = Field(
+        "1.4", description="step the arm and gripper as robosuite 1.4 did (LIBERO's demonstrations) or as 1.5 does")
 
 
 class EnvConfig(_Strict):

@@ -203,7 +203,7 @@ def test_libero_tasks_by_name_or_suite_with_their_env_settings(tmp_path):
     config = load_eval_config(path)
     assert config.tasks == [f"LIBERO-10-{k}" for k in range(10)] + ["LIBERO-Goal-9"]
     assert config.env.env_for("LIBERO-Goal-9") == ("vla_envs/LIBERO-Goal-v0", {
-        "task_id": 9, "settle_steps": 3, "init_state_from_seed": True, "obs_mode": "rgb", "image_size": 128,
+        "task_id": 9, "settle_steps": 3, "init_state_from_seed": True, "robosuite_controller": "1.4", "obs_mode": "rgb", "image_size": 128,
         "controller": "OSC_POSE", "render_quality": "lean"})
     assert config.env.env_for("Lift")[0] == "vla_envs/Lift-v0" and "settle_steps" not in config.env.env_for("Lift")[1]
     assert task_env("LIBERO-90-89") == ("vla_envs/LIBERO-90-v0", {"task_id": 89})

@@ -128,6 +128,7 @@ def _openpi_elements(actions: np.ndarray, init_state: int, instruction: str, sta
     from openpi_client import image_tools
 
     import vla_envs  # noqa: F401
+    from vla_envs.robosuite_fixes import step_like_robosuite_14
 
     from vla_envs.libero.suites import load_init_states, task
 
@@ -141,6 +142,7 @@ def _openpi_elements(actions: np.ndarray, init_state: int, instruction: str, sta
     try:
         env.seed(7)
         env.reset()
+        step_like_robosuite_14(env.env)  # as this suite's LIBERO envs step (robosuite_controller="1.4")
         model = env.env.sim.model._model
         fixtures = ours_model.body_dofnum == 0
         assert (model.body_dofnum == ours_model.body_dofnum).all()

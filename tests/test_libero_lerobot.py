@@ -56,6 +56,7 @@ def test_lerobot_libero_inputs_equal_lerobots_own_processing_of_libero(tmp_path)
     import vla_envs  # noqa: F401
     from policies.conventions import convention
     from vla_envs.libero.suites import load_init_states, task
+    from vla_envs.robosuite_fixes import step_like_robosuite_14
 
     ours = gym.make("vla_envs/LIBERO-Object-v0", task_id=1, obs_mode="rgb", image_size=256, render_quality="full",
                     settle_steps=10, init_state_from_seed=True)
@@ -66,6 +67,7 @@ def test_lerobot_libero_inputs_equal_lerobots_own_processing_of_libero(tmp_path)
     try:
         env.seed(0)
         env.reset()
+        step_like_robosuite_14(env.env)  # as this suite's LIBERO envs step (robosuite_controller="1.4")
         fixtures = ours_model.body_dofnum == 0  # where the eval's env drew LIBERO's fixtures
         model = env.env.sim.model._model
         model.body_pos[fixtures], model.body_quat[fixtures] = ours_model.body_pos[fixtures], ours_model.body_quat[fixtures]

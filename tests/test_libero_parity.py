@@ -90,6 +90,33 @@ def test_the_expert_succeeds_here_and_plus_one_closes_the_gripper():
     assert opening_m[start + 10] < opening_m[start] - 0.01  # +1 closed the fingers
 
 
+def test_the_libero_envs_step_like_robosuite_14_by_default():
+    """The default env (robosuite_controller="1.4") gives, bit for bit, the trajectory of the
+    parity tooling's variant with both 1.4 behaviours put back, across two resets (the controllers
+    are rebuilt on each); robosuite_controller="1.5" does not."""
+    actions = np.zeros((24, 7))  # a zero rotation (LIBERO's no-op has it), the arm moving, the gripper closing
+    actions[:, 0], actions[:, 6], actions[12:, 6] = 0.5, parity.GRIPPER_OPEN, parity.GRIPPER_CLOSE
+    env15 = parity.make_env("libero_object", 0)
+    shipped = parity.make_env("libero_object", 0, robosuite_controller="1.4")
+    try:
+        emulated = parity.run_ours(env15, 0, actions, parity.AS_SHIPPED).tracks["eef_pos"]
+        plain = parity.run_ours(env15, 0, actions, parity.ROBOSUITE_15).tracks["eef_pos"]
+        for _ in range(2):
+            shipped.reset(seed=0, options={"init_state": 0})
+            rs = shipped.unwrapped.robosuite_env
+            track = [parity._record(rs)["eef_pos"]]
+            for action in actions:
+                shipped.step(action.astype(np.float32))
+                track.append(parity._record(rs)["eef_pos"])
+            assert np.array_equal(np.asarray(track), emulated)
+    finally:
+        env15.close()
+        shipped.close()
+    assert np.abs(plain - emulated).max() > 1e-4
+    with pytest.raises(ValueError, match=r"robosuite_controller='1.3': expected one of \('1.4', '1.5'\)"):
+        parity.make_env("libero_object", 0, robosuite_controller="1.3")
+
+
 # -- both stacks (needs the robosuite 1.4 environment) ----------------------------------------
 def _libero14_ready() -> bool:
     try:
@@ -117,7 +144,7 @@ def test_thirty_steps_agree_once_the_two_known_differences_are_put_back():
     state = load_init_states(libero_task.init_states_file)[0]
     actions = np.zeros((30, 7))  # rotation exactly 0 (LIBERO's no-op has it), arm moving in x
     actions[:, 0], actions[:, 6], actions[15:, 6] = 0.5, parity.GRIPPER_OPEN, parity.GRIPPER_CLOSE
-    shipped, emulated = parity.AS_SHIPPED, parity.VARIANTS[-1]
+    shipped, emulated = parity.ROBOSUITE_15, parity.AS_SHIPPED  # robosuite 1.5's stepping; 1.4's, as shipped
     assert emulated.gripper_per_substep and emulated.hold_orientation_on_zero
     env = parity.make_env("libero_object", 0)
     try:
@@ -150,4 +177,4 @@ def test_thirty_steps_agree_once_the_two_known_differences_are_put_back():
     for key in parity.RECORDED:
         assert np.abs(ours[emulated.name].tracks[key] - reference[f"{key}_0"]).max() < 1e-9, key
     max_m, _ = parity.eef_divergence_m(ours[shipped.name].tracks["eef_pos"], reference["eef_pos_0"])
-    assert 1e-5 < max_m < 0.02  # as shipped: a measurable, bounded divergence (docs/libero.md)
+    assert 1e-5 < max_m < 0.02  # robosuite 1.5's own stepping: a measurable, bounded divergence (docs/libero.md)

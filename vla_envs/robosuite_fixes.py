@@ -15,10 +15,15 @@
   the name up in ``BASE_MAPPING`` and calls the error string it gets back (``TypeError: 'str'
   object is not callable``). ``apply_libero`` names robosuite 1.5's ``NullMount``, its "dummy
   mount to signify no mount" (no geometry, zero offset): what 1.4 built.
+- LIBERO's demonstrations, and so every LIBERO checkpoint, were recorded on robosuite 1.4, whose
+  OSC arm and Panda gripper step differently from 1.5's in two ways (measured by
+  ``vla_envs.libero.parity``: docs/libero.md). ``step_like_robosuite_14`` puts both back on a
+  built env's controllers (the controllers are rebuilt on every hard reset, so after each).
 """
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -93,3 +98,59 @@ def apply_libero() -> None:
     from libero.libero.envs.robots.on_the_ground_panda import OnTheGroundPanda
 
     OnTheGroundPanda.default_base = property(_no_mount)
+
+
+def hold_orientation_on_zero_rotation(rs) -> None:
+    """robosuite 1.4's OSC updates its orientation goal only when some rotation component of the
+    action is non-zero (``math.isclose(x, 0.0)``): a zero rotation keeps the last goal, which after
+    LIBERO's ``set_init_state`` is still the reset pose's orientation. robosuite 1.5 re-bases the
+    goal on the current orientation every step. LIBERO's no-op ``[0] * 6 + [-1]``, which openpi
+    and LeRobot step 10 times before a policy acts, has a zero rotation: in 1.4 the hand turns
+    0.95-3.07 degrees during them, in 1.5 0.23-0.77."""
+    arm = rs.robots[0].composite_controller.part_controllers["right"]
+    original = arm.set_goal
+
+    def set_goal(action):
+        held = None if arm.goal_ori is None else np.array(arm.goal_ori)
+        original(action)
+        if held is not None and all(math.isclose(float(x), 0.0) for x in np.asarray(action)[3:6]):
+            arm.goal_ori = held
+
+    arm.set_goal = set_goal
+
+
+def ramp_gripper_per_substep(rs) -> None:
+    """robosuite 1.4's Panda gripper command moves 0.01 towards the action's sign on every physics
+    substep (``format_action`` at speed 0.01: 0.25 per 20 Hz control step, a full close in 8
+    steps); robosuite 1.5 moves it 0.2 once per control step (10 steps). The composite controller
+    keeps the step's gripper action and ramps the command before each substep's control."""
+    robot = rs.robots[0]
+    composite = robot.composite_controller
+    gripper = robot.gripper["right"]
+    arm, grip = composite.part_controllers["right"], composite.part_controllers["right_gripper"]
+    held: dict[str, np.ndarray] = {}
+    original_run = composite.run_controller
+
+    def set_goal(all_action):
+        arm.set_goal(all_action[:arm.control_dim])  # looked up now: the orientation hold's, if installed
+        held["gripper"] = np.array(all_action[arm.control_dim:])
+
+    def run_controller(enabled_parts):
+        if "gripper" in held:
+            step = np.array([-1.0, 1.0]) * 0.01 * np.sign(held["gripper"])
+            gripper.current_action = np.clip(gripper.current_action + step, -1.0, 1.0)
+            grip.set_goal(gripper.current_action)
+        return original_run(enabled_parts)
+
+    composite.set_goal = set_goal
+    composite.run_controller = run_controller
+
+
+def step_like_robosuite_14(rs) -> None:
+    """Both robosuite 1.4 behaviours on ``rs``'s Panda (a LIBERO env, after its reset): with them,
+    the same initial state and actions give robosuite 1.4 LIBERO's trajectory to within 1e-9 m.
+    Controllers that already have them (no hard reset since) are left as they are."""
+    if "set_goal" in vars(rs.robots[0].composite_controller):
+        return
+    ramp_gripper_per_substep(rs)
+    hold_orientation_on_zero_rotation(rs)

@@ -21,6 +21,10 @@ success, lean rendering, the ``robosuite_env`` that the wrappers measure); what 
   come to rest, as openpi's and LeRobot's LIBERO evaluations do (``n = 10``). They belong to the
   reset: they do not count towards the time limit, and the wrappers' metrics and recordings start
   after them.
+- ``robosuite_controller="1.4"`` (the default) steps the arm and gripper as robosuite 1.4 did,
+  on which LIBERO's demonstrations were recorded (``vla_envs.robosuite_fixes.step_like_robosuite_14``:
+  a zero rotation holds the orientation goal, the gripper command ramps every substep);
+  ``"1.5"`` steps them as robosuite 1.5 does. docs/libero.md has the measured difference.
 - In the ``rgb`` modes the observation adds ``"libero_state"``: float64 (8,), eef position,
   eef axis-angle and gripper qpos (``vla_envs.libero.observations``), the state openpi's and
   LeRobot's LIBERO clients give their models.
@@ -42,6 +46,7 @@ from vla_envs.libero.suites import LiberoTask, check_suite, load_init_states, ta
 from vla_envs.robosuite_env import RobosuiteEnv
 
 OPTIONS = ("init_state",)
+ROBOSUITE_CONTROLLERS = ("1.4", "1.5")
 # LIBERO's no-op (openpi's LIBERO_DUMMY_ACTION, LeRobot's get_libero_dummy_action): no arm motion,
 # gripper open
 SETTLE_ACTION = np.array([0.0] * 6 + [-1.0])
@@ -65,10 +70,14 @@ class LiberoEnv(RobosuiteEnv):
     """LIBERO task ``task_id`` of ``suite`` (``"libero_spatial"``, ``"libero_object"``,
     ``"libero_goal"``, ``"libero_10"``, ``"libero_90"``); the keyword arguments are
     ``RobosuiteEnv``'s, on the Panda with OSC_POSE only (LIBERO's scenes and demonstrations),
-    and ``settle_steps`` / ``init_state_from_seed`` (the module docstring)."""
+    and ``settle_steps`` / ``init_state_from_seed`` / ``robosuite_controller`` (the module docstring)."""
 
     def __init__(self, suite: str = "libero_spatial", task_id: int = 0, *, settle_steps: int = 0,
-                 init_state_from_seed: bool = False, **kwargs: Any):
+                 init_state_from_seed: bool = False, robosuite_controller: str = "1.4", **kwargs: Any):
+        if robosuite_controller not in ROBOSUITE_CONTROLLERS:
+            raise ValueError(f"robosuite_controller={robosuite_controller!r}: expected one of {ROBOSUITE_CONTROLLERS} "
+                             "(how the arm and gripper controllers step)")
+        self.robosuite_controller = robosuite_controller
         if isinstance(settle_steps, bool) or not isinstance(settle_steps, (int, np.integer)) or not 0 <= settle_steps <= 1000:
             raise ValueError(f"settle_steps={settle_steps!r}: expected an integer number of control steps from 0 to 1000")
         if not isinstance(init_state_from_seed, bool):
@@ -124,9 +133,14 @@ class LiberoEnv(RobosuiteEnv):
             for _ in range(100):
                 np.random.seed(int(self.np_random.integers(2**32)))
                 try:
-                    return self._rs.reset()
+                    raw = self._rs.reset()
                 except RandomizationError:
                     continue
+                if self.robosuite_controller == "1.4":  # the reset built new controllers
+                    from vla_envs.robosuite_fixes import step_like_robosuite_14
+
+                    step_like_robosuite_14(self._rs)
+                return raw
             raise RuntimeError(f"{self.libero_task.suite} task {self.libero_task.index}: 100 object placements failed")
         finally:
             np.random.set_state(saved)

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from vla_envs.files import atomic_path, project_cache_dir
+from vla_envs.robosuite_fixes import hold_orientation_on_zero_rotation, ramp_gripper_per_substep
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 PYTHON_ENV = "VLA_ENVS_LIBERO14_PYTHON"
@@ -284,56 +285,22 @@ class Variant:
     hold_orientation_on_zero: bool = False  # 1.4: a rotation action of exactly 0 keeps the last goal
 
 
-AS_SHIPPED = Variant("as shipped")
+# The variants run on an env built with robosuite_controller="1.5" (robosuite 1.5's own stepping);
+# the last is what the LIBERO envs ship (robosuite_controller="1.4", the default).
+ROBOSUITE_15 = Variant("robosuite 1.5")
 VARIANTS = (
-    AS_SHIPPED,
+    ROBOSUITE_15,
     Variant("lite_physics=False", lite_physics=False),
     Variant("1.4 gripper ramp", gripper_per_substep=True),
     Variant("1.4 orientation hold", hold_orientation_on_zero=True),
-    Variant("1.4 gripper ramp + orientation hold", gripper_per_substep=True, hold_orientation_on_zero=True),
+    Variant("1.4 gripper ramp + orientation hold (shipped)", gripper_per_substep=True, hold_orientation_on_zero=True),
 )
+AS_SHIPPED = VARIANTS[-1]
 
 
-def _install_14_orientation_hold(rs) -> None:
-    """robosuite 1.4's OSC updates its orientation goal only when some rotation action is
-    non-zero (``math.isclose(x, 0.0)``, i.e. exactly 0): a zero rotation holds the last goal, which
-    after ``set_init_state`` is still the reset pose's orientation. 1.5 always re-bases the goal
-    on the current orientation, so a zero rotation holds wherever the hand is."""
-    arm = rs.robots[0].composite_controller.part_controllers["right"]
-    original = arm.set_goal
-
-    def set_goal(action):
-        held = None if arm.goal_ori is None else np.array(arm.goal_ori)
-        original(action)
-        if held is not None and all(math.isclose(float(x), 0.0) for x in np.asarray(action)[3:6]):
-            arm.goal_ori = held
-
-    arm.set_goal = set_goal
-
-
-def _install_14_gripper(rs) -> None:
-    """robosuite 1.4's gripper command: ``format_action`` at speed 0.01 on every physics substep
-    (1.5 applies it once per control step at speed 0.2)."""
-    robot = rs.robots[0]
-    composite = robot.composite_controller
-    gripper = robot.gripper["right"]
-    arm, grip = composite.part_controllers["right"], composite.part_controllers["right_gripper"]
-    held: dict[str, np.ndarray] = {}
-    original_run = composite.run_controller
-
-    def set_goal(all_action):
-        arm.set_goal(all_action[:arm.control_dim])
-        held["gripper"] = np.array(all_action[arm.control_dim:])
-
-    def run_controller(enabled_parts):
-        if "gripper" in held:
-            step = np.array([-1.0, 1.0]) * 0.01 * np.sign(held["gripper"])
-            gripper.current_action = np.clip(gripper.current_action + step, -1.0, 1.0)
-            grip.set_goal(gripper.current_action)
-        return original_run(enabled_parts)
-
-    composite.set_goal = set_goal
-    composite.run_controller = run_controller
+# the two robosuite 1.4 behaviours, as the LIBERO envs install them (vla_envs.robosuite_fixes)
+_install_14_orientation_hold = hold_orientation_on_zero_rotation
+_install_14_gripper = ramp_gripper_per_substep
 
 
 def _record(rs) -> dict[str, np.ndarray]:
@@ -351,14 +318,14 @@ class Episode:
     actions: np.ndarray
 
 
-def make_env(suite: str, task_id: int):
+def make_env(suite: str, task_id: int, robosuite_controller: str = "1.5"):
     import gymnasium as gym
 
     import vla_envs  # noqa: F401 - registers the ids
 
     title = {"libero_spatial": "Spatial", "libero_object": "Object", "libero_goal": "Goal", "libero_10": "10",
              "libero_90": "90"}[suite]
-    return gym.make(f"vla_envs/LIBERO-{title}-v0", task_id=task_id, obs_mode="state")
+    return gym.make(f"vla_envs/LIBERO-{title}-v0", task_id=task_id, obs_mode="state", robosuite_controller=robosuite_controller)
 
 
 def run_ours(env, init_state: int, actions: np.ndarray | None, variant: Variant = AS_SHIPPED,
