@@ -72,10 +72,10 @@ def make_env(config: FinetuneConfig) -> gym.Env:
     """One training env: the task, the shaped reward, the residual action (no Monitor)."""
     import vla_envs  # noqa: F401  (registers the tasks)
     from evaluation.policy_specs import build_policy, stable_seed
-    from vla_envs.config import get_task_config
     from wrappers import EfficiencyReward
 
-    env = gym.make(get_task_config(config.task).env_id, **config.env.model_dump(exclude_none=True))
+    env_id, kwargs = config.env.env_for(config.task)
+    env = gym.make(env_id, **kwargs)
     env = EfficiencyReward(env, config=config.reward_config())
     return ResidualActionEnv(
         env,

@@ -120,7 +120,7 @@ stats: {bootstrap_resamples: 100}
 """
 
 
-def _openpi_elements(actions: np.ndarray, init_state: int, instruction: str, stale: list) -> list[dict]:
+def _openpi_elements(actions: np.ndarray, init_state: int, instruction: str, frames: list) -> list[dict]:
     """What openpi's examples/libero/main.py sends, from LIBERO's own OffScreenRenderEnv: 10
     no-op steps, then a query every 5 steps (replan_steps) while it steps ``actions``."""
     import gymnasium as gym
@@ -154,14 +154,7 @@ def _openpi_elements(actions: np.ndarray, init_state: int, instruction: str, sta
         elements = []
         for t, action in enumerate(actions):
             if t % 5 == 0:
-                # robosuite samples its observables (LIBERO's images) one substep or so before the
-                # step ends; this suite renders the state the step ended in: compared with the
-                # same renderer on that state, and with LIBERO's own frame more loosely
-                fresh = {key: env.env.sim.render(camera_name=camera, width=256, height=256)
-                         for key, camera in (("agentview_image", "agentview"),
-                                             ("robot0_eye_in_hand_image", "robot0_eye_in_hand"))}
-                stale.append({key: obs[key] for key in fresh})
-                obs = {**obs, **fresh}
+                frames.append({key: obs[key] for key in ("agentview_image", "robot0_eye_in_hand_image")})
                 img = np.ascontiguousarray(obs["agentview_image"][::-1, ::-1])
                 wrist_img = np.ascontiguousarray(obs["robot0_eye_in_hand_image"][::-1, ::-1])
                 elements.append({
@@ -217,8 +210,8 @@ def test_an_openpi_libero_eval_sends_what_openpis_client_sends(tmp_path):
     assert np.array_equal(actions[:5], replies[0][:5]) and np.array_equal(actions[5:10], replies[1][:5])
 
     instruction = "pick up the black bowl between the plate and the ramekin and place it on the plate"
-    stale: list[dict] = []
-    expected = _openpi_elements(actions, init_state=3, instruction=instruction, stale=stale)
+    frames: list[dict] = []
+    expected = _openpi_elements(actions, init_state=3, instruction=instruction, frames=frames)
     raw_keys = {"observation/image": "agentview_image", "observation/wrist_image": "robot0_eye_in_hand_image"}
     assert len(expected) == len(received) == 3
     for index, (got, want) in enumerate(zip(received, expected)):
@@ -226,11 +219,11 @@ def test_an_openpi_libero_eval_sends_what_openpis_client_sends(tmp_path):
         assert got["prompt"] == want["prompt"]
         for key in ("observation/image", "observation/wrist_image"):
             assert got[key].dtype == want[key].dtype == np.uint8 and got[key].shape == want[key].shape == (224, 224, 3)
+            # LIBERO's own frame (rendered at robosuite's sampling instant, as this suite's are):
+            # the renderers differ at a few anti-aliased edges
             diff = np.abs(got[key].astype(int) - want[key]).max(-1)
             assert diff.mean() < 0.05 and (diff > 8).mean() < 1e-3, (index, key, diff.mean(), (diff > 8).mean())
-            rotated = np.ascontiguousarray(stale[index][raw_keys[key]][::-1, ::-1])
-            from_libero = openpi_resize(rotated, 224, 224)
-            assert np.abs(got[key].astype(int) - from_libero).mean() < 3.0  # in 1/255, over all channels
+            rotated = np.ascontiguousarray(frames[index][raw_keys[key]][::-1, ::-1])
             for wrong in (rotated[::-1], rotated[:, ::-1], rotated[::-1, ::-1]):  # any other orientation is far off
                 assert np.abs(got[key].astype(int) - openpi_resize(np.ascontiguousarray(wrong), 224, 224)).mean() > 20
         state, want_state = got["observation/state"], want["observation/state"]

@@ -62,10 +62,11 @@ def test_lean_images_of_each_suite_are_within_the_fidelity_bound(bench, renderer
         sim = env.unwrapped.robosuite_env.sim
         reference.bind(sim.model._model)
         uncut.bind(sim.model._model)
+        data = env.unwrapped._camera_data()  # what the observation was rendered from (robosuite's sample instant)
         for key, camera in (("image", "agentview"), ("wrist_image", "robot0_eye_in_hand")):
             # culling may only leave out what the camera cannot see
-            np.testing.assert_array_equal(obs[key], uncut.render(sim.data._data, camera, PX, PX), err_msg=camera)
-            differences.append(bench.image_difference(reference.render(sim.data._data, camera, PX, PX), obs[key]))
+            np.testing.assert_array_equal(obs[key], uncut.render(data, camera, PX, PX), err_msg=camera)
+            differences.append(bench.image_difference(reference.render(data, camera, PX, PX), obs[key]))
     assert env.unwrapped._renderer.last_decimation.meshes_decimated > 0  # the observations use decimated meshes
     mad, visible = np.mean(differences, axis=0)
     print(f"{SUITES[suite].title} task {task_id}: MAD {mad:.2f}/255, {100 * visible:.2f} % of pixels > 8/255")

@@ -200,18 +200,21 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
         """robosuite's reset, its samples drawn from ``self.np_random`` (``_share_rng``)."""
         return self._rs.reset()
 
+    def _camera_data(self):
+        """The ``MjData`` the camera observations are rendered from: the simulation as the step
+        ended (a LIBERO task renders the instant robosuite sampled its observables)."""
+        return self._rs.sim.data._data
+
     def _observation(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         obs: dict[str, np.ndarray] = {}
         proprio = np.asarray(raw[_PROPRIO_KEY], dtype=np.float32)
         if self._use_state:
             obs["state"] = np.concatenate([proprio, np.asarray(raw[_OBJECT_KEY], dtype=np.float32)])
         if self._use_images:
-            sim = self._rs.sim
+            data = self._camera_data()
             cams = self.task_config.cameras
-            obs["image"] = self._renderer.render(sim.data._data, cams.image, self.image_size, self.image_size)
-            obs["wrist_image"] = self._renderer.render(
-                sim.data._data, cams.wrist_image, self.image_size, self.image_size
-            )
+            obs["image"] = self._renderer.render(data, cams.image, self.image_size, self.image_size)
+            obs["wrist_image"] = self._renderer.render(data, cams.wrist_image, self.image_size, self.image_size)
             obs["proprio"] = proprio
         return obs
 

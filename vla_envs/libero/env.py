@@ -25,6 +25,11 @@ success, lean rendering, the ``robosuite_env`` that the wrappers measure); what 
   on which LIBERO's demonstrations were recorded (``vla_envs.robosuite_fixes.step_like_robosuite_14``:
   a zero rotation holds the orientation goal, the gripper command ramps every substep);
   ``"1.5"`` steps them as robosuite 1.5 does. docs/libero.md has the measured difference.
+- Camera images are rendered at the instant robosuite sampled its observables, as LIBERO's own
+  frames are: robosuite samples every observable (LIBERO's camera frames, ``robot0_eef_pos``...)
+  at one physics substep of each control step, not at the step's end (the 24th of 25 here,
+  depending on the updates forced since the reset), so LIBERO's frames and state lag the end of
+  the step by a substep. The suite's other tasks render the end of the step.
 - In the ``rgb`` modes the observation adds ``"libero_state"``: float64 (8,), eef position,
   eef axis-angle and gripper qpos (``vla_envs.libero.observations``), the state openpi's and
   LeRobot's LIBERO clients give their models.
@@ -47,6 +52,8 @@ from vla_envs.robosuite_env import RobosuiteEnv
 
 OPTIONS = ("init_state",)
 ROBOSUITE_CONTROLLERS = ("1.4", "1.5")
+# the observable whose sampling instant the camera images follow (any robot observable would do)
+FRAME_CLOCK = "robot0_eef_pos"
 # LIBERO's no-op (openpi's LIBERO_DUMMY_ACTION, LeRobot's get_libero_dummy_action): no arm motion,
 # gripper open
 SETTLE_ACTION = np.array([0.0] * 6 + [-1.0])
@@ -89,6 +96,7 @@ class LiberoEnv(RobosuiteEnv):
                 raise ValueError(f"{name}={kwargs[name]!r}: LIBERO's scenes are built for the {allowed!r} "
                                  f"({'robot' if name == 'robot' else 'arm controller'}), expected {allowed!r}")
         self.libero_task = task(suite, task_id)
+        self._frame_data = None  # the simulation at robosuite's last observable sample
         self._init_states: np.ndarray | None = None
         self._init_state: int | None = None  # this episode's, on every step's info (a fixed layout)
         super().__init__(_task_config(self.libero_task), **kwargs)
@@ -140,10 +148,37 @@ class LiberoEnv(RobosuiteEnv):
                     from vla_envs.robosuite_fixes import step_like_robosuite_14
 
                     step_like_robosuite_14(self._rs)
+                self._follow_observable_sampling()  # ... and new observables
                 return raw
             raise RuntimeError(f"{self.libero_task.suite} task {self.libero_task.index}: 100 object placements failed")
         finally:
             np.random.set_state(saved)
+
+    def _follow_observable_sampling(self) -> None:
+        """Copy the simulation into ``self._frame_data`` whenever robosuite samples
+        ``FRAME_CLOCK`` (all observables share its timer: built together at the reset, updated
+        together), and now, as the reset's forced update sampled it: the camera images are then
+        rendered from what LIBERO's camera observables would have rendered. The copy is the
+        whole ``MjData`` (kinematics included: at a substep's end they are still those its
+        integration started from, and robosuite's renderer draws them as they are)."""
+        if not self._use_images:
+            return
+        import mujoco
+
+        model, data = self._rs.sim.model._model, self._rs.sim.data._data
+        frame_data = self._frame_data = mujoco.MjData(model)
+        mujoco.mj_copyData(frame_data, model, data)
+        original = self._rs._observables[FRAME_CLOCK]._sensor
+
+        def sensor(obs_cache):
+            mujoco.mj_copyData(frame_data, model, data)
+            return original(obs_cache)
+
+        sensor.__modality__ = original.__modality__
+        self._rs.modify_observable(FRAME_CLOCK, "sensor", sensor)
+
+    def _camera_data(self):
+        return self._frame_data
 
     def _observation(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         obs = super()._observation(raw)
