@@ -167,3 +167,13 @@ def test_lean_rendering_leaves_the_physics_bit_identical(spatial):
     np.testing.assert_array_equal(trajectories["lean"][1], trajectories["full"][1])
     # the two really rendered differently (shadows, anti-aliasing, meshes)
     assert any(not np.array_equal(a, b) for a, b in zip(trajectories["lean"][2], trajectories["full"][2]))
+
+
+def test_check_all_resets_a_task_to_its_initial_states_and_steps_it():
+    """``python -m vla_envs.libero.check_all``'s check of one task (two initial states, both envs)."""
+    from vla_envs.libero.check_all import check_task
+    from vla_envs.libero.suites import task
+
+    for env in ("ours", "libero"):
+        done, wall = check_task(task("libero_goal", 3), steps=2, env=env, limit=2)
+        assert done == 2 and wall > 0
