@@ -606,24 +606,31 @@ def main(argv: list[str] | None = None) -> int:
     except Libero14Unavailable as exc:
         print(exc, file=sys.stderr)
         return 2
+    from rich.progress import Progress
+
+    from vla_envs.progress import progress_columns
+
     results = []
-    for suite in args.suites:
-        for task_id in args.tasks:
+    pairs = [(suite, task_id) for suite in args.suites for task_id in args.tasks]
+    with Progress(*progress_columns("tasks")) as progress:
+        bar = progress.add_task("LIBERO parity with robosuite 1.4", total=len(pairs))
+        for suite, task_id in pairs:
             started = time.perf_counter()
             result = compare_task(suite, task_id, args.init_states, python, args.max_steps, fixed_steps=args.random_steps)
             results.append(result)
             for e in result["episodes"]:
                 shipped = e["variants"][AS_SHIPPED.name]
-                print(f"{suite} task {task_id} init {e['init_state']}: {e['steps']} steps, success ours "
-                      f"{shipped['success']} / 1.4 {e['success_reference']}; eef max "
-                      + ", ".join(f"{name} {v['eef_divergence_max_m']:.4f} m" for name, v in e["variants"].items()),
-                      flush=True)
-            print(f"  images: {result['image_transform']} ({time.perf_counter() - started:.0f} s)", flush=True)
+                progress.console.print(
+                    f"{suite} task {task_id} init {e['init_state']}: {e['steps']} steps, success ours "
+                    f"{shipped['success']} / 1.4 {e['success_reference']}; eef max "
+                    + ", ".join(f"{name} {v['eef_divergence_max_m']:.2e} m" for name, v in e["variants"].items()))
+            progress.console.print(f"  images: {result['image_transform']} ({time.perf_counter() - started:.0f} s)")
             args.out.mkdir(parents=True, exist_ok=True)
             with atomic_path(args.out / "parity.json") as tmp:
                 tmp.write_text(json.dumps(results, indent=1, default=_jsonable), encoding="utf-8")
-    print(format_table(results))
-    for variant in VARIANTS[1:]:
+            progress.advance(bar)
+    print(f"as shipped ({AS_SHIPPED.name}):\n" + format_table(results))
+    for variant in VARIANTS[:-1]:
         print(f"\nwith {variant.name}:\n" + format_table(results, variant.name))
     return 0
 
