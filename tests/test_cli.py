@@ -62,6 +62,7 @@ def test_tasks_lists_a_libero_suites_tasks_with_their_instructions():
     text = " ".join(out.stdout.split())  # rich wraps the title to the table's width
     assert 'gym.make("vla_envs/LIBERO-Object-v0", task_id=k), 280 steps' in text
     assert "pick up the alphabet soup and place it in the basket" in out.stdout
+    assert "LIBERO-Object-0" in out.stdout and "LIBERO-Object-9" in out.stdout  # the names eval configs take
     out = _vla_envs("tasks", "--suite", "libero_100", timeout=120)
     assert out.returncode == 2 and "LIBERO suite 'libero_100': expected one of" in out.stdout
 

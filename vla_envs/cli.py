@@ -72,7 +72,7 @@ def tasks(
 
 def _libero_tasks(suite: str) -> None:
     from vla_envs.libero.installation import LiberoUnavailable
-    from vla_envs.libero.suites import SUITES, suite_tasks
+    from vla_envs.libero.suites import SUITES, suite_tasks, task_name
 
     with _exit_on(ValueError, LiberoUnavailable):
         listed = suite_tasks(suite)
@@ -80,9 +80,10 @@ def _libero_tasks(suite: str) -> None:
     table = Table(title=f"{entry.title}: gym.make(\"vla_envs/{entry.title}-v0\", task_id=k), "
                         f"{entry.max_episode_steps} steps, 50 standard initial states each")
     table.add_column("k", justify="right")
+    table.add_column("in eval configs", no_wrap=True)
     table.add_column("instruction")
     for task in listed:
-        table.add_row(str(task.index), task.instruction)
+        table.add_row(str(task.index), task_name(suite, task.index), task.instruction)
     console.print(table)
 
 
