@@ -9,7 +9,6 @@ initial state, settle steps and actions. The served episode equals the in-proces
 
 from __future__ import annotations
 
-import asyncio
 import math
 import threading
 
@@ -75,32 +74,6 @@ def test_a_convention_refuses_observations_it_cannot_convert():
 
 # ---------------------------------------------------------------------------------------------
 # openpi's client, end to end
-
-
-def _recording_openpi_server(policy, received: list, replies: list, port_holder: list, stop: threading.Event):
-    """openpi's WebsocketPolicyServer as openpi writes it (openpi-client's packer, websockets'
-    asyncio server, empty metadata), keeping every observation map it receives."""
-    from openpi_client import msgpack_numpy
-    from websockets.asyncio.server import serve
-
-    async def handler(websocket):
-        packer = msgpack_numpy.Packer()
-        await websocket.send(packer.pack({}))
-        async for message in websocket:
-            obs = msgpack_numpy.unpackb(message)
-            received.append(obs)
-            policy.reset(obs["prompt"])
-            actions = policy.act({k: v for k, v in obs.items() if k != "prompt"})
-            replies.append(actions)
-            await websocket.send(packer.pack({"actions": actions}))
-
-    async def main():
-        async with serve(handler, "127.0.0.1", 0, compression=None, max_size=None) as server:
-            port_holder.append(server.sockets[0].getsockname()[1])
-            while not stop.is_set():
-                await asyncio.sleep(0.05)
-
-    asyncio.run(main())
 
 
 OPENPI_EVAL = """\
@@ -176,10 +149,11 @@ def test_an_openpi_libero_eval_sends_what_openpis_client_sends(tmp_path):
     from typer.testing import CliRunner
 
     from tests.libero_policies import ObservationEcho
+    from tests.test_serving_openpi import _openpi_style_server
     from vla_envs.cli import app
 
     received, replies, ports, stop = [], [], [], threading.Event()
-    thread = threading.Thread(target=_recording_openpi_server, args=(ObservationEcho(), received, replies, ports, stop),
+    thread = threading.Thread(target=_openpi_style_server, args=(ObservationEcho(), ports, stop, received, replies),
                               daemon=True)
     thread.start()
     while not ports:

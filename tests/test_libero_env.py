@@ -91,30 +91,11 @@ def test_images_and_the_embodied_wrappers_on_other_suites(libero_envs, suite_tit
 
 
 def _hand_driven_substeps(env: gym.Env, actions: np.ndarray, options: dict):
-    """robosuite's substep loop driven by hand (environments/base.py), sampling after each
-    substep, as ``test_wrappers_capture._robosuite_reference`` does, but on ``env``'s own
-    robosuite env (a second build would cost seconds): it is reset to the same state first, which
-    replaces the simulation and with it any wrapper's substep hook."""
-    from test_wrappers_capture import SEED
+    """``test_wrappers_capture.substep_reference`` on ``env``'s own robosuite env (a second build
+    would cost seconds): its reset replaces the simulation and with it any wrapper's substep hook."""
+    from test_wrappers_capture import substep_reference
 
-    env.unwrapped.reset(seed=SEED, options=options)
-    rs = env.unwrapped.robosuite_env
-    robot = rs.robots[0]
-    dofs = np.asarray(robot._ref_joint_vel_indexes)
-    qidx = np.asarray(robot._ref_joint_pos_indexes)
-    grip = rs.sim.model.site_name2id("gripper0_right_grip_site")
-    n_sub = int(round(rs.control_timestep / rs.model_timestep))
-    torque, qvel, qpos, ee = [], [], [rs.sim.data.qpos[qidx].copy()], [rs.sim.data.site_xpos[grip].copy()]
-    for action in actions:
-        for i in range(n_sub):
-            rs.sim.step1()
-            rs._pre_action(action.astype(np.float64), policy_step=(i == 0))
-            rs.sim.step2()
-            torque.append(rs.sim.data.qfrc_actuator[dofs].copy())
-            qvel.append(rs.sim.data.qvel[dofs].copy())
-        qpos.append(rs.sim.data.qpos[qidx].copy())
-        ee.append(rs.sim.data.site_xpos[grip].copy())
-    return np.array(torque), np.array(qvel), np.array(qpos), np.array(ee), rs.model_timestep
+    return substep_reference(env.unwrapped, actions, options)
 
 
 @pytest.mark.parametrize("suite_title, task_id", [("LIBERO-Spatial", 0), ("LIBERO-Object", 3)])

@@ -14,15 +14,10 @@ import textwrap
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 
-from tests.test_serving_lerobot import CHECKOUT, LEROBOT_PYTHON, _has_lerobot_policies
+from tests.test_serving_lerobot import CHECKOUT, LEROBOT_PYTHON, needs_lerobot
 
-pytestmark = pytest.mark.skipif(
-    not _has_lerobot_policies(),
-    reason="LeRobot's environment with lerobot installed is not set up: export VLA_ENVS_LEROBOT_PYTHON (or create "
-           ".venv-lerobot as docs/integrations.md shows)",
-)
+pytestmark = needs_lerobot
 
 COMPARE = textwrap.dedent("""
     import sys, numpy as np, torch

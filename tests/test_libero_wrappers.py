@@ -26,7 +26,7 @@ pytest.importorskip("libero", reason='LIBERO is not installed: pip install -e ".
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from test_wrappers_reward import SCALES, WEIGHTS  # noqa: E402
+from test_wrappers_reward import SCALES, WEIGHTS, step_quantities  # noqa: E402
 from wrappers import EfficiencyReward, EmbodiedCost, JointStateRecorder, metrics, read_episode  # noqa: E402
 from wrappers.parquet_io import METADATA_KEY  # noqa: E402
 from wrappers.robot_readout import ARM_VELOCITY_LIMITS  # noqa: E402
@@ -175,24 +175,12 @@ def test_the_reward_is_the_documented_formula_of_the_recorded_quantities(run):
     steps, recorder = run
     episode = recorder.last_episode
     dt = episode.metadata["robot"]["physics_dt_s"]
-    q, qd, p, a = episode.qpos, episode.qvel, episode.ee_pos, episode.action
-    tau, qd_sub = episode.substep_torque, episode.substep_qvel
     success = [info["is_success"] for info in steps["infos"]]
     assert not any(success[:PLACED_AT]) and any(success[PLACED_AT:])  # LIBERO's own check saw the placement
     first_success = success.index(True)
     for t in range(1, N_STEPS + 1):  # control step t moves samples t - 1 -> t
         info = steps["infos"][t - 1]
-        jerk = qd[t] - 2 * qd[t - 1] + qd[t - 2] if t >= 2 else np.zeros(7)
-        expected = {
-            "time_s": 1.0 / F_HZ,
-            "ee_path_m": np.linalg.norm(p[t] - p[t - 1]),
-            "joint_path_rad": np.linalg.norm(q[t] - q[t - 1]),
-            "joint_rotation_rad": np.abs(q[t] - q[t - 1]).sum(),
-            "jerk_sq": F_HZ**4 * np.dot(jerk, jerk),
-            "action_change": np.linalg.norm(a[t - 1] - a[t - 2]) if t >= 2 else 0.0,
-            "energy_j": np.abs(tau[t - 1] * qd_sub[t - 1]).sum() * dt,
-            "effort_nm2s": np.square(tau[t - 1]).sum() * dt,
-        }
+        expected = step_quantities(episode, t, F_HZ, dt)
         terms = info["reward_terms"]
         for key, quantity in expected.items():
             assert terms[key] == pytest.approx(-WEIGHTS[key] * quantity / SCALES[key], rel=1e-9, abs=1e-15), (t, key)

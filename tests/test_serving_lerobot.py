@@ -25,11 +25,12 @@ def _has_lerobot_policies() -> bool:
     return probe.returncode == 0
 
 
-pytestmark = pytest.mark.skipif(
+needs_lerobot = pytest.mark.skipif(
     not _has_lerobot_policies(),
     reason="LeRobot's environment with lerobot installed is not set up: export VLA_ENVS_LEROBOT_PYTHON (or create "
            ".venv-lerobot as docs/integrations.md shows)",
 )
+pytestmark = needs_lerobot
 
 MAKE_ACT = textwrap.dedent("""
     import sys, json, numpy as np, torch

@@ -107,9 +107,11 @@ def test_healthz_answers_without_a_handshake(served):
     assert response.status == 200 and response.read() == b"OK\n"
 
 
-def _openpi_style_server(policy, port_holder: list, stop: threading.Event):
+def _openpi_style_server(policy, port_holder: list, stop: threading.Event, received: list | None = None,
+                         replies: list | None = None):
     """A server written as openpi's own ``WebsocketPolicyServer`` is: the openpi client package's
-    msgpack_numpy packer, websockets' asyncio server, ``{"actions": ...}`` replies, empty metadata."""
+    msgpack_numpy packer, websockets' asyncio server, ``{"actions": ...}`` replies, empty metadata.
+    ``received`` / ``replies``, when given, keep every observation map (prompt included) and answer."""
     from openpi_client import msgpack_numpy
     from websockets.asyncio.server import serve
 
@@ -118,8 +120,13 @@ def _openpi_style_server(policy, port_holder: list, stop: threading.Event):
         await websocket.send(packer.pack({}))
         async for message in websocket:
             obs = msgpack_numpy.unpackb(message)
+            if received is not None:
+                received.append(dict(obs))
             policy.reset(obs.pop("prompt"))
-            await websocket.send(packer.pack({"actions": policy.act(obs)}))
+            actions = policy.act(obs)
+            if replies is not None:
+                replies.append(actions)
+            await websocket.send(packer.pack({"actions": actions}))
 
     async def main():
         async with serve(handler, "127.0.0.1", 0, compression=None, max_size=None) as server:

@@ -19,6 +19,15 @@ def _actions(space, n=N_STEPS, seed=0):
 def _robosuite_reference(actions, robot="Panda", env_id="vla_envs/Lift-v0", make_kwargs=None, reset_options=None):
     """Drive robosuite's substep loop by hand (environments/base.py), sampling after each substep."""
     env = gym.make(env_id, terminate_on_success=False, **({"robot": robot} if make_kwargs is None else make_kwargs))
+    try:
+        return substep_reference(env, actions, reset_options)
+    finally:
+        env.close()
+
+
+def substep_reference(env, actions, reset_options=None):
+    """(torque, qvel per substep; qpos, ee per control step; dt) of ``env`` reset to ``SEED``,
+    then stepped by hand through robosuite's substep loop, not through ``env.step``."""
     env.reset(seed=SEED, options=reset_options)
     rs = env.unwrapped.robosuite_env
     robot = rs.robots[0]
@@ -36,7 +45,6 @@ def _robosuite_reference(actions, robot="Panda", env_id="vla_envs/Lift-v0", make
             qvel.append(rs.sim.data.qvel[dofs].copy())
         qpos.append(rs.sim.data.qpos[qidx].copy())
         ee.append(rs.sim.data.site_xpos[grip].copy())
-    env.close()
     return np.array(torque), np.array(qvel), np.array(qpos), np.array(ee), rs.model_timestep
 
 

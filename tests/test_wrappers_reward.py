@@ -23,6 +23,24 @@ def _episode_return(env, policy=None, seed=0):
     return total, task_total, info, steps
 
 
+def step_quantities(episode, t: int, f_hz: float, dt: float) -> dict[str, float]:
+    """The documented quantity behind each reward term of control step ``t`` (samples ``t - 1`` ->
+    ``t``), recomputed from a recorded episode's arrays."""
+    q, qd, p, a = episode.qpos, episode.qvel, episode.ee_pos, episode.action.astype(np.float64)
+    tau, qd_sub = episode.substep_torque, episode.substep_qvel
+    jerk = qd[t] - 2 * qd[t - 1] + qd[t - 2] if t >= 2 else np.zeros_like(qd[0])
+    return {
+        "time_s": 1.0 / f_hz,
+        "ee_path_m": np.linalg.norm(p[t] - p[t - 1]),
+        "joint_path_rad": np.linalg.norm(q[t] - q[t - 1]),
+        "joint_rotation_rad": np.abs(q[t] - q[t - 1]).sum(),
+        "jerk_sq": f_hz**4 * np.dot(jerk, jerk),
+        "action_change": np.linalg.norm(a[t - 1] - a[t - 2]) if t >= 2 else 0.0,
+        "energy_j": np.abs(tau[t - 1] * qd_sub[t - 1]).sum() * dt,
+        "effort_nm2s": np.square(tau[t - 1]).sum() * dt,
+    }
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_standing_still_does_not_beat_solving_lift(seed):
     env = EfficiencyReward(gym.make("vla_envs/Lift-v0"))
@@ -126,20 +144,8 @@ def test_every_term_equals_its_quantity_recomputed_from_the_recorded_arrays(env_
     n = len(terms)
     assert n == 25 and episode.n_steps == n and episode.substep_torque.shape[:2] == (n, round(1 / (f * dt)))
 
-    q, qd, p, a = episode.qpos, episode.qvel, episode.ee_pos, episode.action.astype(np.float64)
-    tau, qd_sub = episode.substep_torque, episode.substep_qvel
-    for t in range(1, n + 1):  # control step t moves samples t - 1 -> t
-        jerk = qd[t] - 2 * qd[t - 1] + qd[t - 2] if t >= 2 else np.zeros_like(qd[0])
-        expected = {
-            "time_s": 1.0 / f,
-            "ee_path_m": np.linalg.norm(p[t] - p[t - 1]),
-            "joint_path_rad": np.linalg.norm(q[t] - q[t - 1]),
-            "joint_rotation_rad": np.abs(q[t] - q[t - 1]).sum(),
-            "jerk_sq": f**4 * np.dot(jerk, jerk),
-            "action_change": np.linalg.norm(a[t - 1] - a[t - 2]) if t >= 2 else 0.0,
-            "energy_j": np.abs(tau[t - 1] * qd_sub[t - 1]).sum() * dt,
-            "effort_nm2s": np.square(tau[t - 1]).sum() * dt,
-        }
+    for t in range(1, n + 1):
+        expected = step_quantities(episode, t, f, dt)
         got = terms[t - 1]
         for key, quantity in expected.items():
             assert got[key] == pytest.approx(-WEIGHTS[key] * quantity / SCALES[key], rel=1e-9, abs=1e-15), (t, key)
