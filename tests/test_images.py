@@ -123,3 +123,38 @@ def test_rendering_works_when_mujoco_was_imported_first():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert float(out.stdout.split("std")[-1]) > 5
+
+
+_TEXTURED_BOX_XML = """
+<mujoco>
+  <visual><global offwidth="64" offheight="64"/></visual>
+  <asset>
+    <texture name="checker" type="2d" builtin="checker" rgb1="1 1 1" rgb2="0.8 0.1 0.1" width="64" height="64"/>
+    <material name="checker" texture="checker" texrepeat="4 4"/>
+  </asset>
+  <worldbody>
+    <light pos="0 0 2"/>
+    <camera name="eye" pos="0 -1 0.6" xyaxes="1 0 0 0 0.5 1"/>
+    <geom type="box" size="0.3 0.3 0.05" material="checker" group="1"/>
+  </worldbody>
+</mujoco>
+"""
+
+
+def test_closing_one_renderer_leaves_anothers_textures_and_images_alone():
+    """A renderer frees its GL resources in its own context: freed from whichever context was
+    current (the other renderer's, which had just drawn), the other lost its texture."""
+    model = mujoco.MjModel.from_xml_string(_TEXTURED_BOX_XML)
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    first, second = CameraRenderer("lean", 64, 64), CameraRenderer("lean", 64, 64)
+    try:
+        first.bind(model)
+        second.bind(model)
+        before = second.render(data, "eye", 64, 64)
+        assert np.abs(before.astype(int) - before[:, ::-1]).mean() > 5  # the checker shows
+        first.close()
+        np.testing.assert_array_equal(second.render(data, "eye", 64, 64), before)
+    finally:
+        first.close()
+        second.close()

@@ -221,6 +221,9 @@ class CameraRenderer:
 
     def close(self) -> None:
         if self._mjr_context is not None:
+            # Free this context's textures and buffers, not those of whichever context is current.
+            if self._gl_context is not None:
+                self._gl_context.make_current()
             self._mjr_context.free()
             self._mjr_context = None
         if self._gl_context is not None:
