@@ -17,9 +17,11 @@ from vla_envs.lean_meshes import (
     corner_normals,
     decimate,
     decimate_within,
+    inward_faces,
     lean_render_model,
     surface_deviation_m,
     weld,
+    weld_with_texcoords,
 )
 from vla_envs.rendering import CameraRenderer
 
@@ -158,6 +160,197 @@ def test_decimated_normals_follow_the_stored_normals_direction():
     inward = -_outward_face_normals(vertices, faces)
     lean = decimate(vertices, faces, inward, 300)
     assert np.einsum("fkd,fkd->fk", lean.normals[lean.face_normals], lean.vertices[lean.faces]).max() < -0.9
+
+
+# -- textured meshes ---------------------------------------------------------------------------
+
+def _two_chart_grid(n: int = 16):
+    """An n x n grid whose texture is mapped by two charts that meet at the seam x = n / 2: on
+    the left u = x / n, on the right u = x / n + 0.25 (so seam positions carry two coordinates),
+    and v = y / n on both. Returns the soup (vertices, faces), each corner's coordinate
+    (f, 3, 2), and the map of each chart as a function of position."""
+    vertices, faces = _grid(n)
+    charts = {"left": lambda p: np.stack([p[..., 0] / n, p[..., 1] / n], -1),
+              "right": lambda p: np.stack([p[..., 0] / n + 0.25, p[..., 1] / n], -1)}
+    corners = vertices[faces]
+    right = corners[:, :, 0].mean(axis=1) > n / 2
+    texcoords = np.where(right[:, None, None], charts["right"](corners), charts["left"](corners))
+    soup_vertices, soup_faces = _soup(vertices, faces)
+    return soup_vertices, soup_faces, texcoords, charts
+
+
+def test_weld_with_texcoords_welds_positions_and_keeps_a_seams_two_coordinates():
+    n = 16
+    vertices, faces, texcoords, _ = _two_chart_grid(n)
+    positions, position_of_wedge, wedge_texcoords, wedge_faces = weld_with_texcoords(vertices, faces, texcoords)
+    assert len(positions) == (n + 1) ** 2
+    assert len(position_of_wedge) == (n + 1) ** 2 + (n + 1)  # the seam column twice
+    assert len(wedge_faces) == len(faces)
+    np.testing.assert_array_equal(positions[position_of_wedge][wedge_faces], vertices[faces])
+    np.testing.assert_array_equal(wedge_texcoords[wedge_faces], texcoords)
+
+
+def test_decimated_texture_coordinates_stay_on_each_charts_map_and_the_seam_stays():
+    """A flat grid with a texture map linear on each chart decimates without error: every
+    decimated face keeps its corners' coordinates on its own chart's map, so no face straddles
+    the seam with the coordinates of the other side."""
+    n = 16
+    vertices, faces, texcoords, charts = _two_chart_grid(n)
+    lean = decimate(vertices, faces, _outward_face_normals(vertices, faces), 64, corner_texcoords=texcoords)
+    assert len(lean.faces) <= 64 and lean.face_texcoords.shape == lean.faces.shape
+    corners = lean.vertices[lean.faces].astype(np.float64)
+    got = lean.texcoords[lean.face_texcoords]
+    right = corners[:, :, 0].mean(axis=1) > n / 2
+    want = np.where(right[:, None, None], charts["right"](corners), charts["left"](corners))
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    # the seam survives: a corner on it has the left coordinate on the left, the right one on the right
+    on_seam = corners[:, :, 0] == n / 2
+    assert on_seam[right].any() and on_seam[~right].any()
+    # winding (all faces up, +z) is kept
+    assert (_outward_face_normals(lean.vertices, lean.faces)[:, 2] > 0).all()
+
+
+def test_a_textured_mesh_with_detail_finer_than_decimation_keeps_its_original():
+    """A 0.2 m plate whose vertices alternate 3 mm above and below its plane (a weave's bumps)
+    decimates within the 10 mm tolerance by flattening them: a mean deviation of 0.7 mm.
+    Untextured it is decimated; textured (its texture drawn on the bumps, as a woven basket's)
+    it keeps its original."""
+    n = 64
+    vertices, faces = _grid(n)
+    parity = (vertices[:, 0] + vertices[:, 1]) % 2
+    vertices = vertices * (0.2 / n)
+    vertices[:, 2] = np.where(parity == 0, 0.003, -0.003)
+    normals = _outward_face_normals(vertices, faces)
+    texcoords = vertices[faces][:, :, :2] / 0.2
+    plain = decimate_within(vertices, faces, normals, 200)
+    assert plain is not None and len(plain.faces) < len(faces) / 4
+    distances = lean_meshes.surface_distances_m(vertices, faces, plain)
+    assert np.percentile(distances, 99) <= lean_meshes.TOLERANCE_M
+    assert distances.mean() > lean_meshes.TEXTURED_MEAN_DEVIATION_M
+    assert decimate_within(vertices, faces, normals, 200, corner_texcoords=texcoords) is None
+    # without the ripples the same textured plate is decimated
+    flat = vertices.copy()
+    flat[:, 2] = 0
+    assert decimate_within(flat, faces, normals, 200, corner_texcoords=texcoords) is not None
+
+
+def _thin_plate():
+    """A closed 8 x 8 x 0.02 box whose top and bottom are tessellated differently (16 x 16 and
+    11 x 11 cells), wound outward: a thin shell like LIBERO's plate."""
+    parts = []
+
+    def add(vertices, faces):
+        offset = sum(len(v) for v, _ in parts)
+        parts.append((vertices, faces + offset))
+
+    top_v, top_f = _grid(16, z=0.01)
+    add(top_v * [0.5, 0.5, 1], top_f)
+    bottom_v, bottom_f = _grid(11, z=-0.01)
+    add(bottom_v * [8 / 11, 8 / 11, 1], bottom_f[:, ::-1])
+    for axis in (0, 1):  # the four side walls, one quad each
+        for at, outward in ((0.0, -1), (8.0, 1)):
+            quad = np.zeros((4, 3))
+            quad[:, axis] = at
+            quad[:, 1 - axis] = [0, 8, 8, 0]
+            quad[:, 2] = [-0.01, -0.01, 0.01, 0.01]
+            quad_faces = np.array([[0, 1, 2], [0, 2, 3]])
+            normal = _outward_face_normals(quad, quad_faces)[0, axis]
+            add(quad, quad_faces if normal * outward > 0 else quad_faces[:, ::-1])
+    vertices = np.concatenate([v for v, _ in parts])
+    faces = np.concatenate([f for _, f in parts])
+    return vertices, faces
+
+
+def test_a_thin_shell_keeps_each_sides_winding_and_normal_convention():
+    """Decimation keeps each side of a shell 2 cm thick facing its own way, and each face's
+    normal convention is the one of the nearest original *triangle*: here the top stores its
+    normals against its winding, the rest along it. With 0.5 m and 0.73 m cells a top face's
+    nearest original *centre* is often on the bottom, and that rule gets the top wrong."""
+    vertices, faces = _thin_plate()
+    winding = _outward_face_normals(vertices, faces)
+    top_original = np.isclose(vertices[faces][:, :, 2].mean(axis=1), 0.01)
+    stored = np.where(top_original[:, None], -winding, winding)
+    lean = decimate(vertices, faces, stored, 40)
+    lean_winding = _outward_face_normals(lean.vertices, lean.faces)
+    centre_z = lean.vertices[lean.faces][:, :, 2].mean(axis=1)
+    top, bottom = np.isclose(centre_z, 0.01), np.isclose(centre_z, -0.01)
+    assert top.any() and bottom.any()
+    assert (lean_winding[top, 2] > 0).all() and (lean_winding[bottom, 2] < 0).all()
+    normal_z = lean.normals[lean.face_normals][:, :, 2]
+    assert (normal_z[top] < 0).all() and (normal_z[bottom] < 0).all()
+    by_centre = inward_faces(lean.vertices.astype(np.float64), lean.faces, vertices, faces, stored, candidates=1)
+    assert not by_centre[top].all()
+
+
+def _textured_sphere_xml(stacks: int = 40, slices: int = 80, radius: float = 0.1) -> str:
+    """A latitude-longitude sphere mesh (its seam column and pole rows repeated, each with its
+    own texture coordinate) under a checker texture, one fixed camera on it."""
+    lat = np.linspace(0, np.pi, stacks + 1)
+    lon = np.linspace(0, 2 * np.pi, slices + 1)
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
+    vertices = radius * np.stack([np.sin(la) * np.cos(lo), np.sin(la) * np.sin(lo), np.cos(la)], -1).reshape(-1, 3)
+    texcoords = np.stack([8 * lo / (2 * np.pi), 4 * la / np.pi], -1).reshape(-1, 2)  # 16 x 8 checker cells
+    index = np.arange((stacks + 1) * (slices + 1)).reshape(stacks + 1, slices + 1)
+    a, b = index[:-1, :-1].ravel(), index[1:, :-1].ravel()
+    c, d = index[1:, 1:].ravel(), index[:-1, 1:].ravel()
+    faces = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
+    corners = vertices[faces]
+    area = np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
+    faces = faces[area > 1e-12]  # the slivers at the poles
+    outward = np.einsum("ij,ij->i", _outward_face_normals(vertices, faces), vertices[faces].mean(1)) > 0
+    faces = np.where(outward[:, None], faces, faces[:, ::-1])
+
+    def numbers(array):
+        return " ".join(f"{x:.9g}" for x in np.asarray(array).ravel())
+
+    return f"""
+<mujoco>
+  <visual><global offwidth="128" offheight="128"/></visual>
+  <asset>
+    <texture name="checker" type="2d" builtin="checker" rgb1="1 1 1" rgb2="0.1 0.2 0.8" width="256" height="256"/>
+    <material name="checker" texture="checker"/>
+    <mesh name="globe" vertex="{numbers(vertices)}" texcoord="{numbers(texcoords)}" face="{numbers(faces)}"/>
+  </asset>
+  <worldbody>
+    <light pos="0 -1 1" dir="0 1 -1"/>
+    <camera name="eye" pos="0 -0.4 0.1" xyaxes="1 0 0 0 0.25 1"/>
+    <geom type="mesh" mesh="globe" material="checker" contype="0" conaffinity="0" group="1"/>
+  </worldbody>
+</mujoco>
+"""
+
+
+def test_a_textured_mesh_is_decimated_with_its_texture_where_it_was(empty_cache, monkeypatch):
+    """A checker-textured sphere of 6,240 faces drawn at 1,000 (the budget: here the textured
+    factor is set to 1): the same picture to within 2/255 on average (1.6 here: the checker's
+    edges follow the coarser surface), far closer than the same mesh drawn without texture
+    coordinates (19). At the default factor (4) it would keep 4,000 faces."""
+    model = mujoco.MjModel.from_xml_string(_textured_sphere_xml())
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    assert lean_meshes.visual_only_meshes(model) == [0] and lean_meshes.textured_meshes(model) == {0}
+    _, stats = lean_render_model(model, DEFAULT_FACE_BUDGET)
+    assert 3000 < stats.faces_after <= lean_meshes.TEXTURED_FACE_BUDGET_FACTOR * DEFAULT_FACE_BUDGET
+    monkeypatch.setattr(lean_meshes, "TEXTURED_FACE_BUDGET_FACTOR", 1)
+    render_model, stats = lean_render_model(model, DEFAULT_FACE_BUDGET)
+    assert stats.meshes_decimated == 1 and stats.faces_after <= DEFAULT_FACE_BUDGET < stats.faces_before
+    assert 0 < render_model.mesh_texcoordnum[0] < model.mesh_texcoordnum[0]
+    images = {}
+    for name, budget in (("decimated", DEFAULT_FACE_BUDGET), ("original", None)):
+        renderer = CameraRenderer("lean", 128, 128, mesh_face_budget=budget)
+        try:
+            renderer.bind(model)
+            images[name] = renderer.render(data, "eye", 128, 128).astype(int)
+            if name == "original":  # the same mesh with its texture coordinates left out
+                renderer._render_model.mesh_texcoordadr[0] = -1
+                renderer._mjr_context.free()
+                renderer._mjr_context = mujoco.MjrContext(renderer._render_model, mujoco.mjtFontScale.mjFONTSCALE_150)
+                images["untextured"] = renderer.render(data, "eye", 128, 128).astype(int)
+        finally:
+            renderer.close()
+    assert np.abs(images["original"] - images["original"][:, ::-1]).mean() > 5  # the checker shows
+    assert np.abs(images["decimated"] - images["original"]).mean() < 2.0
+    assert np.abs(images["untextured"] - images["original"]).mean() > 10
 
 
 @pytest.mark.parametrize("budget", [0, 15, -5, 2.5, True, "1000"])
