@@ -228,10 +228,13 @@ def test_a_textured_mesh_with_detail_finer_than_decimation_keeps_its_original():
     assert np.percentile(distances, 99) <= lean_meshes.TOLERANCE_M
     assert distances.mean() > lean_meshes.TEXTURED_MEAN_DEVIATION_M
     assert decimate_within(vertices, faces, normals, 200, corner_texcoords=texcoords) is None
-    # without the ripples the same textured plate is decimated
+    # without the bumps the same textured plate is decimated (to 800 faces: at 400 its long
+    # slivers make the nearest-centre search overestimate distances on the flat plate, 0.31 mm
+    # on average)
     flat = vertices.copy()
     flat[:, 2] = 0
-    assert decimate_within(flat, faces, normals, 200, corner_texcoords=texcoords) is not None
+    lean = decimate_within(flat, faces, normals, 800, corner_texcoords=texcoords)
+    assert lean is not None and len(lean.faces) <= 800
 
 
 def _thin_plate():
@@ -321,19 +324,20 @@ def _textured_sphere_xml(stacks: int = 40, slices: int = 80, radius: float = 0.1
 
 
 def test_a_textured_mesh_is_decimated_with_its_texture_where_it_was(empty_cache, monkeypatch):
-    """A checker-textured sphere of 6,240 faces drawn at 1,000 (the budget: here the textured
-    factor is set to 1): the same picture to within 2/255 on average (1.6 here: the checker's
-    edges follow the coarser surface), far closer than the same mesh drawn without texture
-    coordinates (19). At the default factor (4) it would keep 4,000 faces."""
+    """A checker-textured sphere of 6,240 faces drawn at 2,000 (the textured factor set to 2;
+    at 1,000 it would stray 0.5 mm on average, over ``TEXTURED_MEAN_DEVIATION_M``): the same
+    picture to within 1/255 on average (0.86 here: the checker's edges follow the coarser
+    surface), far closer than the same mesh drawn without texture coordinates (19). At the
+    default factor (4) it keeps 3,999 faces."""
     model = mujoco.MjModel.from_xml_string(_textured_sphere_xml())
     data = mujoco.MjData(model)
     mujoco.mj_forward(model, data)
     assert lean_meshes.visual_only_meshes(model) == [0] and lean_meshes.textured_meshes(model) == {0}
     _, stats = lean_render_model(model, DEFAULT_FACE_BUDGET)
     assert 3000 < stats.faces_after <= lean_meshes.TEXTURED_FACE_BUDGET_FACTOR * DEFAULT_FACE_BUDGET
-    monkeypatch.setattr(lean_meshes, "TEXTURED_FACE_BUDGET_FACTOR", 1)
+    monkeypatch.setattr(lean_meshes, "TEXTURED_FACE_BUDGET_FACTOR", 2)
     render_model, stats = lean_render_model(model, DEFAULT_FACE_BUDGET)
-    assert stats.meshes_decimated == 1 and stats.faces_after <= DEFAULT_FACE_BUDGET < stats.faces_before
+    assert stats.meshes_decimated == 1 and stats.faces_after <= 2 * DEFAULT_FACE_BUDGET < stats.faces_before
     assert 0 < render_model.mesh_texcoordnum[0] < model.mesh_texcoordnum[0]
     images = {}
     for name, budget in (("decimated", DEFAULT_FACE_BUDGET), ("original", None)):
@@ -349,7 +353,7 @@ def test_a_textured_mesh_is_decimated_with_its_texture_where_it_was(empty_cache,
         finally:
             renderer.close()
     assert np.abs(images["original"] - images["original"][:, ::-1]).mean() > 5  # the checker shows
-    assert np.abs(images["decimated"] - images["original"]).mean() < 2.0
+    assert np.abs(images["decimated"] - images["original"]).mean() < 1.0
     assert np.abs(images["untextured"] - images["original"]).mean() > 10
 
 
