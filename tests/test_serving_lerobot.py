@@ -6,7 +6,6 @@ protocol, answers exactly what it computes in process, and runs a ``vla-envs eva
 import json
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 

@@ -302,8 +302,10 @@ def surface_distances_m(vertices: np.ndarray, faces: np.ndarray, lean: LeanMesh,
     surface (``nearest_triangles``: it can only overestimate)."""
     vertices = np.asarray(vertices, dtype=np.float64)
     points = np.concatenate([vertices, vertices[np.asarray(faces, dtype=np.int64)].mean(axis=1)])
-    _, distance = nearest_triangles(points, lean.vertices[lean.faces], candidates)
-    return distance
+    # Triangle soups repeat each vertex once per face corner: measure each distinct point once.
+    distinct, inverse = np.unique(points, axis=0, return_inverse=True)
+    _, distance = nearest_triangles(distinct, lean.vertices[lean.faces], candidates)
+    return distance[inverse.reshape(-1)]
 
 
 def surface_deviation_m(vertices: np.ndarray, faces: np.ndarray, lean: LeanMesh, candidates: int = 16) -> float:
