@@ -77,9 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         print(summary_table(read_episodes(args.out)))
         return 0
 
-    from tqdm import tqdm
-
     from vla_envs.libero.parity import AS_SHIPPED, make_env, run_ours
+    from vla_envs.progress import episode_progress
 
     done = read_episodes(args.out)
     jobs = [(suite, task.index, state) for suite in args.suites for task in suite_tasks(suite)
@@ -88,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     todo = [job for position, job in enumerate(jobs) if position % count == index and job not in done]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     env, env_task = None, None
-    with open(args.out, "a") as handle, tqdm(todo, desc=f"expert episodes (shard {index}/{count})", unit="ep") as bar:
-        for suite, task, state in bar:
+    with open(args.out, "a") as handle, episode_progress(True) as progress:
+        bar = progress.add_task(f"expert episodes (shard {index}/{count})", total=len(todo), last="")
+        for suite, task, state in todo:
             if env_task != (suite, task):
                 if env is not None:
                     env.close()
@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                    "success_step": first, "steps": len(episode.actions), "wall_s": round(time.perf_counter() - start, 2)}
             handle.write(json.dumps(row) + "\n")
             handle.flush()
-            bar.set_postfix_str(f"{SUITES[suite].title} task {task}: {'ok' if first is not None else 'fail'}")
+            progress.update(bar, advance=1,
+                            last=f"{SUITES[suite].title} task {task}: {'ok' if first is not None else 'fail'}")
     if env is not None:
         env.close()
     print(summary_table(read_episodes(args.out)))
