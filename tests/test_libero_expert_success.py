@@ -39,12 +39,10 @@ def test_a_finished_record_is_resumed_without_building_an_env(tmp_path, monkeypa
     rows = [_row(0, state, state % 2 == 0, 50 if state % 2 == 0 else None) for state in range(3)]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     before = path.read_text()
-    from vla_envs.libero import parity
-
     def no_env(*args, **kwargs):
         raise AssertionError("every episode is recorded: no env should be built")
 
-    monkeypatch.setattr(parity, "make_env", no_env)
+    monkeypatch.setattr(expert_success, "make_env", no_env)
     assert expert_success.main(["--suites", "libero_spatial", "--tasks", "0", "--init-states", "0", "1", "2",
                                 "--out", str(path)]) == 0
     assert path.read_text() == before
