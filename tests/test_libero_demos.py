@@ -98,3 +98,38 @@ def test_the_shipped_config_loads_and_asks_for_lean_128_px_frames():
     config = load_config("configs/demos/libero.yaml", LiberoDemoConfig)
     assert config.image_size == 128 and config.seed_start >= libero_demos.DEMO_SEED_START
     assert len(libero_demos.shards(config)) == 2 * 10 * 5
+
+
+def test_a_model_trains_on_them_with_a_byte_level_tokenizer_and_libero_state(collected, tmp_path, libero_envs):
+    """The LIBERO reference model's recipe end to end at toy size: the trainer reads the shards
+    through a LIBERO demos config, tokenizes with byte-level BPE, reads ``libero_state``; the
+    checkpoint loads as a policy that acts on the env's observation."""
+    import yaml
+
+    from policies.tinyvla import checkpoint
+    from policies.tinyvla.policy import load_reference
+    from policies.tinyvla.train import TrainConfig, train
+
+    config, _ = collected
+    demos_yaml = tmp_path / "demos.yaml"
+    demos_yaml.write_text(yaml.safe_dump({**config.model_dump(mode="json"), "out": str(config.out)}))
+    train_config = TrainConfig.model_validate({
+        "demos": {"libero": str(demos_yaml)},
+        "model": {"width": 32, "depth": 2, "heads": 2, "chunk_size": 4, "patch_sizes": {"image": 16, "wrist_image": 32},
+                  "max_instruction_tokens": 24, "sparsify_after_block": 0, "tokenizer": "byte_bpe",
+                  "proprio_key": "libero_state"},
+        "train": {"steps": 2, "batch_size": 4, "warmup_steps": 1, "device": "cpu"},
+        "output": {"directory": str(tmp_path / "weights"), "name": "toy"},
+    })
+    assert train_config.demos.image_size == 64  # from the demos config
+    train(train_config)
+    model, tokenizer, _, meta = checkpoint.load(tmp_path / "weights", "toy")
+    assert meta["tokenizer"]["kind"] == "byte_bpe" and model.config.proprio_key == "libero_state"
+    assert meta["training"]["episodes"] == {"LIBERO-Spatial-0": 2}
+    assert tokenizer.encode("pick up the zebra")[:4] != tokenizer.encode("pick up the bowl")[:4]  # no <unk>
+    policy = load_reference(tmp_path / "weights", "toy")
+    env = libero_envs.get("LIBERO-Spatial", 0)
+    obs, info = env.reset(seed=0, options={"init_state": 0})
+    policy.reset(info["instruction"])
+    chunk = policy.act(obs)
+    assert chunk.shape == (4, 7) and np.isfinite(chunk).all()

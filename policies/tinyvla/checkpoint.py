@@ -1,6 +1,7 @@
 """Save and load TinyVLA checkpoints: ``NAME.safetensors`` (tensors) + ``NAME.json`` (everything else).
 
-The JSON holds the model config, the tokenizer's vocabulary, the action normaliser and the
+The JSON holds the model config, the tokenizer (``"tokenizer"``: its kind and vocabulary or
+merges; checkpoints of word tokenizers before it was there hold ``"vocabulary"``), the action normaliser and the
 training record (dataset size, wall time, losses), so a checkpoint is self-describing and loads
 with no network and no pickle.
 """
@@ -15,20 +16,20 @@ from safetensors.torch import load_file, save_file
 from policies.checkpoint_checks import CheckpointError, check_finite, check_vector
 from policies.normalization import ActionNormalizer
 from policies.tinyvla.model import TinyVLA, TinyVLAConfig
-from policies.tinyvla.tokenizer import WordTokenizer
+from policies.tinyvla.tokenizer import ByteBPETokenizer, WordTokenizer, tokenizer_from_dict
 from vla_envs.files import atomic_path
 
 REFERENCE_DIR = Path(__file__).parent / "weights"
 REFERENCE_NAME = "tinyvla"
 
 
-def save(directory: Path, name: str, model: TinyVLA, tokenizer: WordTokenizer, normalizer: ActionNormalizer,
+def save(directory: Path, name: str, model: TinyVLA, tokenizer: WordTokenizer | ByteBPETokenizer, normalizer: ActionNormalizer,
          training: dict) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     meta = {
         "model": model.config.to_dict(),
-        "vocabulary": tokenizer.vocabulary,
+        "tokenizer": tokenizer.to_dict(),
         "action_normalizer": normalizer.to_dict(),
         "training": training,
     }
@@ -40,7 +41,7 @@ def save(directory: Path, name: str, model: TinyVLA, tokenizer: WordTokenizer, n
     return directory / f"{name}.safetensors"
 
 
-def load(directory: Path = REFERENCE_DIR, name: str = REFERENCE_NAME) -> tuple[TinyVLA, WordTokenizer, ActionNormalizer, dict]:
+def load(directory: Path = REFERENCE_DIR, name: str = REFERENCE_NAME) -> tuple[TinyVLA, WordTokenizer | ByteBPETokenizer, ActionNormalizer, dict]:
     """The checkpoint ``directory/name``, checked against its own config before any number is used
     (``CheckpointError`` naming the file, the field or tensor and what was expected)."""
     directory = Path(directory)
@@ -51,18 +52,42 @@ def load(directory: Path = REFERENCE_DIR, name: str = REFERENCE_NAME) -> tuple[T
                                     f"(train one with `python -m policies.tinyvla.train`)")
     meta = json.loads(meta_path.read_text())
     config = _config(meta, meta_path)
-    vocabulary = meta.get("vocabulary")
-    if not isinstance(vocabulary, list) or len(vocabulary) != config.vocab_size:
-        found = f"{len(vocabulary)} words" if isinstance(vocabulary, list) else type(vocabulary).__name__
-        raise CheckpointError(f"{meta_path}: vocabulary has {found}: expected model.vocab_size = {config.vocab_size}")
+    tokenizer = _tokenizer(meta, meta_path, config)
     normalizer = ActionNormalizer.from_dict(meta.get("action_normalizer"), config.action_dim,
                                             f"{meta_path}: action_normalizer")
     model = TinyVLA(config)
     state = load_file(str(weights))
     check_state(state, model, str(weights), f"the config in {meta_path}")
     model.load_state_dict(state, strict=True)
-    tokenizer = WordTokenizer(vocabulary, config.max_instruction_tokens)
     return model.eval(), tokenizer, normalizer, meta
+
+
+def _tokenizer(meta: dict, meta_path: Path, config: TinyVLAConfig) -> WordTokenizer | ByteBPETokenizer:
+    if "tokenizer" in meta:
+        try:
+            tokenizer = tokenizer_from_dict(meta["tokenizer"], f"{meta_path}: tokenizer")
+        except Exception as exc:  # a missing field, a bad vocabulary, or tokenizers' own bare Exception
+            raise CheckpointError(f"{meta_path}: tokenizer does not load ({exc})") from None
+        size = tokenizer.vocab_size
+    else:  # a word tokenizer's checkpoint from before "tokenizer"
+        vocabulary = meta.get("vocabulary")
+        if not isinstance(vocabulary, list):
+            raise CheckpointError(f"{meta_path}: vocabulary is {type(vocabulary).__name__}: expected a list of "
+                                  f"model.vocab_size = {config.vocab_size} words (or a 'tokenizer' object)")
+        size = len(vocabulary)
+        tokenizer = None
+    if size != config.vocab_size:
+        raise CheckpointError(f"{meta_path}: {'tokenizer' if tokenizer else 'vocabulary'} has {size} "
+                              f"{'tokens' if tokenizer else 'words'}: expected model.vocab_size = {config.vocab_size}")
+    if tokenizer is None:
+        try:
+            tokenizer = WordTokenizer(meta["vocabulary"], config.max_instruction_tokens)
+        except ValueError as exc:
+            raise CheckpointError(f"{meta_path}: vocabulary: {exc}") from None
+    if tokenizer.max_tokens != config.max_instruction_tokens:
+        raise CheckpointError(f"{meta_path}: tokenizer.max_tokens = {tokenizer.max_tokens}: expected "
+                              f"model.max_instruction_tokens = {config.max_instruction_tokens}")
+    return tokenizer
 
 
 def _config(meta: dict, meta_path: Path) -> TinyVLAConfig:

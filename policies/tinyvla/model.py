@@ -48,6 +48,7 @@ class TinyVLAConfig:
     heads: int = 4
     mlp_ratio: int = 4
     sparsify_after_block: int = 1
+    proprio_key: str = "proprio"  # the observation the proprio token reads ("libero_state" on LIBERO)
 
     def __post_init__(self):
         for camera, patch in self.patch_sizes.items():

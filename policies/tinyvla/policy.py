@@ -11,15 +11,15 @@ from policies.base import Policy
 from policies.normalization import ActionNormalizer
 from policies.tinyvla import checkpoint
 from policies.tinyvla.model import SPARSIFY_METHODS, TinyVLA
-from policies.tinyvla.tokenizer import WordTokenizer
+from policies.tinyvla.tokenizer import ByteBPETokenizer, WordTokenizer
 
 
 class TinyVLAPolicy(Policy):
     """Reads ``obs["image"]``, ``obs["wrist_image"]`` (uint8, S x S x 3) and ``obs["proprio"]``
-    (the env's ``rgb`` observation mode) and the instruction given at ``reset``; returns a chunk of
+    (the env's ``rgb`` observation mode; ``obs["libero_state"]`` for a model trained on LIBERO) and the instruction given at ``reset``; returns a chunk of
     ``chunk_size`` actions in the env's units, clipped to [-1, 1]."""
 
-    def __init__(self, model: TinyVLA, tokenizer: WordTokenizer, normalizer: ActionNormalizer, token_seed: int = 0):
+    def __init__(self, model: TinyVLA, tokenizer: WordTokenizer | ByteBPETokenizer, normalizer: ActionNormalizer, token_seed: int = 0):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.normalizer = normalizer
@@ -63,7 +63,7 @@ class TinyVLAPolicy(Policy):
         config = self.model.config
         size = config.image_size
         images = {camera: self._tensor(obs, camera, (size, size, 3), np.uint8) for camera in config.patch_sizes}
-        proprio = self._tensor(obs, "proprio", (config.proprio_dim,), np.float32)
+        proprio = self._tensor(obs, config.proprio_key, (config.proprio_dim,), np.float32)
         chunk = self.model(images, self._instruction_ids, proprio)[0].numpy()
         return np.clip(self.normalizer.unnormalize(chunk), -1.0, 1.0)
 

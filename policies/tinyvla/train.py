@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import platform
 from collections import defaultdict
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.progress import Progress, TextColumn
 
@@ -34,7 +38,7 @@ from policies.normalization import ActionNormalizer
 from policies.smoothness import SmoothnessWeights, continuity_loss, smoothness_loss
 from policies.tinyvla import checkpoint
 from policies.tinyvla.model import TinyVLA, TinyVLAConfig
-from policies.tinyvla.tokenizer import WordTokenizer, words
+from policies.tinyvla.tokenizer import ByteBPETokenizer, WordTokenizer
 from vla_envs.config import load_config
 from vla_envs.progress import progress_columns
 
@@ -44,10 +48,30 @@ class _Strict(BaseModel):
 
 
 class DemosSection(_Strict):
+    """The suite's own tasks (``episodes``: successful expert episodes per task, cached under
+    ``cache_dir``), or LIBERO's (``libero``: a ``configs/demos/*.yaml`` of
+    ``policies.libero_demos``, which also sets the image size)."""
+
     cache_dir: str = "data/demos"
     image_size: int = Field(64, ge=8)
     translation_noise: float = Field(0.1, ge=0.0)
-    episodes: dict[str, int]
+    episodes: dict[str, int] | None = None
+    libero: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.episodes is None) == (self.libero is None):
+            raise ValueError("demos: expected either 'episodes' (the suite's tasks) or 'libero' (a LIBERO demos config), "
+                             "not both or neither")
+        if self.libero is not None:
+            from policies.libero_demos import LiberoDemoConfig
+
+            demos = load_config(self.libero, LiberoDemoConfig)
+            if "image_size" in self.model_fields_set and self.image_size != demos.image_size:
+                raise ValueError(f"demos.image_size = {self.image_size}: the LIBERO demos config {self.libero} "
+                                 f"renders {demos.image_size} px")
+            object.__setattr__(self, "image_size", demos.image_size)
+        return self
 
 
 class ModelSection(_Strict):
@@ -58,6 +82,10 @@ class ModelSection(_Strict):
     patch_sizes: dict[str, int] = {"image": 8, "wrist_image": 16}
     max_instruction_tokens: int = Field(12, ge=1)
     sparsify_after_block: int = Field(1, ge=0)
+    mlp_ratio: int = Field(4, ge=1)
+    tokenizer: Literal["word", "byte_bpe"] = "word"
+    tokenizer_vocab_size: int = Field(512, ge=257, description="byte_bpe: 256 bytes, the padding token and merges")
+    proprio_key: Literal["proprio", "libero_state"] = "proprio"
 
 
 class TrainSection(_Strict):
@@ -121,6 +149,8 @@ class TrainConfig(_Strict):
 def load_demos(section: DemosSection, workers: int = 1) -> dict[str, dict[str, np.ndarray]]:
     """Each task's demonstrations from the cache, collecting what is missing first: in this
     process (``workers=1``, topping up a short file) or over ``workers`` processes in shards."""
+    if section.libero is not None:
+        return load_libero_demos(section.libero, workers)
     from policies.tinyvla.demos import DemoSpec, collect, collect_parallel, load
 
     out, missing = {}, []
@@ -142,6 +172,37 @@ def load_demos(section: DemosSection, workers: int = 1) -> dict[str, dict[str, n
             collect(spec, path)
         out[spec.task] = first_episodes(load(path), spec.episodes)
     return {task: out[task] for task in section.episodes}
+
+
+def load_libero_demos(path: str, workers: int = 1) -> dict[str, dict[str, np.ndarray]]:
+    """Each LIBERO task's demonstrations (``LIBERO-Spatial-3``: its shards merged), collecting
+    the shards that are missing first."""
+    from policies.libero_demos import LiberoDemoConfig, collect, load_task
+    from vla_envs.libero.suites import SUITES, task_name
+
+    config = load_config(path, LiberoDemoConfig)
+    collect(config, workers=workers)
+    return {task_name(suite, task): load_task(config.out, suite, task) for suite in config.suites
+            for task in (config.tasks if config.tasks is not None else range(SUITES[suite].n_tasks))}
+
+
+def tokenizer_texts(instructions: list[str]) -> list[str]:
+    """What a byte-level BPE tokenizer is trained on: the demonstrations' instructions and every
+    LIBERO instruction (text only), so that held-out LIBERO tasks' words are whole tokens too."""
+    try:
+        from vla_envs.libero.suites import SUITES, suite_tasks
+
+        libero = [task.instruction for suite in SUITES for task in suite_tasks(suite)]
+    except ImportError:  # LIBERO not installed: the demonstrations' own
+        libero = []
+    return sorted(set(instructions) | set(libero))
+
+
+def build_tokenizer(section: ModelSection, instructions: list[str]):
+    if section.tokenizer == "byte_bpe":
+        return ByteBPETokenizer.from_texts(tokenizer_texts(instructions), section.max_instruction_tokens,
+                                           section.tokenizer_vocab_size)
+    return WordTokenizer.from_texts(instructions, section.max_instruction_tokens)
 
 
 def first_episodes(data: dict[str, np.ndarray], episodes: int) -> dict[str, np.ndarray]:
@@ -199,9 +260,9 @@ def train(config: TrainConfig, steps: int | None = None, output: Path | None = N
     demos = load_demos(config.demos, collect_workers)
     tasks = list(demos)
     instructions = {task: str(data["instruction"]) for task, data in demos.items()}
-    tokenizer = WordTokenizer.from_texts(list(instructions.values()), config.model.max_instruction_tokens)
+    tokenizer = build_tokenizer(config.model, list(instructions.values()))
     images = {cam: np.concatenate([demos[t][cam] for t in tasks]) for cam in config.model.patch_sizes}
-    proprio = np.concatenate([demos[t]["proprio"] for t in tasks])
+    proprio = np.concatenate([demos[t][config.model.proprio_key] for t in tasks]).astype(np.float32)
     actions = np.concatenate([demos[t]["action"] for t in tasks])
     offsets = np.cumsum([0] + [len(demos[t]["action"]) for t in tasks])
     chunks = np.concatenate([chunk_indices(demos[t]["episode"], config.model.chunk_size) + offsets[i]
@@ -218,9 +279,9 @@ def train(config: TrainConfig, steps: int | None = None, output: Path | None = N
     else:
         init_meta = None
         normalizer = ActionNormalizer.from_data(actions)
-        model_config = TinyVLAConfig(vocab_size=len(tokenizer.vocabulary), proprio_dim=proprio.shape[1],
+        model_config = TinyVLAConfig(vocab_size=tokenizer.vocab_size, proprio_dim=proprio.shape[1],
                                      action_dim=actions.shape[1], image_size=config.demos.image_size,
-                                     **config.model.model_dump())
+                                     **config.model.model_dump(exclude={"tokenizer", "tokenizer_vocab_size"}))
         model = TinyVLA(model_config)
         model.proprio_mean.copy_(torch.from_numpy(proprio.mean(axis=0)))
         model.proprio_std.copy_(torch.from_numpy(np.maximum(proprio.std(axis=0), 1e-3)))
@@ -265,7 +326,7 @@ def train(config: TrainConfig, steps: int | None = None, output: Path | None = N
     model.train()
     columns = progress_columns("steps", TextColumn("loss {task.fields[loss]:.4f}"))
     with Progress(*columns) as progress:
-        bar = progress.add_task("training TinyVLA", total=total, loss=float("nan"))
+        bar = progress.add_task(f"training {config.output.name}", total=total, loss=float("nan"))
         for step in range(total):
             index = torch.from_numpy(rng.choice(len(weights), section.batch_size, p=weights)).to(device)
             batch_images = {}
@@ -314,6 +375,7 @@ def train(config: TrainConfig, steps: int | None = None, output: Path | None = N
         "steps": total,
         "wall_time_s": round(wall_time_s, 1),
         "torch_threads": section.threads,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
         "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
         "frames": {t: int(len(demos[t]["action"])) for t in tasks},
         "episodes": {t: int(len(demos[t]["seed"])) for t in tasks},
@@ -341,7 +403,7 @@ def _check_compatible(model: TinyVLA, tokenizer: WordTokenizer, instructions: di
         if expected != actual:
             raise ValueError(f"init_from {config.init_from.name}: {field} is {expected} in the checkpoint, "
                              f"{actual} in this config's demonstrations/model")
-    unknown = sorted({w for text in instructions.values() for w in words(text)} - set(tokenizer.vocabulary))
+    unknown = tokenizer.unknown_words(list(instructions.values()))
     if unknown:
         raise ValueError(f"init_from {config.init_from.name}: instruction words {unknown} are not in the checkpoint's vocabulary")
 
