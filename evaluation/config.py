@@ -496,17 +496,18 @@ class EvalConfig(_Strict):
         return self
 
     def _experts_exist(self) -> None:
-        from policies.experts import EXPERTS
+        from policies.experts import EXPERTS, has_expert
 
         specs = [("base.policy", self.base.policy)] + [(f"variants.{v.name}.policy", v.policy) for v in self.variants]
         for field, spec in specs:
             while isinstance(spec, ResidualPolicySpec) and spec.base is not None:
                 spec = spec.base
             if isinstance(spec, ExpertPolicySpec):
-                missing = [task for task in self.tasks if task not in EXPERTS]
+                missing = [task for task in self.tasks if not has_expert(task)]
                 if missing:
                     raise ValueError(f"'{field}' is {{kind: expert}}, but there is no scripted expert for "
-                                     f"{missing}: expected tasks among {sorted(EXPERTS)}")
+                                     f"{missing}: expected tasks among {sorted(EXPERTS)} or LIBERO tasks whose goal "
+                                     f"is (On|In object target)")
 
     # -- derived --------------------------------------------------------------------------
     def episode_settings(self) -> dict:

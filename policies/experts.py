@@ -445,9 +445,25 @@ EXPERTS: dict[str, type[Policy]] = {
 }
 
 
+def has_expert(task: str) -> bool:
+    """Whether ``task`` has a scripted expert: the suite's five tasks, and the LIBERO tasks whose
+    goal is made of ``On``/``In`` predicates (``policies.libero_expert``; read from the task's
+    BDDL file, without building the env)."""
+    if task in EXPERTS:
+        return True
+    from policies.libero_expert import supports_task
+
+    return supports_task(task)
+
+
 def expert_for_task(task: str, env) -> Policy:
-    """The scripted expert of ``task`` (a suite task name such as ``"Lift"``), bound to ``env``."""
-    try:
+    """The scripted expert of ``task`` (a suite task name such as ``"Lift"``, or a LIBERO task
+    such as ``"LIBERO-Object-1"``), bound to ``env``."""
+    if task in EXPERTS:
         return EXPERTS[task](env)
-    except KeyError:
-        raise ValueError(f"task={task!r}: no scripted expert; expected one of {sorted(EXPERTS)}") from None
+    if has_expert(task):
+        from policies.libero_expert import LiberoPickPlaceExpert
+
+        return LiberoPickPlaceExpert(env)
+    raise ValueError(f"task={task!r}: no scripted expert; expected one of {sorted(EXPERTS)} or a LIBERO task whose "
+                     f"goal is (On|In object target)")

@@ -10,7 +10,8 @@ at the moment it reaches for the object:
   ``GRASP_YAWS_DEG`` so that the open fingers fit around the object (its width across the
   fingers, measured from its collision geometry) and nothing but the object lies under the hand
   and fingers at the grasp height (rays cast down through the gripper's own collision boxes);
-  the smallest rotation that clears wins. Bowls are held at the rim, one finger inside.
+  the smallest rotation that clears wins. Bowls and plates are held at the rim, one finger
+  inside.
 - **how deep**: the object's middle, but never so low that the palm meets the object's top or
   the fingertips the surface it stands on (tall bottles are held by the neck).
 - then the waypoints: above the grasp, down (until reached or blocked), close, lift, above the
@@ -47,6 +48,7 @@ PALM_MARGIN_M = 0.006  # between the palm and the object's top at the grasp
 TIP_MARGIN_M = 0.004  # between the fingertips and the object's bottom
 COMFORT_CLEARANCE_M = 0.010  # what should lie between the gripper and anything else under it
 SUPPORT_TOLERANCE_M = 0.002  # surfaces this close to the object's bottom are what it stands on
+RIM_GRASPED = ("bowl", "plate")  # objects held at the rim, one finger inside
 RIM_DEPTH_M = 0.015  # a bowl is held this far below its rim
 RIM_FRACTION = 0.8  # ... this far out from its centre, in radii
 
@@ -64,6 +66,47 @@ def goal_pairs(goal_state: list[list[str]]) -> list[tuple[str, str]]:
                                   f"(On object target) and (In object target)")
         pairs.append((predicate[1], predicate[2]))
     return pairs
+
+
+def bddl_goal(text: str) -> list[list[str]]:
+    """The goal predicates of a BDDL problem's text, as LIBERO's parser lists them
+    (``[["In", "cream_cheese_1", "basket_1_contain_region"]]``), without importing LIBERO."""
+    tokens = text.replace("(", " ( ").replace(")", " ) ").split()
+    start = next((i for i in range(len(tokens) - 1) if tokens[i] == "(" and tokens[i + 1].lower() == ":goal"), None)
+    if start is None:
+        raise ValueError("BDDL problem: no (:goal ...) section")
+    stack: list[list] = []
+    for token in tokens[start:]:
+        if token == "(":
+            stack.append([])
+        elif token == ")":
+            done = stack.pop()
+            if not stack:
+                goal = done[1] if len(done) > 1 else []
+                break
+            stack[-1].append(done)
+        else:
+            stack[-1].append(token)
+    else:
+        raise ValueError("BDDL problem: the (:goal ...) section is not closed")
+    if goal and isinstance(goal[0], str) and goal[0].lower() == "and":
+        return [predicate for predicate in goal[1:]]
+    return [goal]
+
+
+def supports_task(task: str) -> bool:
+    """Whether ``task`` (``LIBERO-Object-1``) has a goal this expert achieves, from its BDDL file."""
+    from vla_envs.libero.suites import parse_task_name
+    from vla_envs.libero.suites import task as libero_task
+
+    parsed = parse_task_name(task)
+    if parsed is None:
+        return False
+    try:
+        goal_pairs(bddl_goal(libero_task(*parsed).bddl_file.read_text()))
+    except UnsupportedGoal:
+        return False
+    return True
 
 
 # -- geometry from the simulator (numpy in, numbers out) ----------------------------------------
@@ -285,7 +328,7 @@ class LiberoPickPlaceExpert(Policy):
         """The grasp of object ``name`` (to be carried to ``target``): the first of the yaws
         (``GRASP_YAWS_DEG`` from the preferred one) whose gripper clears everything else by
         ``COMFORT_CLEARANCE_M``, else the one that clears most. Objects are held with their
-        narrow side across the fingers and no rotation preferred; bowls at the rim, with the
+        narrow side across the fingers and no rotation preferred; bowls and plates at the rim, with the
         fingers closing along the way they will be carried, so that they do not swing about
         the fingers' axis."""
         model, data = self._sim()
@@ -296,10 +339,10 @@ class LiberoPickPlaceExpert(Policy):
         points = collision_points(model, data, ignore)
         bottom, top = float(points[:, 2].min()), float(points[:, 2].max())
         centre = np.array(data.xpos[self._body(name)])
-        bowl = "bowl" in name
+        rim = any(kind in name for kind in RIM_GRASPED)
         preferred_deg = 0.0
-        if bowl:
-            height = top - RIM_DEPTH_M
+        if rim:
+            height = max(top - RIM_DEPTH_M, bottom - boxes.tip_bottom_m + TIP_MARGIN_M)
             carry = self._target_centre(target) - centre
             axis = boxes.closing_axis  # horizontal
             preferred_deg = float(np.rad2deg(np.arctan2(axis[0] * carry[1] - axis[1] * carry[0], axis[0] * carry[0] + axis[1] * carry[1])))
@@ -307,28 +350,32 @@ class LiberoPickPlaceExpert(Policy):
             height = max(0.5 * (bottom + top), top - boxes.palm_bottom_m + PALM_MARGIN_M,
                          bottom - boxes.tip_bottom_m + TIP_MARGIN_M)
         middle = 0.5 * (points.min(0) + points.max(0))
-        candidates: list[Grasp] = []
+        fitting: list[Grasp] = []
+        too_wide: list[tuple[float, Grasp]] = []
         for offset_deg in GRASP_YAWS_DEG:
             yaw = np.deg2rad((preferred_deg + offset_deg + 90.0) % 180.0 - 90.0)  # the hand is symmetric under a half turn
             closing = yaw_rotation(yaw) @ boxes.closing_axis
-            if bowl:
+            if rim:
                 radius = 0.5 * width_along(points, closing)
                 options = [centre + side * RIM_FRACTION * radius * closing for side in (1.0, -1.0)]
+                width = 0.0
             else:
-                if width_along(points, closing) > boxes.opening_m - 2 * FINGER_MARGIN_M:
-                    continue
                 options = [middle]
+                width = width_along(points, closing)
             for option in options:
                 point = np.array([option[0], option[1], height])
                 clearance = grasp_clearance_m(model, data, boxes, point, yaw, ignore, bottom + SUPPORT_TOLERANCE_M)
                 grasp = Grasp(point, float(yaw), clearance)
-                if grasp.clearance_m >= COMFORT_CLEARANCE_M:
+                if width > boxes.opening_m - 2 * FINGER_MARGIN_M:
+                    too_wide.append((width, grasp))
+                elif clearance >= COMFORT_CLEARANCE_M:
                     self.grasps.append(grasp)
                     return grasp
-                candidates.append(grasp)
-        if not candidates:
-            raise ValueError(f"object {name!r}: wider than the open gripper ({boxes.opening_m:.3f} m) at every yaw")
-        chosen = max(candidates, key=lambda grasp: grasp.clearance_m)
+                else:
+                    fitting.append(grasp)
+        # nothing comfortable: the grasp that clears most, else (wider than the open fingers at
+        # every yaw) the narrowest; the episode will likely fail, and be counted
+        chosen = max(fitting, key=lambda grasp: grasp.clearance_m) if fitting else min(too_wide, key=lambda item: item[0])[1]
         self.grasps.append(chosen)
         return chosen
 

@@ -68,3 +68,26 @@ def test_a_flat_box_beside_a_taller_can_is_grasped_turned_and_put_in_the_basket(
     grasp = expert.grasps[0]
     assert grasp.yaw_rad != 0.0 and grasp.clearance_m >= COMFORT_CLEARANCE_M
     assert solved
+
+
+def test_an_eval_config_takes_the_expert_on_pick_and_place_libero_tasks_and_refuses_the_others(tmp_path):
+    from evaluation.config import load_eval_config
+    from vla_envs.config import ConfigError
+
+    text = "tasks: [{tasks}]\nepisodes: 2\nenv: {{obs_mode: state}}\nbase: {{name: expert, policy: {{kind: expert}}}}\n"
+    path = tmp_path / "eval.yaml"
+    path.write_text(text.format(tasks="LIBERO-Object-1, LIBERO-Goal-8"))
+    assert load_eval_config(path).tasks == ["LIBERO-Object-1", "LIBERO-Goal-8"]
+    path.write_text(text.format(tasks="LIBERO-Goal-0, LIBERO-Goal-7"))  # open a drawer, turn on the stove
+    with pytest.raises(ConfigError, match=r"no scripted expert for \['LIBERO-Goal-0', 'LIBERO-Goal-7'\]"):
+        load_eval_config(path)
+
+
+def test_the_goal_is_read_from_the_bddl_text_as_libero_parses_it():
+    from policies.libero_expert import bddl_goal
+
+    text = "(define (problem x)\n (:objects a b)\n (:goal\n   (And (In a_1 basket_region) (On b_1 plate_1))\n )\n)"
+    assert bddl_goal(text) == [["In", "a_1", "basket_region"], ["On", "b_1", "plate_1"]]
+    assert bddl_goal("(:goal (Open drawer_1))") == [["Open", "drawer_1"]]
+    with pytest.raises(ValueError, match="no \\(:goal"):
+        bddl_goal("(define (problem x))")
