@@ -196,6 +196,7 @@ class EpisodeRunner:
             "inference_calls": int(executor.inference_calls),
             "waiting_steps": int(executor.waiting_steps),
             "stale_actions": int(executor.stale_actions),
+            **executor.executor.policy.episode_counters(),
             "latency_model": latency_label(executor.latency, executor.resolved_ms),
             "latency_mean_ms": float(latencies_ms.mean()) if len(latencies_ms) else float("nan"),
             "latency_p90_ms": float(np.percentile(latencies_ms, 90)) if len(latencies_ms) else float("nan"),

@@ -166,9 +166,13 @@ FINDINGS: tuple[Finding, ...] = (
         paper_result="jerk +28.0% to +50.6%, completion time -1.5% to -5.6%",
         expectations=(Expectation(JERK, "up", "+28.0% to +50.6%"),
                       Expectation(COMPLETION_TIME, "down", "-1.5% to -5.6%")),
-        variants=("dct6", "dct4", "dct2", "dct4_q10", "downsample2", "downsample4"),
-        mapping="action chunks compressed like FAST's DCT stage: the first k DCT coefficients kept (dct6/4/2), "
-                "quantized (dct4_q10), or the chunk down-sampled and interpolated (downsample2/4)",
+        variants=("fast", "fast_budget8", "fast_budget8_relaxed", "dct6", "dct4", "dct2", "dct4_q10", "downsample2",
+                  "downsample4"),
+        mapping="FAST as pi0-FAST ships it (DCT, scale 10, rounding, BPE tokens of a vocabulary fitted on the "
+                "experts' chunks; fast), with an 8-token decoding budget whose overruns decode to zeros "
+                "(fast_budget8, openpi) or relaxed (fast_budget8_relaxed, LeRobot); and its DCT stage alone: the "
+                "first k coefficients kept (dct6/4/2), quantized (dct4_q10), or the chunk down-sampled and "
+                "interpolated (downsample2/4)",
     ),
     Finding(
         key="prompting", study="in-context prompting for efficiency",

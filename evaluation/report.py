@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.summary import SUMMARY_METRICS, metric_column
+from policies.base import EPISODE_COUNTERS
 from wrappers.metrics import METRIC_LABELS
 
 # the metrics the figures show (summary.csv has every one)
@@ -263,10 +264,11 @@ def _percent(fraction) -> str:
 def inference_table(rows: list[dict]) -> str:
     header = ["variant", "params", "weight memory (MB)", "FLOPs per call", "latency per call, median (ms)",
               "peak memory per call (MB)", "calls per episode", "inference time per episode (ms)", "latency model",
-              "waiting steps per episode", "stale actions per episode"]
+              "waiting steps per episode", "stale actions per episode",
+              *(f"{counter.replace('_', ' ')} per episode" for counter in EPISODE_COUNTERS)]
     fields = ["profile_params", "profile_weight_memory_mb", "profile_flops_per_call", "profile_latency_median_ms",
               "profile_peak_memory_mb", "inference_calls_mean", "inference_time_per_episode_ms", "latency_model",
-              "waiting_steps_mean", "stale_actions_mean"]
+              "waiting_steps_mean", "stale_actions_mean", *(f"{counter}_mean" for counter in EPISODE_COUNTERS)]
     return _html_table(header, [[html.escape(r["variant"])] + [_cell(r.get(f)) for f in fields] for r in rows])
 
 

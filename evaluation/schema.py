@@ -13,6 +13,7 @@ import dataclasses
 import pyarrow as pa
 
 from evaluation.latency import StepSource
+from policies.base import EPISODE_COUNTERS
 from wrappers.metrics import METRIC_KEYS
 
 # (task, variant, seed) names an episode; ``episode`` is the seed's index in the config's list
@@ -46,6 +47,7 @@ EPISODE_SCHEMA = pa.schema([
     pa.field("inference_calls", pa.int64()),
     pa.field("waiting_steps", pa.int64()),  # control steps spent waiting for a chunk (evaluation.latency)
     pa.field("stale_actions", pa.int64()),  # async: actions of arrived chunks dropped as out of date
+    *(pa.field(counter, pa.int64()) for counter in EPISODE_COUNTERS),  # the policy's (Policy.episode_counters)
     pa.field("latency_model", pa.string()),
     pa.field("latency_mean_ms", pa.float64()),  # measured compute time per call (wall clock)
     pa.field("latency_p90_ms", pa.float64()),

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.schema import SEAM_COLUMNS
+from policies.base import EPISODE_COUNTERS
 from evaluation.stats import bootstrap_ci, paired_comparison, percent_change, wilson_interval
 from wrappers.metrics import METRIC_KEYS
 
@@ -38,6 +39,7 @@ EPISODE_COLUMNS: tuple[str, ...] = (
     *(f"{column}_mean" for column in SEAM_COLUMNS),  # means over successful episodes
     "tf_action_distance_mean", "tf_first_action_distance_mean",  # teacher-forced, over the reference's episodes
     "inference_calls_mean", "waiting_steps_mean", "stale_actions_mean",  # means over every episode
+    *(f"{counter}_mean" for counter in EPISODE_COUNTERS),
     "latency_per_call_mean_ms", "inference_time_per_episode_ms",
 )
 
@@ -127,6 +129,8 @@ def summarize(
             row["inference_calls_mean"] = _mean([e["inference_calls"] for e in group])
             row["waiting_steps_mean"] = _mean([e["waiting_steps"] for e in group])
             row["stale_actions_mean"] = _mean([e.get("stale_actions", 0) for e in group])
+            for counter in EPISODE_COUNTERS:  # episodes of runs from before a counter existed count 0
+                row[f"{counter}_mean"] = _mean([e.get(counter, 0) for e in group])
             # per call (what a model costs each query) and per episode (what an episode waited in total)
             row["latency_per_call_mean_ms"] = _mean([e["latency_mean_ms"] for e in group])
             row["inference_time_per_episode_ms"] = _mean([e["latency_mean_ms"] * e["inference_calls"] for e in group])

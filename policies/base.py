@@ -8,6 +8,11 @@ import copy
 import numpy as np
 
 
+# per-episode event counts a policy reports (Policy.episode_counters), declared once: the
+# evaluation's episode rows and summary columns derive from this
+EPISODE_COUNTERS: tuple[str, ...] = ("decode_failures",)
+
+
 class Policy(abc.ABC):
     """A policy maps an observation to a chunk of ``chunk_size`` actions, shape (H, action_dim).
 
@@ -28,6 +33,12 @@ class Policy(abc.ABC):
         policies without one (scripted experts, remote clients, plain callables), which are
         timed but reported without model metrics."""
         return None
+
+    def episode_counters(self) -> dict[str, int]:
+        """Events this policy counted since its last ``reset``, keyed by ``EPISODE_COUNTERS``
+        (``decode_failures``: action-token sequences that did not decode, FAST's). Every
+        policy has them, zero unless it counts them; the evaluation writes them per episode."""
+        return dict.fromkeys(EPISODE_COUNTERS, 0)
 
     def fork(self) -> Policy:
         """A policy for another concurrent episode (a policy server's session): the same

@@ -39,6 +39,8 @@ _, reward, _, _, info = env.step(np.zeros(7, np.float32))
 assert info["embodied"]["n_steps"] == 1.0 and np.isfinite(reward)
 from policies.tinyvla import load_reference
 load_reference()
+from policies.compression.fast import FastTokenizer, shipped_path
+assert FastTokenizer.load(shipped_path("tinyvla")).horizon == 8  # the FAST vocabulary ships too
 print("wheel ok")
 """
 

@@ -7,7 +7,8 @@ A spec (dict, or YAML under ``configs/``) selects any combination of::
     pruning: {fraction: 0.05, structured: false} # magnitude (or whole output rows)
     token_sparsification: {keep: 0.5, method: attention | norm | random}
     action_codec: {dct_keep: 4, quantization_scale: 10.0}  # and/or
-                  {downsample: 2}
+                  {downsample: 2}                    # and/or
+                  {fast: {tokenizer: tinyvla, max_tokens: 12, relaxed: false}}  # FAST tokens
     execution: {open_loop_steps: 4}              # the ChunkExecutor's k
 
 Weight methods need ``policy.torch_module()`` (and a settable ``policy.model``); token sparsification needs a policy
@@ -48,7 +49,19 @@ class TokenSpec(_Strict):
     method: Literal["attention", "norm", "random"] = "attention"
 
 
+class FastSpec(_Strict):
+    """The chunk goes through FAST tokens (``policies.compression.fast``): ``tokenizer`` is a
+    shipped vocabulary's name (``policies/compression/fast_<name>.json``) or a JSON file's path;
+    ``max_tokens`` a decoder's token budget (None: all tokens); ``relaxed`` LeRobot's decoding
+    of a malformed sequence instead of pi0-FAST's zeros."""
+
+    tokenizer: str = "tinyvla"
+    max_tokens: int | None = Field(None, ge=1)
+    relaxed: bool = False
+
+
 class ActionCodecSpec(_Strict):
+    fast: FastSpec | None = None
     dct_keep: int | None = Field(None, ge=1)
     quantization_scale: float | None = Field(None, gt=0.0)
     downsample: int | None = Field(None, ge=1)
@@ -80,6 +93,17 @@ class CompressedPolicy(Policy):
                 f"execution.open_loop_steps={spec.execution.open_loop_steps}: expected <= chunk size {base.chunk_size}"
             )
         self.execute_steps = spec.execution.open_loop_steps if spec.execution else None
+        codec = spec.action_codec
+        self.fast = None
+        if codec is not None and codec.fast is not None:
+            from policies.compression.fast import FastTokenizer, shipped_path
+
+            self.fast = FastTokenizer.load(shipped_path(codec.fast.tokenizer))
+            if (self.fast.horizon, self.fast.action_dim) != (base.chunk_size, base.action_dim):
+                raise ValueError(f"action_codec.fast.tokenizer {codec.fast.tokenizer!r} codes chunks of "
+                                 f"{self.fast.horizon} x {self.fast.action_dim} actions: expected the policy's "
+                                 f"{base.chunk_size} x {base.action_dim}")
+        self._decode_failures = 0
 
     def torch_module(self):
         return self.base.torch_module()
@@ -92,10 +116,20 @@ class CompressedPolicy(Policy):
     def reset(self, instruction: str = "") -> None:
         super().reset(instruction)
         self.base.reset(instruction)
+        self._decode_failures = 0
+
+    def episode_counters(self) -> dict[str, int]:
+        counters = self.base.episode_counters()
+        counters["decode_failures"] += self._decode_failures
+        return counters
 
     def act(self, obs):
         chunk = self.base.act(obs)
         codec = self.spec.action_codec
+        if self.fast is not None:
+            decoded = self.fast.roundtrip(chunk, codec.fast.max_tokens, codec.fast.relaxed)
+            self._decode_failures += int(decoded.failed)
+            chunk = decoded.chunk
         if codec is not None:
             if codec.dct_keep is not None or codec.quantization_scale is not None:
                 chunk = dct_compress(chunk, codec.dct_keep or len(chunk), codec.quantization_scale)
