@@ -1,6 +1,7 @@
 """Conventional inference cost of the reference VLA's compressed variants, side by side.
 
-For each variant: params, non-zero params, FLOPs per call (torch's counter), and latency as a
+For each variant: params, non-zero params, weight memory (the bytes the weights hold: torchao's
+int8 tensors their int8 values and scales), FLOPs per call (torch's counter), and latency as a
 ratio to the base model. Latencies are measured in interleaved rounds (every variant once per
 round, on the same Lift observation) and the ratio is the median over rounds of the per-round
 ratio, so machine noise hits all variants alike.
@@ -29,6 +30,8 @@ VARIANTS: dict[str, dict] = {
     "int8 (fake)": {"quantization": {"method": "fake", "bits": 8}},
     "int4 (fake)": {"quantization": {"method": "fake", "bits": 4}},
     "int8 dynamic": {"quantization": {"method": "dynamic_int8"}},
+    "torchao int8 weight-only": {"quantization": {"method": "torchao", "torchao": "int8_weight_only"}},
+    "torchao W8A8": {"quantization": {"method": "torchao", "torchao": "int8_dynamic"}},
     "prune 30%": {"pruning": {"fraction": 0.3}},
     "prune 50%": {"pruning": {"fraction": 0.5}},
     "prune rows 25%": {"pruning": {"fraction": 0.25, "structured": True}},
@@ -39,7 +42,9 @@ VARIANTS: dict[str, dict] = {
     "DCT keep 3": {"action_codec": {"dct_keep": 3}},
     "DCT keep 3, q=10": {"action_codec": {"dct_keep": 3, "quantization_scale": 10.0}},
     "downsample 2": {"action_codec": {"downsample": 2}},
+    "FAST": {"action_codec": {"fast": {"tokenizer": "tinyvla"}}},
 }
+TORCHAO_VARIANTS = ("torchao int8 weight-only", "torchao W8A8")
 
 
 def main() -> None:
@@ -53,7 +58,13 @@ def main() -> None:
     base = load_reference(args.checkpoint)
     env = gym.make("vla_envs/Lift-v0", obs_mode="rgb", image_size=base.model.config.image_size)
     obs, info = env.reset(seed=0)
-    policies = {name: compress(base, spec) if spec else base for name, spec in VARIANTS.items()}
+    try:
+        import torchao  # noqa: F401
+        variants = VARIANTS
+    except ImportError:
+        print("torchao is not installed (pip install -e \".[quant]\"): its variants are left out")
+        variants = {name: spec for name, spec in VARIANTS.items() if name not in TORCHAO_VARIANTS}
+    policies = {name: compress(base, spec) if spec else base for name, spec in variants.items()}
     for policy in policies.values():
         policy.reset(info["instruction"])
     profiles = {name: profile(policy, obs, repeats=3) for name, policy in policies.items()}
@@ -71,10 +82,12 @@ def main() -> None:
         for name in policies:
             ratios[name].append(round_ms[name] / round_ms["base"])
             medians[name].append(round_ms[name])
-    table = Table("variant", "params", "non-zero", "MFLOPs/call", "FLOPs ratio", "latency ms", "latency ratio")
+    table = Table("variant", "params", "non-zero", "weight MB", "MFLOPs/call", "FLOPs ratio", "latency ms",
+                  "latency ratio")
     base_flops = profiles["base"].flops_per_call
     for name, p in profiles.items():
-        table.add_row(name, f"{p.params:,}", f"{p.nonzero_params:,}", f"{p.flops_per_call / 1e6:.1f}",
+        table.add_row(name, f"{p.params:,}", f"{p.nonzero_params:,}", f"{p.weight_memory_mb:.2f}",
+                      f"{p.flops_per_call / 1e6:.1f}",
                       f"{p.flops_per_call / base_flops:.3f}", f"{statistics.median(medians[name]):.2f}",
                       f"{statistics.median(ratios[name]):.3f}")
     Console().print(table)

@@ -51,6 +51,8 @@ def _parameter_counts(model) -> tuple[int, int]:
                     tensors.append(value.dequantize() if value.is_quantized else value)
     for tensor in tensors:
         total += tensor.numel()
+        if hasattr(type(tensor), "__tensor_flatten__"):  # torchao's quantized weights: count their values
+            tensor = tensor.dequantize()
         nonzero += int(torch.count_nonzero(tensor.detach()))
     return total, nonzero
 
@@ -83,8 +85,11 @@ def weight_bytes(model) -> int:
     """Bytes of the model's weights at their effective precision: a layer marked with
     ``weight_bits`` (fake quantization) counts that many bits per weight plus one float32 scale
     per output row; dynamic-quantized linears their int8 weights plus float32 scales and bias;
-    every other tensor its own element size."""
+    torchao's quantized weights the inner tensors they hold (``tensor_bytes``); every other
+    tensor its own element size."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    from policies.compression.torchao_quantization import tensor_bytes
 
     total = 0
     for module in model.modules():
@@ -93,7 +98,7 @@ def weight_bytes(model) -> int:
             if name == "weight" and bits is not None:
                 total += (parameter.numel() * bits + 7) // 8 + 4 * parameter.shape[0]
             else:
-                total += parameter.numel() * parameter.element_size()
+                total += tensor_bytes(parameter)
         for name, buffer in module.named_buffers(recurse=False):
             total += buffer.numel() * buffer.element_size()
         if isinstance(module, DynamicQuantizedLinear):

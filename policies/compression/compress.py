@@ -4,6 +4,8 @@ A spec (dict, or YAML under ``configs/``) selects any combination of::
 
     quantization: {method: fake, bits: 8 | 4}   # per-channel quantize-dequantize
                 | {method: dynamic_int8}         # real int8 linears (torch.ao)
+                | {method: torchao, torchao: int8_weight_only | int8_dynamic}   # torchao's kernels
+                | {method: torchao, torchao: int4_weight_only, group_size: 32 | 64 | 128}  # CUDA
     pruning: {fraction: 0.05, structured: false} # magnitude (or whole output rows)
     token_sparsification: {keep: 0.5, method: attention | norm | random}
     action_codec: {dct_keep: 4, quantization_scale: 10.0}  # and/or
@@ -22,7 +24,7 @@ import copy
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from policies.base import Policy
 from policies.compression.action_codec import dct_compress, temporal_downsample
@@ -35,8 +37,20 @@ class _Strict(BaseModel):
 
 
 class QuantizationSpec(_Strict):
-    method: Literal["fake", "dynamic_int8"] = "fake"
-    bits: Literal[4, 8] = 8
+    method: Literal["fake", "dynamic_int8", "torchao"] = "fake"
+    bits: Literal[4, 8] = 8  # fake only
+    torchao: Literal["int8_weight_only", "int8_dynamic", "int4_weight_only"] | None = None
+    group_size: Literal[32, 64, 128] | None = None  # torchao int4_weight_only only
+
+    @model_validator(mode="after")
+    def _torchao_fields(self):
+        if (self.method == "torchao") != (self.torchao is not None):
+            raise ValueError(f"quantization.torchao = {self.torchao!r}: expected one of int8_weight_only, "
+                             "int8_dynamic, int4_weight_only exactly when method is 'torchao'")
+        if (self.torchao == "int4_weight_only") != (self.group_size is not None):
+            raise ValueError(f"quantization.group_size = {self.group_size!r}: expected 32, 64 or 128 exactly "
+                             "for torchao int4_weight_only")
+        return self
 
 
 class PruningSpec(_Strict):
@@ -161,7 +175,12 @@ def compress(policy: Policy, spec: dict | str | Path | CompressionSpec, base_nam
         base.model = prune(base.model, spec.pruning.fraction)
     if spec.quantization is not None:
         q = spec.quantization
-        base.model = dynamic_int8(base.model) if q.method == "dynamic_int8" else fake_quantize(base.model, q.bits)
+        if q.method == "torchao":
+            from policies.compression.torchao_quantization import torchao_quantize
+
+            base.model = torchao_quantize(base.model, q.torchao, q.group_size)
+        else:
+            base.model = dynamic_int8(base.model) if q.method == "dynamic_int8" else fake_quantize(base.model, q.bits)
     if spec.token_sparsification is not None:
         setter = getattr(base, "set_token_sparsification", None)
         if setter is None:

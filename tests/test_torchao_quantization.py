@@ -1,0 +1,91 @@
+"""Weight quantization through torchao (``policies.compression.torchao_quantization``): real int8
+tensors and kernels on TinyVLA, the base left untouched, the bytes they hold counted exactly, and a
+clear refusal where a method cannot run (int4's kernels need CUDA)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("torchao", reason="torchao is not installed: pip install -e \".[quant]\"")
+
+from policies.compression import compress  # noqa: E402
+from policies.compression.torchao_quantization import (  # noqa: E402
+    QuantizationUnavailable,
+    tensor_bytes,
+    torchao_quantize,
+)
+from policies.profiling import profile, weight_bytes  # noqa: E402
+from policies.tinyvla import load_reference  # noqa: E402
+
+
+def _obs(policy):
+    config = policy.model.config
+    rng = np.random.default_rng(0)
+    return {"image": rng.integers(0, 255, (64, 64, 3), dtype=np.uint8),
+            "wrist_image": rng.integers(0, 255, (64, 64, 3), dtype=np.uint8),
+            "proprio": rng.normal(size=config.proprio_dim).astype(np.float32)}
+
+
+def _int8_bytes(model: nn.Module) -> int:
+    """Closed form: each linear's int8 weights, a float32 scale and an int8 zero point per output
+    row, its float32 bias; every other tensor as it is."""
+    total = 0
+    for module in model.modules():
+        for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            if isinstance(module, nn.Linear) and name == "weight":
+                total += tensor.numel() + 5 * tensor.shape[0]
+            else:
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+@pytest.mark.parametrize("method", ["int8_weight_only", "int8_dynamic"])
+def test_int8_methods_hold_int8_weights_act_differently_and_leave_the_base_alone(method):
+    policy = load_reference()
+    before = {key: value.clone() for key, value in policy.model.state_dict().items()}
+    obs = _obs(policy)
+    policy.reset("lift the red cube")
+    base_chunk = policy.act(obs)
+    variant = compress(policy, {"quantization": {"method": "torchao", "torchao": method}})
+    variant.reset("lift the red cube")
+    chunk = variant.act(obs)
+    assert chunk.shape == base_chunk.shape and np.isfinite(chunk).all()
+    assert not np.array_equal(chunk, base_chunk) and np.abs(chunk - base_chunk).max() < 0.2
+    for key, value in policy.model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    qkv = variant.model.blocks[0].attn.qkv.weight
+    assert type(qkv).__name__ == "Int8Tensor" and qkv.qdata.dtype == torch.int8
+    assert weight_bytes(variant.model) == _int8_bytes(policy.model)
+    assert weight_bytes(variant.model) < 0.35 * weight_bytes(policy.model)
+    timing = profile(variant, obs, repeats=3, warmup=1)
+    assert timing.latency_median_ms > 0 and timing.weight_memory_mb == pytest.approx(weight_bytes(variant.model) / 2**20)
+
+
+def test_int4_on_a_cpu_is_refused_saying_what_it_needs():
+    with pytest.raises(QuantizationUnavailable, match=r"int4_weight_only runs torchao's tinygemm kernels, on a CUDA "
+                                                      r"device.*the model is on cpu: use int8_weight_only or int8_dynamic"):
+        torchao_quantize(nn.Sequential(nn.Linear(64, 64)), "int4_weight_only", group_size=32)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"method": "torchao"}, "exactly when method is 'torchao'"),
+    ({"method": "fake", "torchao": "int8_dynamic"}, "exactly when method is 'torchao'"),
+    ({"method": "torchao", "torchao": "int8_dynamic", "group_size": 32}, "exactly for torchao int4_weight_only"),
+    ({"method": "torchao", "torchao": "int4_weight_only"}, "exactly for torchao int4_weight_only"),
+])
+def test_a_torchao_spec_missing_or_misplacing_a_field_is_refused(spec, message):
+    from pydantic import ValidationError
+
+    from policies.compression.compress import CompressionSpec
+
+    with pytest.raises(ValidationError, match=message):
+        CompressionSpec.model_validate({"quantization": spec})
+
+
+def test_tensor_bytes_of_plain_and_quantized_tensors():
+    assert tensor_bytes(torch.zeros(3, 5)) == 60
+    layer = torchao_quantize(nn.Sequential(nn.Linear(64, 32)), "int8_weight_only")[0]
+    assert tensor_bytes(layer.weight) == 32 * 64 + 32 * 4 + 32
