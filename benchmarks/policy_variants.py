@@ -43,6 +43,7 @@ VARIANTS: dict[str, dict] = {
     "DCT keep 3, q=10": {"action_codec": {"dct_keep": 3, "quantization_scale": 10.0}},
     "downsample 2": {"action_codec": {"downsample": 2}},
     "FAST": {"action_codec": {"fast": {"tokenizer": "tinyvla"}}},
+    "skip block 3 (early exit)": {"layer_skip": {"blocks": [3]}},
 }
 TORCHAO_VARIANTS = ("torchao int8 weight-only", "torchao W8A8")
 

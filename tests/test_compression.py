@@ -395,3 +395,38 @@ def test_compress_sets_the_token_method_and_names_the_base():
 
     with pytest.raises(ValueError, match=r"^NoModel has no torch module"):
         compress(NoModel(), {"pruning": {"fraction": 0.1}})
+
+
+def test_layer_skipping_saves_exactly_the_skipped_blocks_flops_and_leaves_the_base_alone():
+    from policies.compression import compress
+    from policies.profiling import profile
+    from policies.tinyvla import load_reference
+
+    policy = load_reference()
+    rng = np.random.default_rng(0)
+    config = policy.model.config
+    obs = {"image": rng.integers(0, 255, (64, 64, 3), dtype=np.uint8),
+           "wrist_image": rng.integers(0, 255, (64, 64, 3), dtype=np.uint8),
+           "proprio": rng.normal(size=config.proprio_dim).astype(np.float32)}
+    policy.reset("lift the red cube")
+    base_chunk = policy.act(obs)
+    flops = {}
+    for blocks in ([3], [2, 3]):
+        variant = compress(policy, {"layer_skip": {"blocks": blocks}})
+        variant.reset("lift the red cube")
+        assert not np.array_equal(variant.act(obs), base_chunk)
+        flops[len(blocks)] = profile(variant, obs, repeats=1, warmup=0).flops_per_call
+    assert policy.model.skip_blocks == frozenset()
+    flops[0] = profile(policy, obs, repeats=1, warmup=0).flops_per_call
+    # every block sees the same tokens (no sparsification): each skipped one saves the same FLOPs
+    assert flops[0] - flops[1] == flops[1] - flops[2] > 0
+
+
+@pytest.mark.parametrize("blocks, message", [([4], "from 0 to 3"), ([0, 2, 3, 3], "distinct"),
+                                              ([1], "cannot be skipped"), ([0, 1, 2, 3], "one block must run")])
+def test_layer_skipping_refuses_blocks_it_cannot_skip(blocks, message):
+    from policies.compression import compress
+    from policies.tinyvla import load_reference
+
+    with pytest.raises(ValueError, match=message):
+        compress(load_reference(), {"layer_skip": {"blocks": blocks}})

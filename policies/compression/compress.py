@@ -8,13 +8,15 @@ A spec (dict, or YAML under ``configs/``) selects any combination of::
                 | {method: torchao, torchao: int4_weight_only, group_size: 32 | 64 | 128}  # CUDA
     pruning: {fraction: 0.05, structured: false} # magnitude (or whole output rows)
     token_sparsification: {keep: 0.5, method: attention | norm | random}
+    layer_skip: {blocks: [3]}                    # blocks skipped (early exit / layer dropping)
     action_codec: {dct_keep: 4, quantization_scale: 10.0}  # and/or
                   {downsample: 2}                    # and/or
                   {fast: {tokenizer: tinyvla, max_tokens: 12, relaxed: false}}  # FAST tokens
     execution: {open_loop_steps: 4}              # the ChunkExecutor's k
 
 Weight methods need ``policy.torch_module()`` (and a settable ``policy.model``); token sparsification needs a policy
-with ``set_token_sparsification(keep, method)``; action codecs and execution work on any
+with ``set_token_sparsification(keep, method)``, layer skipping one with ``set_layer_skip(blocks)``;
+action codecs and execution work on any
 policy. The result carries ``variant_card``: method, parameters and base model, plain data.
 """
 
@@ -74,6 +76,10 @@ class FastSpec(_Strict):
     relaxed: bool = False
 
 
+class LayerSkipSpec(_Strict):
+    blocks: list[int] = Field(min_length=1)
+
+
 class ActionCodecSpec(_Strict):
     fast: FastSpec | None = None
     dct_keep: int | None = Field(None, ge=1)
@@ -89,6 +95,7 @@ class CompressionSpec(_Strict):
     quantization: QuantizationSpec | None = None
     pruning: PruningSpec | None = None
     token_sparsification: TokenSpec | None = None
+    layer_skip: LayerSkipSpec | None = None
     action_codec: ActionCodecSpec | None = None
     execution: ExecutionSpec | None = None
 
@@ -169,7 +176,7 @@ def compress(policy: Policy, spec: dict | str | Path | CompressionSpec, base_nam
     if weight_methods and policy.torch_module() is None:
         raise ValueError(f"{type(policy).__name__} has no torch module (Policy.torch_module() is None): "
                          "weight quantization/pruning need one")
-    base = copy.deepcopy(policy) if (weight_methods or spec.token_sparsification) else policy
+    base = copy.deepcopy(policy) if (weight_methods or spec.token_sparsification or spec.layer_skip) else policy
     if spec.pruning is not None:
         prune = structured_prune_rows if spec.pruning.structured else magnitude_prune
         base.model = prune(base.model, spec.pruning.fraction)
@@ -187,6 +194,12 @@ def compress(policy: Policy, spec: dict | str | Path | CompressionSpec, base_nam
             raise ValueError(f"{type(policy).__name__} does not support token sparsification "
                              "(expected a set_token_sparsification(keep, method) method)")
         setter(spec.token_sparsification.keep, spec.token_sparsification.method)
+    if spec.layer_skip is not None:
+        setter = getattr(base, "set_layer_skip", None)
+        if setter is None:
+            raise ValueError(f"{type(policy).__name__} does not support layer skipping "
+                             "(expected a set_layer_skip(blocks) method)")
+        setter(list(spec.layer_skip.blocks))
     card = {
         "base_model": base_name or type(policy).__name__,
         "methods": [name for name, value in spec.model_dump().items() if value is not None],

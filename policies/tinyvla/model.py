@@ -141,6 +141,8 @@ class TinyVLA(nn.Module):
         self.token_method = "attention"
         self.token_generator: torch.Generator | None = None
         self.last_kept_indices: torch.Tensor | None = None
+        # layer skipping: these blocks pass their input through untouched (empty = off)
+        self.skip_blocks: frozenset[int] = frozenset()
 
     def n_kept_image_tokens(self) -> int:
         return max(1, round(self.token_keep * self.config.n_image_tokens))
@@ -160,6 +162,8 @@ class TinyVLA(nn.Module):
         x = torch.cat([self.readout.expand(batch, -1, -1), proprio_token, words, *patches], dim=1)
         prefix = config.n_prefix_tokens
         for index, block in enumerate(self.blocks):
+            if index in self.skip_blocks:
+                continue
             x, weights = block(x)
             if index == config.sparsify_after_block and self.token_keep < 1.0:
                 x = self._sparsify(x, weights, prefix)

@@ -50,6 +50,20 @@ class TinyVLAPolicy(Policy):
         self.model.token_method = method
         self.model.token_generator = self._generator
 
+    def set_layer_skip(self, blocks: list[int]) -> None:
+        """Skip these transformer blocks (their residual stream passes through): early exit when
+        they are the last ones, layer dropping otherwise. The block after which visual tokens
+        are sparsified cannot be skipped (its attention ranks them)."""
+        depth = self.model.config.depth
+        bad = [b for b in blocks if isinstance(b, bool) or not isinstance(b, int) or not 0 <= b < depth]
+        if bad or len(set(blocks)) != len(blocks) or len(blocks) >= depth:
+            raise ValueError(f"blocks={blocks}: expected distinct block indices from 0 to {depth - 1}, "
+                             f"at most {depth - 1} of them (one block must run)")
+        if self.model.config.sparsify_after_block in blocks:
+            raise ValueError(f"blocks={blocks}: block {self.model.config.sparsify_after_block} ranks the visual tokens "
+                             "for token sparsification (model.config.sparsify_after_block) and cannot be skipped")
+        self.model.skip_blocks = frozenset(blocks)
+
     def _tensor(self, obs, key: str, shape: tuple[int, ...], dtype) -> torch.Tensor:
         if key not in obs:
             raise KeyError(f"TinyVLA needs obs[{key!r}] (make the env with obs_mode='rgb'); got keys {sorted(obs)}")
