@@ -32,6 +32,8 @@ VARIANTS: dict[str, dict] = {
     "int8 dynamic": {"quantization": {"method": "dynamic_int8"}},
     "torchao int8 weight-only": {"quantization": {"method": "torchao", "torchao": "int8_weight_only"}},
     "torchao W8A8": {"quantization": {"method": "torchao", "torchao": "int8_dynamic"}},
+    "quanto int8": {"quantization": {"method": "quanto", "bits": 8}},
+    "quanto int4 (groups of 128)": {"quantization": {"method": "quanto", "bits": 4}},
     "prune 30%": {"pruning": {"fraction": 0.3}},
     "prune 50%": {"pruning": {"fraction": 0.5}},
     "prune rows 25%": {"pruning": {"fraction": 0.25, "structured": True}},
@@ -45,7 +47,7 @@ VARIANTS: dict[str, dict] = {
     "FAST": {"action_codec": {"fast": {"tokenizer": "tinyvla"}}},
     "skip block 3 (early exit)": {"layer_skip": {"blocks": [3]}},
 }
-TORCHAO_VARIANTS = ("torchao int8 weight-only", "torchao W8A8")
+LIBRARY_VARIANTS = ("torchao int8 weight-only", "torchao W8A8", "quanto int8", "quanto int4 (groups of 128)")
 
 
 def main() -> None:
@@ -60,11 +62,12 @@ def main() -> None:
     env = gym.make("vla_envs/Lift-v0", obs_mode="rgb", image_size=base.model.config.image_size)
     obs, info = env.reset(seed=0)
     try:
+        import optimum.quanto  # noqa: F401
         import torchao  # noqa: F401
         variants = VARIANTS
     except ImportError:
-        print("torchao is not installed (pip install -e \".[quant]\"): its variants are left out")
-        variants = {name: spec for name, spec in VARIANTS.items() if name not in TORCHAO_VARIANTS}
+        print("torchao or optimum-quanto is not installed (pip install -e \".[quant]\"): their variants are left out")
+        variants = {name: spec for name, spec in VARIANTS.items() if name not in LIBRARY_VARIANTS}
     policies = {name: compress(base, spec) if spec else base for name, spec in variants.items()}
     for policy in policies.values():
         policy.reset(info["instruction"])

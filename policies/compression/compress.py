@@ -6,6 +6,7 @@ A spec (dict, or YAML under ``configs/``) selects any combination of::
                 | {method: dynamic_int8}         # real int8 linears (torch.ao)
                 | {method: torchao, torchao: int8_weight_only | int8_dynamic}   # torchao's kernels
                 | {method: torchao, torchao: int4_weight_only, group_size: 32 | 64 | 128}  # CUDA
+                | {method: quanto, bits: 8 | 4 | 2}    # optimum-quanto's packed weights, CPU and CUDA
     pruning: {fraction: 0.05, structured: false} # magnitude (or whole output rows)
     token_sparsification: {keep: 0.5, method: attention | norm | random}
     layer_skip: {blocks: [3]}                    # blocks skipped (early exit / layer dropping)
@@ -39,8 +40,8 @@ class _Strict(BaseModel):
 
 
 class QuantizationSpec(_Strict):
-    method: Literal["fake", "dynamic_int8", "torchao"] = "fake"
-    bits: Literal[4, 8] = 8  # fake only
+    method: Literal["fake", "dynamic_int8", "torchao", "quanto"] = "fake"
+    bits: Literal[2, 4, 8] = 8  # fake and quanto
     torchao: Literal["int8_weight_only", "int8_dynamic", "int4_weight_only"] | None = None
     group_size: Literal[32, 64, 128] | None = None  # torchao int4_weight_only only
 
@@ -186,6 +187,10 @@ def compress(policy: Policy, spec: dict | str | Path | CompressionSpec, base_nam
             from policies.compression.torchao_quantization import torchao_quantize
 
             base.model = torchao_quantize(base.model, q.torchao, q.group_size)
+        elif q.method == "quanto":
+            from policies.compression.quanto_quantization import quanto_quantize
+
+            base.model = quanto_quantize(base.model, q.bits)
         else:
             base.model = dynamic_int8(base.model) if q.method == "dynamic_int8" else fake_quantize(base.model, q.bits)
     if spec.token_sparsification is not None:

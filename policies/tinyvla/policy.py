@@ -72,7 +72,7 @@ class TinyVLAPolicy(Policy):
             raise ValueError(f"obs[{key!r}] has shape {value.shape}, expected {shape}")
         return torch.from_numpy(np.array(value, dtype=dtype))[None]  # a copy: inputs may be read-only buffers
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: quanto's int4 / int2 matmuls fail under it
     def act(self, obs) -> np.ndarray:
         config = self.model.config
         size = config.image_size

@@ -1,6 +1,7 @@
-"""Weight quantization through torchao (``policies.compression.torchao_quantization``): real int8
-tensors and kernels on TinyVLA, the base left untouched, the bytes they hold counted exactly, and a
-clear refusal where a method cannot run (int4's kernels need CUDA)."""
+"""Weight quantization through maintained libraries: torchao (``policies.compression.
+torchao_quantization``: real int8 tensors and kernels on TinyVLA, a clear refusal where int4's CUDA
+kernels cannot run) and optimum-quanto (``quanto_quantization``: int8 / int4 / int2 weights on the
+CPU); the base left untouched, the bytes the quantized weights hold counted exactly."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import torch
 from torch import nn
 
 pytest.importorskip("torchao", reason="torchao is not installed: pip install -e \".[quant]\"")
+pytest.importorskip("optimum.quanto", reason="optimum-quanto is not installed: pip install -e \".[quant]\"")
 
 from policies.compression import compress  # noqa: E402
+from policies.compression.quanto_quantization import quanto_quantize  # noqa: E402
 from policies.compression.torchao_quantization import (  # noqa: E402
     QuantizationUnavailable,
     tensor_bytes,
@@ -89,3 +92,29 @@ def test_tensor_bytes_of_plain_and_quantized_tensors():
     assert tensor_bytes(torch.zeros(3, 5)) == 60
     layer = torchao_quantize(nn.Sequential(nn.Linear(64, 32)), "int8_weight_only")[0]
     assert tensor_bytes(layer.weight) == 32 * 64 + 32 * 4 + 32
+
+
+@pytest.mark.parametrize("bits, expected_bytes", [
+    (8, 64 * 256 + 4 * 64),  # int8 values, a float32 scale per output row
+    (4, 64 * 256 // 2 + 8 * (64 * 256 // 128)),  # two values a byte, scale and shift per 128 inputs
+    (2, 64 * 256 // 4 + 8 * (64 * 256 // 128)),  # four values a byte
+])
+def test_quanto_weights_hold_their_packed_bytes(bits, expected_bytes):
+    layer = quanto_quantize(nn.Sequential(nn.Linear(256, 64)), bits)[0]
+    assert tensor_bytes(layer.weight) == expected_bytes
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_quanto_variants_act_on_the_cpu_and_leave_the_base_alone(bits):
+    policy = load_reference()
+    before = {key: value.clone() for key, value in policy.model.state_dict().items()}
+    obs = _obs(policy)
+    policy.reset("lift the red cube")
+    base_chunk = policy.act(obs)
+    variant = compress(policy, {"quantization": {"method": "quanto", "bits": bits}})
+    variant.reset("lift the red cube")
+    error = np.abs(variant.act(obs) - base_chunk).max()
+    assert 0 < error < {8: 0.2, 4: 1.0, 2: 2.0}[bits]
+    for key, value in policy.model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert weight_bytes(variant.model) < {8: 0.35, 4: 0.25, 2: 0.2}[bits] * weight_bytes(policy.model)
