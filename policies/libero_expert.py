@@ -14,9 +14,10 @@ at the moment it reaches for the object:
   inside.
 - **how deep**: the object's middle, but never so low that the palm meets the object's top or
   the fingertips the surface it stands on (tall bottles are held by the neck).
-- then the waypoints: above the grasp, down (until reached or blocked), close, lift, above the
-  target, down to the release height (the carried object's bottom just above the target), open,
-  up.
+- then the waypoints: above the grasp, down (until reached or blocked), close, up to the carry
+  height (the carried object clear of everything under its straight path to the target, by rays
+  again), level to above the target, down to the release height (the carried object's bottom just
+  above the target), open, up.
 
 Positions follow a clipped proportional law on the end-effector error (OSC_POSE delta actions,
 ``POS_M_PER_UNIT`` metres per unit per step); orientation is held at the initial one turned by
@@ -262,6 +263,7 @@ class _Waypoint:
     target: object = None  # a callable () -> world point, fixed when the waypoint starts
     gripper: float = GRIPPER_OPEN
     steps: int = 0  # for "grip": how long to hold the command
+    max_action: float | None = None  # the law's limit when not the expert's
 
 
 class LiberoPickPlaceExpert(Policy):
@@ -269,13 +271,15 @@ class LiberoPickPlaceExpert(Policy):
 
     action_dim = 7
     chunk_size = 1
-    gain = 1.0
+    gain = 2.0  # the OSC lags a commanded delta: at 1 a stretched arm settled 2-3 cm short of its target
     max_action = 0.8
+    lift_max_action = 0.5  # a bowl held at the rim slips out of a fast lift
     tolerance_m = 0.012  # a "move" has arrived within this
     descend_tolerance_m = 0.004  # ... a "descend": a flat object's grasp leaves no slack
     min_action = 0.15  # the proportional law's floor, so that the last millimetres are not crawled
     hover_m = 0.12
-    lift_m = 0.20
+    min_lift_m = 0.05  # the object leaves what it stood on by at least this before it travels
+    carry_clearance_m = 0.04  # the carried object's bottom passes this far above what lies below its path
     approach_m = 0.08  # the carried object comes down onto the target from this much higher
     drop_m = 0.02  # the carried object's bottom is released this far above the target's surface
     max_phase_steps = 80
@@ -401,25 +405,53 @@ class LiberoPickPlaceExpert(Policy):
             surface = float(self._object_points(target)[:, 2].max())
         return np.array([centre[0] + hang[0], centre[1] + hang[1], surface + self.drop_m + below_m])
 
-    def _above(self, point: np.ndarray) -> np.ndarray:
-        """Over ``point``, no lower than the hand is now and ``approach_m`` above it: carried
-        objects travel level, then go down (a diagonal path drags them over what lies between)."""
-        return np.array([point[0], point[1], max(self._eef()[2], point[2] + self.approach_m)])
+    def _carry_height(self, carried: str, target: str) -> float:
+        """The end-effector height at which ``carried`` clears everything between it and the
+        release point by ``carry_clearance_m`` (rays down along the straight path, as for the
+        grasp), and the release point is approached from ``approach_m`` above."""
+        model, data = self._sim()
+        eef = self._eef()
+        ignore = subtree_bodies(model, self._body(carried))
+        points = self._object_points(carried)
+        below_m = eef[2] - float(points[:, 2].min())
+        release = self._release_point(target, carried)
+        # the object's footprint around the hand, swept along the path every centimetre: thin
+        # walls (a drawer's) fall between coarser samples
+        lo, hi = points[:, :2].min(0) - eef[:2], points[:, :2].max(0) - eef[:2]
+        footprint = [np.array([x, y]) for x in np.linspace(lo[0], hi[0], 3) for y in np.linspace(lo[1], hi[1], 3)]
+        samples = max(2, int(np.ceil(np.linalg.norm((release - eef)[:2]) / 0.01)) + 1)
+        highest = -np.inf
+        for fraction in np.linspace(0.0, 1.0, samples):
+            centre = eef + fraction * (release - eef)
+            for offset in footprint:
+                point = np.array([centre[0] + offset[0], centre[1] + offset[1], eef[2] + 0.5])
+                highest = max(highest, floor_under(model, data, point, ignore))
+        return max(highest + below_m + self.carry_clearance_m, release[2] + self.approach_m,
+                   eef[2] + self.min_lift_m)
 
     def _make_plan(self) -> list[_Waypoint]:
         plan: list[_Waypoint] = []
         grasps: dict[str, Grasp] = {}
+        carry: dict[str, float] = {}
         for carried, target in self.pairs:
             def grasp_point(name=carried, target=target):
                 grasps[name] = self._choose_grasp(name, target)
                 return grasps[name].point
 
+            def lift(name=carried, target=target):
+                carry[name] = self._carry_height(name, target)
+                return np.array([*self._eef()[:2], carry[name]])
+
+            def above(name=carried, target=target):
+                release = self._release_point(target, name)
+                return np.array([release[0], release[1], max(carry[name], self._eef()[2])])
+
             plan += [
                 _Waypoint("move", lambda g=grasp_point: g() + [0.0, 0.0, self.hover_m]),
                 _Waypoint("descend", lambda name=carried: grasps[name].point),
                 _Waypoint("grip", gripper=GRIPPER_CLOSE, steps=15),
-                _Waypoint("move", lambda: self._eef() + [0.0, 0.0, self.lift_m], gripper=GRIPPER_CLOSE),
-                _Waypoint("move", lambda t=target, c=carried: self._above(self._release_point(t, c)), gripper=GRIPPER_CLOSE),
+                _Waypoint("move", lift, gripper=GRIPPER_CLOSE, max_action=self.lift_max_action),
+                _Waypoint("move", above, gripper=GRIPPER_CLOSE),
                 _Waypoint("descend", lambda t=target, c=carried: self._release_point(t, c), gripper=GRIPPER_CLOSE),
                 _Waypoint("grip", gripper=GRIPPER_OPEN, steps=12),
                 _Waypoint("move", lambda: self._eef() + [0.0, 0.0, 0.12]),
@@ -436,9 +468,11 @@ class LiberoPickPlaceExpert(Policy):
         while self._phase < len(self._plan):
             waypoint = self._plan[self._phase]
             if waypoint.kind == "grip":
+                if self._target is None:  # hold where the grip starts: a zero delta lets the arm sag
+                    self._target = eef
                 if self._timer < waypoint.steps:
                     self._timer += 1
-                    return self._action(np.zeros(3), waypoint.gripper)
+                    return self._action(self._target - eef, waypoint.gripper, floor=False)
                 self._advance()
                 continue
             if self._target is None:
@@ -452,8 +486,8 @@ class LiberoPickPlaceExpert(Policy):
                 self._advance()
                 continue
             self._timer += 1
-            return self._action(error, waypoint.gripper)
-        return self._action(np.zeros(3), self._gripper)
+            return self._action(error, waypoint.gripper, limit=waypoint.max_action)
+        return self._action(np.zeros(3), self._gripper, floor=False)
 
     def _advance(self) -> None:
         self._gripper = self._plan[self._phase].gripper
@@ -462,12 +496,13 @@ class LiberoPickPlaceExpert(Policy):
         self._target = None
         self._recent = self._recent[-1:]
 
-    def _action(self, error_m: np.ndarray, gripper: float) -> np.ndarray:
+    def _action(self, error_m: np.ndarray, gripper: float, floor: bool = True, limit: float | None = None) -> np.ndarray:
         position = self.gain * error_m / POS_M_PER_UNIT
         norm = np.linalg.norm(position)
-        if 0.0 < norm < self.min_action:
+        if floor and 0.0 < norm < self.min_action:
             position *= self.min_action / norm
-        position = np.clip(position, -self.max_action, self.max_action)
+        limit = self.max_action if limit is None else limit
+        position = np.clip(position, -limit, limit)
         goal = Rotation.from_rotvec([0.0, 0.0, self._yaw]) * self._home
         rotation = np.clip((goal * self._eef_rotation().inv()).as_rotvec() / ROT_RAD_PER_UNIT, -0.5, 0.5)
         return np.concatenate([position, rotation, [gripper]]).astype(np.float32)[None, :]
