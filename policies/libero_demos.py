@@ -22,9 +22,8 @@ config, never on the number of workers, and a finished shard is never redone::
         instruction          str
         attempts             int64                seeds tried, successful or not
 
-The executed action gets Gaussian noise on its translation (DART-style, Laskey et al. 2017)
-while the recorded label is the expert's clean action; the expert is closed-loop, so the
-demonstrations show recoveries from the drift a learned policy makes. Images are rendered at
+The executed action gets Gaussian noise on its translation while the recorded label is the
+expert's clean action (``policies.dart``). Images are rendered at
 ``image_size`` with the env's defaults (lean rendering), which is how ``vla-envs eval`` renders.
 
     python -m policies.libero_demos --config configs/demos/libero.yaml [--workers 16]
@@ -126,6 +125,7 @@ def make_env(suite: str, task: int, image_size: int):
 
 def collect_shard(shard: Shard, path: Path) -> Path:
     """Run the expert from successive seeds until ``shard.episodes`` succeed; write ``path``."""
+    from policies.dart import dart_episode
     from policies.libero_expert import LiberoPickPlaceExpert
 
     env = make_env(shard.suite, shard.task, shard.image_size)
@@ -146,18 +146,8 @@ def collect_shard(shard: Shard, path: Path) -> Path:
         instruction = info["instruction"]
         expert = LiberoPickPlaceExpert(env)
         expert.reset(instruction)
-        episode: dict[str, list] = {key: [] for key in PER_FRAME}
-        while True:
-            action = expert.act(obs)[0]
-            for key in PER_FRAME[:-1]:
-                episode[key].append(obs[key])
-            episode["action"].append(action)
-            executed = action.copy()
-            executed[:3] += rng.normal(0.0, shard.translation_noise, 3)
-            obs, _, terminated, truncated, info = env.step(np.clip(executed, -1.0, 1.0))
-            if terminated or truncated:
-                break
-        if terminated:
+        episode, success = dart_episode(env, expert, obs, rng, shard.translation_noise, PER_FRAME[:-1])
+        if success:
             for key, values in episode.items():
                 frames[key].extend(values)
             frames["episode"].extend([len(seeds)] * len(episode["action"]))

@@ -30,6 +30,7 @@ import numpy as np
 import vla_envs  # noqa: F401  (registers the tasks)
 import gymnasium as gym
 
+from policies.dart import dart_episode
 from policies.experts import expert_for_task
 from vla_envs.files import atomic_path
 
@@ -70,19 +71,7 @@ def collect(spec: DemoSpec, path: Path, progress=None) -> Path:
         instruction = info["instruction"]
         expert = expert_for_task(spec.task, env)
         expert.reset(instruction)
-        episode: dict[str, list] = {key: [] for key in frames if key != "episode"}
-        success = False
-        while True:
-            action = expert.act(obs)[0]
-            for key in ("image", "wrist_image", "proprio"):
-                episode[key].append(obs[key])
-            episode["action"].append(action)
-            executed = action.copy()
-            executed[:3] += rng.normal(0.0, spec.translation_noise, 3)
-            obs, _, terminated, truncated, info = env.step(np.clip(executed, -1.0, 1.0))
-            if terminated or truncated:
-                success = bool(info["is_success"])
-                break
+        episode, success = dart_episode(env, expert, obs, rng, spec.translation_noise, ("image", "wrist_image", "proprio"))
         if success:
             for key, values in episode.items():
                 frames[key].extend(values)
