@@ -1,4 +1,5 @@
-"""One scripted-expert demonstration episode with DART noise (Laskey et al. 2017).
+"""One scripted-expert demonstration episode with DART noise (Laskey et al. 2017), and the
+shards of a demonstration collection mapped over worker processes.
 
 The executed action is the expert's plus Gaussian noise on its translation, clipped to [-1, 1],
 while the recorded label stays the expert's clean action: the expert is closed-loop, so the
@@ -28,3 +29,16 @@ def dart_episode(env, expert: Policy, obs, rng: np.random.Generator, translation
         obs, _, terminated, truncated, info = env.step(np.clip(executed, -1.0, 1.0))
         if terminated or truncated:
             return frames, bool(info["is_success"])
+
+
+def map_shards(function, jobs: list, workers: int):
+    """``function(job)`` for every job, in this process (``workers <= 1`` or a single job) or over
+    ``workers`` spawned processes (each builds its own GL context); results as they finish."""
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield function(job)
+        return
+    from multiprocessing import get_context
+
+    with get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+        yield from pool.imap_unordered(function, jobs)

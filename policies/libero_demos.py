@@ -226,10 +226,9 @@ def _collect(job: tuple[Shard, Path]) -> int:
 def collect(config: LiberoDemoConfig, workers: int = 1, progress: bool = True) -> list[Path]:
     """Collect every shard the config asks for that is not on disk yet, over ``workers``
     processes (spawned: each builds its own GL context). Resumable: finished shards stay."""
-    from multiprocessing import get_context
-
     from rich.progress import Progress
 
+    from policies.dart import map_shards
     from vla_envs.progress import progress_columns
 
     jobs = [(shard, shard.path(config.out)) for shard in shards(config)]
@@ -239,13 +238,8 @@ def collect(config: LiberoDemoConfig, workers: int = 1, progress: bool = True) -
     with Progress(*progress_columns("episodes"), disable=not progress) as bar:
         task = bar.add_task("LIBERO demonstrations", total=sum(shard.episodes for shard, _ in jobs),
                             completed=sum(shard.episodes for shard, _ in jobs) - sum(shard.episodes for shard, _ in todo))
-        if workers <= 1 or len(todo) <= 1:
-            for job in todo:
-                bar.advance(task, _collect(job))
-        else:
-            with get_context("spawn").Pool(min(workers, len(todo))) as pool:
-                for done in pool.imap_unordered(_collect, todo):
-                    bar.advance(task, done)
+        for done in map_shards(_collect, todo, workers):
+            bar.advance(task, done)
     return [path for _, path in jobs]
 
 

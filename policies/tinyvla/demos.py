@@ -146,9 +146,9 @@ def collect_parallel(jobs: list[tuple[DemoSpec, Path]], workers: int) -> list[Pa
     """Collect several demonstration files at once, their shards spread over ``workers``
     processes (spawned: each builds its own GL context). Finished shards are kept beside the
     target until it is merged, so an interrupted collection resumes where it stopped."""
-    from multiprocessing import get_context
-
     from rich.progress import Progress
+
+    from policies.dart import map_shards
 
     from vla_envs.progress import progress_columns
 
@@ -162,13 +162,8 @@ def collect_parallel(jobs: list[tuple[DemoSpec, Path]], workers: int) -> list[Pa
             shard_jobs.append((shard, part))
     with Progress(*progress_columns("episodes"), transient=False) as progress:
         bar = progress.add_task("demonstrations", total=sum(spec.episodes for spec, _ in jobs))
-        if workers <= 1:
-            for job in shard_jobs:
-                progress.advance(bar, _collect_shard(job))
-        else:
-            with get_context("spawn").Pool(min(workers, len(shard_jobs))) as pool:
-                for done in pool.imap_unordered(_collect_shard, shard_jobs):
-                    progress.advance(bar, done)
+        for done in map_shards(_collect_shard, shard_jobs, workers):
+            progress.advance(bar, done)
     for spec, path in jobs:
         merge(parts[path], path, spec.seed_start)
         for part in parts[path]:
