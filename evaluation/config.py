@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 from evaluation.devices import DeviceModel
 from policies.conventions import ConventionName
 from vla_envs.config import ConfigError, load_config
+from vla_envs.libero.suites import SETTLE_STEPS
 
 # numpy's legacy seeding (np.random.seed) takes 32-bit seeds; larger ones fail mid-run
 MAX_SEED = 2**32 - 1
@@ -274,7 +275,7 @@ class LiberoEnvConfig(_Strict):
     """How LIBERO tasks are run (``vla_envs.libero.env``); the defaults are openpi's and LeRobot's
     LIBERO evaluations."""
 
-    settle_steps: int = Field(10, ge=0, le=1000, description="no-op control steps after each reset, outside the "
+    settle_steps: int = Field(SETTLE_STEPS, ge=0, le=1000, description="no-op control steps after each reset, outside the "
                               "episode and its metrics (objects dropped into the scene come to rest)")
     init_state_from_seed: bool = Field(True, description="seeds 0-49 are LIBERO's 50 standard initial states of each "
                                        "task; other seeds draw placements")

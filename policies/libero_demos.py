@@ -47,7 +47,6 @@ from vla_envs.files import atomic_path
 DEMO_SEED_START = 1000  # evaluation uses seeds 0-49, held-out checks 500-999
 SHARD_EPISODES = 10
 SHARD_SEED_STRIDE = 100_000  # seeds a shard may try before running into the next one
-SETTLE_STEPS = 10  # as evaluation resets LIBERO tasks (openpi's and LeRobot's no-op steps)
 PER_FRAME = ("image", "wrist_image", "libero_state", "proprio", "action")
 
 
@@ -63,6 +62,12 @@ class LiberoDemoConfig(BaseModel):
     image_size: Annotated[int, Field(ge=16, le=1024)] = 128
     translation_noise: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.1  # action units (x 5 cm)
     out: Path = Path("runs/libero_demos")
+
+    def task_indices(self, suite: str) -> list[int]:
+        """The tasks of ``suite`` the config asks for: ``tasks``, or all of the suite's."""
+        from vla_envs.libero.suites import SUITES
+
+        return list(self.tasks) if self.tasks is not None else list(range(SUITES[suite].n_tasks))
 
     @field_validator("suites")
     @classmethod
@@ -101,11 +106,9 @@ class Shard:
 
 def shards(config: LiberoDemoConfig) -> list[Shard]:
     """The config cut into fixed shards, task by task."""
-    from vla_envs.libero.suites import SUITES
-
     jobs = []
     for suite in config.suites:
-        for task in config.tasks if config.tasks is not None else range(SUITES[suite].n_tasks):
+        for task in config.task_indices(suite):
             for j in range(math.ceil(config.episodes_per_task / SHARD_EPISODES)):
                 jobs.append(Shard(suite, task, j, min(SHARD_EPISODES, config.episodes_per_task - j * SHARD_EPISODES),
                                   config.seed_start + j * SHARD_SEED_STRIDE, config.image_size,
@@ -117,7 +120,7 @@ def make_env(suite: str, task: int, image_size: int):
     import gymnasium as gym
 
     import vla_envs  # noqa: F401 - registers the ids
-    from vla_envs.libero.suites import check_suite
+    from vla_envs.libero.suites import SETTLE_STEPS, check_suite
 
     return gym.make(f"vla_envs/{check_suite(suite).title}-v0", task_id=task, obs_mode="rgb",
                     image_size=image_size, settle_steps=SETTLE_STEPS)

@@ -303,10 +303,6 @@ class LiberoPickPlaceExpert(Policy):
         self._recent: list[np.ndarray] = []
         self.grasps: list[Grasp] = []  # chosen so far, for inspection
 
-    @property
-    def done(self) -> bool:
-        return bool(self._plan) and self._phase >= len(self._plan)
-
     # -- simulator reads --
     def _sim(self):
         return self._rs.sim.model._model, self._rs.sim.data._data

@@ -63,27 +63,23 @@ def load(directory: Path = REFERENCE_DIR, name: str = REFERENCE_NAME) -> tuple[T
 
 
 def _tokenizer(meta: dict, meta_path: Path, config: TinyVLAConfig) -> WordTokenizer | ByteBPETokenizer:
-    if "tokenizer" in meta:
-        try:
+    legacy = "tokenizer" not in meta  # a word tokenizer's checkpoint from before "tokenizer"
+    try:
+        if legacy:
+            vocabulary = meta.get("vocabulary")
+            if not isinstance(vocabulary, list):
+                raise CheckpointError(f"{meta_path}: vocabulary is {type(vocabulary).__name__}: expected a list of "
+                                      f"model.vocab_size = {config.vocab_size} words (or a 'tokenizer' object)")
+            tokenizer = WordTokenizer(vocabulary, config.max_instruction_tokens)
+        else:
             tokenizer = tokenizer_from_dict(meta["tokenizer"], f"{meta_path}: tokenizer")
-        except Exception as exc:  # a missing field, a bad vocabulary, or tokenizers' own bare Exception
-            raise CheckpointError(f"{meta_path}: tokenizer does not load ({exc})") from None
-        size = tokenizer.vocab_size
-    else:  # a word tokenizer's checkpoint from before "tokenizer"
-        vocabulary = meta.get("vocabulary")
-        if not isinstance(vocabulary, list):
-            raise CheckpointError(f"{meta_path}: vocabulary is {type(vocabulary).__name__}: expected a list of "
-                                  f"model.vocab_size = {config.vocab_size} words (or a 'tokenizer' object)")
-        size = len(vocabulary)
-        tokenizer = None
-    if size != config.vocab_size:
-        raise CheckpointError(f"{meta_path}: {'tokenizer' if tokenizer else 'vocabulary'} has {size} "
-                              f"{'tokens' if tokenizer else 'words'}: expected model.vocab_size = {config.vocab_size}")
-    if tokenizer is None:
-        try:
-            tokenizer = WordTokenizer(meta["vocabulary"], config.max_instruction_tokens)
-        except ValueError as exc:
-            raise CheckpointError(f"{meta_path}: vocabulary: {exc}") from None
+    except CheckpointError:
+        raise
+    except Exception as exc:  # a missing field, a bad vocabulary, or tokenizers' own bare Exception
+        raise CheckpointError(f"{meta_path}: {'vocabulary' if legacy else 'tokenizer does not load'}: {exc}") from None
+    if tokenizer.vocab_size != config.vocab_size:
+        what = f"vocabulary has {tokenizer.vocab_size} words" if legacy else f"tokenizer has {tokenizer.vocab_size} tokens"
+        raise CheckpointError(f"{meta_path}: {what}: expected model.vocab_size = {config.vocab_size}")
     if tokenizer.max_tokens != config.max_instruction_tokens:
         raise CheckpointError(f"{meta_path}: tokenizer.max_tokens = {tokenizer.max_tokens}: expected "
                               f"model.max_instruction_tokens = {config.max_instruction_tokens}")

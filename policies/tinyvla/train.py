@@ -178,12 +178,12 @@ def load_libero_demos(path: str, workers: int = 1) -> dict[str, dict[str, np.nda
     """Each LIBERO task's demonstrations (``LIBERO-Spatial-3``: its shards merged), collecting
     the shards that are missing first."""
     from policies.libero_demos import LiberoDemoConfig, collect, load_task
-    from vla_envs.libero.suites import SUITES, task_name
+    from vla_envs.libero.suites import task_name
 
     config = load_config(path, LiberoDemoConfig)
     collect(config, workers=workers)
     return {task_name(suite, task): load_task(config.out, suite, task) for suite in config.suites
-            for task in (config.tasks if config.tasks is not None else range(SUITES[suite].n_tasks))}
+            for task in config.task_indices(suite)}
 
 
 def tokenizer_texts(instructions: list[str]) -> list[str]:

@@ -24,10 +24,9 @@ import time
 from pathlib import Path
 
 from policies.libero_expert import UnsupportedGoal
-from vla_envs.libero.suites import STANDARD_SUITES, SUITES, suite_tasks
+from vla_envs.libero.suites import SETTLE_STEPS, STANDARD_SUITES, SUITES, suite_tasks
 
 DEFAULT_OUT = Path("runs/libero_expert/pick_place.jsonl")
-SETTLE_STEPS = 10  # openpi's and LeRobot's no-op steps after the initial state
 
 
 def _parse_shard(text: str) -> tuple[int, int]:

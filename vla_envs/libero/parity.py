@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from vla_envs.files import atomic_path, project_cache_dir
+from vla_envs.libero.suites import SETTLE_STEPS
 from vla_envs.robosuite_fixes import hold_orientation_on_zero_rotation, ramp_gripper_per_substep
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -59,7 +60,6 @@ CAMERAS = ("agentview", "robot0_eye_in_hand")
 POS_M_PER_UNIT = 0.05
 ROT_RAD_PER_UNIT = 0.5
 GRIPPER_CLOSE, GRIPPER_OPEN = 1.0, -1.0  # LIBERO's convention (checked by the expert's test)
-SETTLE_STEPS = 10  # openpi's and LeRobot's no-op steps after the initial state
 
 
 class Libero14Unavailable(RuntimeError):

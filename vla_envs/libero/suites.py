@@ -35,6 +35,9 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
     Suite("libero_90", "LIBERO-90", 400, 90),
 )}
 STANDARD_SUITES: tuple[str, ...] = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
+# openpi's and LeRobot's LIBERO evaluations: no-op control steps after each reset, so that objects
+# dropped into the scene come to rest (LiberoEnv's settle_steps)
+SETTLE_STEPS = 10
 
 
 @dataclass(frozen=True)
