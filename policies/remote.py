@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> None:
                        help="http: a client that sends nothing for this long mid-request or between requests is disconnected")
     serve.add_argument("--max-connections", type=int, default=256, help="http: open connections; more are answered 503")
     serve.add_argument("--prompt-key", default="prompt", help="openpi: the observation entry holding the instruction")
+    serve.add_argument("--traceback-to-client", action="store_true",
+                       help="openpi: answer a failed request with the server's traceback, as openpi does (default: "
+                            "one line; the traceback goes to the server's log either way)")
     serve.add_argument("--torch-threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.torch_threads is not None:
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
 
     serve(load_policy(args.policy), args.protocol, args.host, args.port, max_sessions=args.max_sessions,
           idle_timeout_s=args.idle_timeout_s, prompt_key=args.prompt_key, read_timeout_s=args.read_timeout_s,
-          max_connections=args.max_connections)
+          max_connections=args.max_connections, traceback_to_client=args.traceback_to_client)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 LeRobot's own loader) and a Minari dataset (``minari.load_dataset``), holding the same actions
 and metrics as steps.parquet / episodes.parquet."""
 
+import json
 import os
 from pathlib import Path
 
@@ -121,14 +122,16 @@ def test_minari_export_loads_with_minari_and_matches_the_record(run, tmp_path, m
     result = CliRunner().invoke(app, ["export", str(run), "--format", "minari", "--out", str(out), "--variant", "noisy"])
     assert result.exit_code == 0, result.output
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(out))
-    dataset = minari.load_dataset("vla_envs/export_test-lift-v0")
+    dataset = minari.load_dataset("vla_envs/export_test-run-lift-v0")  # <config>-<run folder>-<task>
     records = [e for e in pq.read_table(run / "episodes.parquet").to_pylist() if e["variant"] == "noisy"]
     assert dataset.total_episodes == 2
     metadata = list(dataset.storage.get_episode_metadata([0, 1]))
     assert dataset.recover_environment().spec.kwargs["obs_mode"] == "state"
+    started = json.loads((run / "run.json").read_text())["started"]
     for episode, meta, record in zip(dataset.iterate_episodes(), metadata, records, strict=True):
         steps = _steps(run, "noisy", record["seed"])
         assert meta["seed"] == record["seed"]
+        assert (meta["run"], meta["run_started"], meta["task"], meta["variant"]) == ("run", started, "Lift", "noisy")
         np.testing.assert_array_equal(episode.actions, np.stack(steps["action"].iloc[1:]).astype(np.float32))
         assert episode.infos["embodied"]["energy_j"][-1] == pytest.approx(record["energy_j"], rel=1e-12)
         np.testing.assert_array_equal(episode.infos["embodied"]["action_rate"][1:], steps["running_action_rate"].iloc[1:])
@@ -180,8 +183,12 @@ def test_joint_state_recorder_files_export_too(tmp_path, monkeypatch):
     dataset = minari.load_dataset("vla_envs/recorded-lift_v0-v0")
     from wrappers.parquet_io import read_episode
 
-    records = [read_episode(f) for f in sorted((tmp_path / "recorded").glob("*.parquet"))]
+    files = sorted((tmp_path / "recorded").glob("*.parquet"))
+    records = [read_episode(f) for f in files]
     assert dataset.total_episodes == 2
+    metadata = list(dataset.storage.get_episode_metadata([0, 1]))
+    assert [(m["file"], m["env_id"], m["seed"]) for m in metadata] == [
+        (file.name, "vla_envs/Lift-v0", seed) for file, seed in zip(files, (3, 4))]
     for episode, record in zip(dataset.iterate_episodes(), records, strict=True):
         np.testing.assert_array_equal(episode.actions, record.action.astype(np.float32))
         assert episode.infos["embodied"]["energy_j"][-1] == pytest.approx(record.metadata["metrics"]["energy_j"], rel=1e-12)

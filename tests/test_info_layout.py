@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import vla_envs  # noqa: F401
-from wrappers import MONITOR_KEYWORDS, EfficiencyReward, EmbodiedCost, JointStateRecorder, METRIC_KEYS
+from wrappers import MONITOR_KEYWORDS, EfficiencyReward, EmbodiedCost, JointStateRecorder, METRIC_KEYS, make_embodied_env
 
 
 def _layout(info: dict) -> dict:
@@ -87,6 +87,33 @@ def test_sb3_monitor_gets_one_numeric_column_per_metric(tmp_path):
     assert (table["embodied/n_steps"] == 10).all() and (table["embodied/energy_j"] > 0).all()
     assert info["embodied/energy_j"] == info["embodied"]["energy_j"]
     assert table["embodied/energy_j"].iloc[-1] == pytest.approx(info["embodied/energy_j"], rel=1e-12)  # CSV text
+
+
+def test_sb3_make_vec_env_monitors_the_metrics_through_make_embodied_env(tmp_path):
+    from stable_baselines3.common.env_util import make_vec_env
+
+    vec_env = make_vec_env(make_embodied_env, n_envs=1, seed=0, monitor_dir=str(tmp_path),
+                           env_kwargs={"env_id": "vla_envs/Lift-v0", "max_episode_steps": 3},
+                           monitor_kwargs={"info_keywords": MONITOR_KEYWORDS})
+    vec_env.reset()
+    for _ in range(3):
+        _, _, dones, infos = vec_env.step(np.zeros((1, 7), np.float32))
+    vec_env.close()
+    assert dones[0] and infos[0]["episode"]["l"] == 3
+    assert infos[0]["episode"]["embodied/n_steps"] == 3 and infos[0]["episode"]["embodied/energy_j"] > 0
+    table = pd.read_csv(tmp_path / "0.monitor.csv", skiprows=1)
+    assert list(table.columns[3:]) == list(MONITOR_KEYWORDS) and table["embodied/n_steps"].tolist() == [3]
+
+
+@pytest.mark.parametrize("wrapper_kwargs", [{"flat_info": True}, {}])
+def test_sb3_make_vec_env_with_wrapper_class_is_refused_clearly(wrapper_kwargs):
+    from stable_baselines3.common.env_util import make_vec_env
+
+    # make_vec_env puts wrapper_class outside its Monitor, which would raise a bare KeyError at the episode end
+    with pytest.raises(ValueError, match=r"EmbodiedCost is applied over a Monitor with info_keywords=\['embodied/"
+                                         r"completion_time_s'.*make_vec_env\(wrappers\.make_embodied_env"):
+        make_vec_env("Pusher-v5", wrapper_class=EmbodiedCost, wrapper_kwargs=wrapper_kwargs,
+                     monitor_kwargs={"info_keywords": MONITOR_KEYWORDS})
 
 
 def test_sb3_monitor_with_efficiency_reward_alone(tmp_path):

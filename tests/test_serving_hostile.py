@@ -349,9 +349,45 @@ def test_a_client_hanging_up_mid_request_is_one_log_line_and_real_bugs_keep_thei
             connection.getresponse()
         connection.close()
         _wait(lambda: served.connections == 0, "the failed connection closed")
-        assert "Traceback" in capfd.readouterr().err  # a real bug is still reported in full
+        bugs = [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
+        assert len(bugs) == 1 and "error serving client" in bugs[0].getMessage()  # a real bug is logged in full
+        assert "Traceback" not in capfd.readouterr().err
     finally:
         served.close()
+
+
+def test_healthz_info_and_one_log_line_per_request_with_tracebacks_only_in_the_log(server, caplog):
+    caplog.set_level(logging.DEBUG, logger="policies.serving.http_server")
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=10)
+    connection.request("GET", "/healthz")  # openpi's health check path
+    response = connection.getresponse()
+    assert (response.status, response.read(), response.getheader("Content-Type")) == (
+        200, b"OK\n", "text/plain; charset=utf-8")
+    connection.request("GET", "/info")  # kept: RemotePolicy reads its sizes there
+    response = connection.getresponse()
+    assert response.status == 200 and wire.unpack(response.read())["protocol"] == "vla-envs-http/2"
+    connection.request("GET", "/health")
+    response = connection.getresponse()
+    assert response.status == 404 and b"expected /healthz or /info" in response.read()
+    connection.close()
+    status, body = _post(server, "/reset", wire.pack({"instruction": "go"}))
+    session = wire.unpack(body)["session"]
+    status, body = _post(server, "/act", wire.pack({"session": session, "observation": {"boom": 1}}))
+    assert status == 400 and b"ValueError: bad input xxx" in body and len(body) < SMALL_REPLY
+    assert b"Traceback" not in body and b".py" not in body  # the client gets one line, never the server's code
+    status, _ = _post(server, "/act", wire.pack({"session": "feedbeef", "observation": {}}))
+    assert status == 404
+
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert [line.split(" ", 1)[1].rsplit(" ", 2)[0] for line in lines] == [
+        "GET /healthz 200", "GET /info 200", "GET /health 404", "POST /reset 200", "POST /act 400", "POST /act 404"]
+    assert all(line.endswith(" ms") for line in lines)
+    failed = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(failed) == 1 and "POST /act -> 400: the policy failed" in failed[0].getMessage()
+    assert failed[0].exc_info[0] is ValueError  # the traceback is in the log
+    refused = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(refused) == 2 and "GET /health -> 404: unknown path '/health'" in refused[0]
+    assert "POST /act -> 404: session 'feedbeef' is unknown or expired" in refused[1]
 
 
 # -- openpi's websocket protocol -------------------------------------------------------------
@@ -365,7 +401,8 @@ def openpi_server():
 def _websocket(served):
     from websockets.sync.client import connect
 
-    ws = connect(served.url, compression=None, max_size=None, open_timeout=10)
+    # entered as a `with` would (websockets 17.1 deprecates a bare connect()); the tests close it
+    ws = connect(served.url, compression=None, max_size=None, open_timeout=10).__enter__()
     wire.unpack(ws.recv(timeout=10))  # the metadata
     return ws
 
@@ -382,10 +419,19 @@ def test_the_void_prompt_gets_a_bounded_error_frame_without_the_data(openpi_serv
         ws.recv(timeout=10)
     assert closed.value.rcvd.code == 1011
     ws = _websocket(openpi_server)
-    ws.send(wire.pack({"boom": 1}))  # a policy error quoting 100 kB of input: cut, its end kept
+    ws.send(wire.pack({"boom": 1}))  # a policy error quoting 100 kB of input: one line, cut
     frame = ws.recv(timeout=10)
-    assert len(frame) <= MAX_TRACEBACK_CHARS and frame.startswith("Traceback") and frame.endswith("xxx\n")
+    assert len(frame) <= wire.MAX_ERROR_CHARS and frame.startswith("ValueError: bad input xxx") and "\n" not in frame
     ws.close()
+    openpi_style = OpenPIServer(Echo(), traceback_to_client=True).start()  # openpi's traceback: cut, its end kept
+    try:
+        ws = _websocket(openpi_style)
+        ws.send(wire.pack({"boom": 1}))
+        frame = ws.recv(timeout=10)
+        assert len(frame) <= MAX_TRACEBACK_CHARS and frame.startswith("Traceback") and frame.endswith("xxx\n")
+        ws.close()
+    finally:
+        openpi_style.close()
 
 
 def test_openpi_clients_prompts_and_unicode_arrays_are_accepted(openpi_server):

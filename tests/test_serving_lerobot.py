@@ -5,6 +5,7 @@ protocol, answers exactly what it computes in process, and runs a ``vla-envs eva
 
 import json
 import os
+import shutil
 import subprocess
 import textwrap
 from pathlib import Path
@@ -17,18 +18,22 @@ LEROBOT_PYTHON = os.environ.get("VLA_ENVS_LEROBOT_PYTHON") or next(
     (str(p) for p in (CHECKOUT / ".venv-lerobot" / "bin" / "python",) if p.exists()), None)
 
 
-def _has_lerobot_policies() -> bool:
+def _why_no_lerobot_policies() -> str | None:
+    """Why these tests cannot run here, or ``None`` when LeRobot's environment imports its policies
+    (checked without running a path that does not exist: that was a collection error)."""
+    setup = "export VLA_ENVS_LEROBOT_PYTHON (or create .venv-lerobot as docs/integrations.md shows)"
     if LEROBOT_PYTHON is None:
-        return False
+        return f"LeRobot's environment with lerobot installed is not set up: {setup}"
+    if shutil.which(LEROBOT_PYTHON) is None:
+        return f"VLA_ENVS_LEROBOT_PYTHON={LEROBOT_PYTHON}: no such executable file; {setup}"
     probe = subprocess.run([LEROBOT_PYTHON, "-c", "import lerobot.policies.factory"], capture_output=True, timeout=300)
-    return probe.returncode == 0
+    if probe.returncode != 0:
+        return f"{LEROBOT_PYTHON} cannot import lerobot.policies.factory (lerobot is not installed there): {setup}"
+    return None
 
 
-needs_lerobot = pytest.mark.skipif(
-    not _has_lerobot_policies(),
-    reason="LeRobot's environment with lerobot installed is not set up: export VLA_ENVS_LEROBOT_PYTHON (or create "
-           ".venv-lerobot as docs/integrations.md shows)",
-)
+WHY_NO_LEROBOT = _why_no_lerobot_policies()
+needs_lerobot = pytest.mark.skipif(WHY_NO_LEROBOT is not None, reason=WHY_NO_LEROBOT or "")
 pytestmark = needs_lerobot
 
 MAKE_ACT = textwrap.dedent("""

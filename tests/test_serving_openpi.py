@@ -4,6 +4,7 @@
 
 import asyncio
 import copy
+import logging
 import os
 import subprocess
 import sys
@@ -85,17 +86,42 @@ def test_concurrent_openpi_clients_get_their_own_answers(tinyvla, served):
     assert errors == [] and mismatches == []
 
 
-def test_a_bad_observation_gets_openpis_error_frame_and_the_server_keeps_serving(tinyvla, served):
+def test_a_bad_observation_gets_openpis_error_frame_and_the_server_keeps_serving(tinyvla, served, caplog):
+    """The client gets one line naming the problem (no traceback, no server file paths); the
+    server's log gets the traceback."""
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
+    caplog.set_level(logging.ERROR, logger="policies.serving.openpi_server")
     client = WebsocketClientPolicy(host=served.host, port=served.port)
     bad = _obs(0)
     bad["proprio"] = np.zeros(3, np.float32)
-    with pytest.raises(RuntimeError, match=r"(?s)Error in inference server:\n.*obs\['proprio'\] has shape \(3,\), expected \(50,\)"):
+    with pytest.raises(RuntimeError, match=r"Error in inference server:\nValueError: .*obs\['proprio'\] has shape \(3,\), "
+                                           r"expected \(50,\)") as error:
         client.infer({**bad, "prompt": "lift"})
+    frame = str(error.value).split("\n", 1)[1]
+    assert "\n" not in frame and "Traceback" not in frame and ".py" not in frame
+    logged = [r for r in caplog.records if r.name == "policies.serving.openpi_server"]
+    assert "obs['proprio'] has shape (3,)" in logged[-1].getMessage()
+    assert logged[-1].exc_info is not None and "openpi_server.py" in caplog.text  # the traceback, in the log
     again = WebsocketClientPolicy(host=served.host, port=served.port)
     assert again.infer({**_obs(1), "prompt": "lift the red cube"})["actions"].shape == (tinyvla.chunk_size, 7)
     again._ws.close()
+
+
+def test_traceback_to_client_answers_openpis_traceback(tinyvla):
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+    server = OpenPIServer(tinyvla, traceback_to_client=True).start()
+    try:
+        client = WebsocketClientPolicy(host=server.host, port=server.port)
+        bad = {**_obs(0), "proprio": np.zeros(3, np.float32), "prompt": "lift"}
+        with pytest.raises(RuntimeError, match=r"(?s)Error in inference server:\nTraceback .*openpi_server.py.*"
+                                               r"obs\['proprio'\] has shape \(3,\), expected \(50,\)"):
+            client.infer(bad)
+    finally:
+        server.close()
+    with pytest.raises(ValueError, match=r"traceback_to_client='yes': expected True or False"):
+        OpenPIServer(tinyvla, traceback_to_client="yes")
 
 
 def test_healthz_answers_without_a_handshake(served):
@@ -165,10 +191,26 @@ def test_our_client_maps_keys_and_reports_server_errors(tinyvla):
         policy.reset("open the door")
         assert policy.act(_obs(0)).tobytes() == _expected(tinyvla, "open the door", 0).tobytes()
         misnamed = OpenPIPolicy(server.url, keys={**keys, "proprio": "observation/joints"})
-        with pytest.raises(OpenPIError, match=r"(?s)failed:\nTraceback.*TinyVLA needs obs\['proprio'\]"):
+        with pytest.raises(OpenPIError, match=r"failed:\n\w+Error: .*TinyVLA needs obs\['proprio'\]"):
             misnamed.act(_obs(0))
     finally:
         server.close()
+
+
+@pytest.mark.filterwarnings("error::DeprecationWarning")
+def test_our_client_uses_websockets_current_api_and_reconnects_at_reset(tinyvla, served):
+    # websockets 17.1 deprecates holding connect()'s connection outside a `with` block
+    policy = OpenPIPolicy(served.url)
+    policy.reset("lift the red cube")
+    first = policy._ws
+    assert policy.act(_obs(1)).tobytes() == _expected(tinyvla, "lift the red cube", 1).tobytes()
+    first.close()  # as the server does after its idle timeout
+    policy.reset("open the door")
+    assert policy._ws is not first
+    assert policy.act(_obs(2)).tobytes() == _expected(tinyvla, "open the door", 2).tobytes()
+    policy.close()
+    with pytest.raises(OpenPIError, match="closed the connection"):
+        policy.act(_obs(2))
 
 
 SERVED_EVAL = """\

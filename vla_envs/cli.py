@@ -203,6 +203,28 @@ def eval_command(
     console.print(f"{outcome.ran} episodes run ({outcome.units} planned); outputs in {out_dir}/ (summary.md, report.html)")
 
 
+LEROBOT_SETUP = ('uv venv --python 3.12 --seed .venv-lerobot && .venv-lerobot/bin/pip install "lerobot[dataset]==0.6.1" '
+                 "msgpack websockets (docs/integrations.md, also with pyenv or python3.12)")
+
+
+def check_lerobot_python(option: str | None) -> None:
+    """An ``ExportError`` naming the interpreter when ``--lerobot-python`` (else
+    ``$VLA_ENVS_LEROBOT_PYTHON``) names none: LeRobot's writer would fail as subprocess's
+    FileNotFoundError, after the replay had started."""
+    import os
+    import shutil
+
+    from evaluation.export.lerobot_format import LEROBOT_PYTHON_ENV, ExportError
+
+    if option:
+        source, python = "--lerobot-python", option
+    else:
+        source, python = f"${LEROBOT_PYTHON_ENV}", os.environ.get(LEROBOT_PYTHON_ENV)
+    if python and shutil.which(python) is None:
+        raise ExportError(f"{source}={python}: no such executable file; expected the Python of an environment with "
+                          f"lerobot installed (.venv-lerobot/bin/python), made with: {LEROBOT_SETUP}")
+
+
 @app.command("export")
 def export_command(
     run: str = typer.Argument(..., help="a finished run folder (run.json, episodes.parquet, steps.parquet), or "
@@ -228,6 +250,8 @@ def export_command(
         raise typer.Exit(2)
     out_dir = Path(out) if out is not None else Path("runs") / "export" / f"{Path(run).name}_{format}"
     with _exit_on(RunFolderError, ExportError, ReplayError):
+        if format == "lerobot":
+            check_lerobot_python(lerobot_python)
         results = export_run(run, format, out_dir, obs_mode, variant or None, console=console,
                              lerobot_python=lerobot_python)
     for row in results:

@@ -177,10 +177,15 @@ def check_task_names(names: list[str]) -> list[str]:
     return names
 
 
-def get_task_config(task: str | TaskConfig) -> TaskConfig:
+def get_task_config(task: str | os.PathLike | TaskConfig) -> TaskConfig:
     """A task's config by name (``"Lift"``), by file path, or passed through."""
     if isinstance(task, TaskConfig):
         return task
+    if isinstance(task, os.PathLike):
+        task = os.fspath(task)
+    if not isinstance(task, str):
+        raise ConfigError(f"task={task!r}: expected a task name (one of {sorted(load_task_configs())}), "
+                          "a task YAML path or a TaskConfig")
     if task.endswith((".yaml", ".yml")):
         return load_task_config(task)
     configs = load_task_configs()

@@ -29,9 +29,9 @@ JOINT_SPACE_CONTROLLERS: tuple[str, ...] = ("JOINT_VELOCITY", "JOINT_POSITION", 
 assert set(TASK_SPACE_ARM_DIMS) | set(JOINT_SPACE_CONTROLLERS) == set(CONTROLLERS)
 
 
-def check_controller(name: str) -> str:
+def check_controller(name: object) -> str:
     """``name`` if it is one of ``CONTROLLERS``; a ValueError naming the choices otherwise."""
-    if name not in CONTROLLERS:
+    if not isinstance(name, str) or name not in CONTROLLERS:
         raise ValueError(f"controller={name!r} is not supported: expected one of {sorted(CONTROLLERS)}")
     return name
 

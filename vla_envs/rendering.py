@@ -115,6 +115,13 @@ def asset_signature(model: mujoco.MjModel) -> tuple:
     return counts + (crc,)
 
 
+def check_render_quality(quality: object) -> str:
+    """``quality`` if it is one of ``RENDER_QUALITIES``; a ValueError naming the choices otherwise."""
+    if not isinstance(quality, str) or quality not in RENDER_QUALITIES:
+        raise ValueError(f"render_quality={quality!r} is not supported: expected one of {RENDER_QUALITIES}")
+    return quality
+
+
 class CameraRenderer:
     """Renders named cameras of a MuJoCo model into uint8 images, reusing one GL context."""
 
@@ -128,8 +135,7 @@ class CameraRenderer:
     ):
         """``mesh_face_budget`` and ``cull_outside_view`` apply to ``"lean"`` only; budget ``None``
         draws robosuite's meshes there too, and culling never changes a pixel (it saves time)."""
-        if quality not in RENDER_QUALITIES:
-            raise ValueError(f"render_quality={quality!r} is not supported: expected one of {RENDER_QUALITIES}")
+        check_render_quality(quality)
         if max_width <= 0 or max_height <= 0:
             raise ValueError(f"renderer size must be positive, got {max_width}x{max_height}")
         self.quality = quality

@@ -31,6 +31,7 @@ recorders such as Minari's ``DataCollector`` require a fixed layout)::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -39,9 +40,9 @@ from gymnasium import spaces
 
 from vla_envs.actions import check_action
 from vla_envs.config import TaskConfig, get_task_config
-from vla_envs.controllers import DEFAULT_CONTROLLER, controller_config
-from vla_envs.lean_meshes import DEFAULT_FACE_BUDGET
-from vla_envs.rendering import CameraRenderer, RenderQuality
+from vla_envs.controllers import DEFAULT_CONTROLLER, check_controller, controller_config
+from vla_envs.lean_meshes import DEFAULT_FACE_BUDGET, check_face_budget
+from vla_envs.rendering import CameraRenderer, RenderQuality, check_render_quality
 from vla_envs.robots import check_robot
 from vla_envs.timing import substeps_per_control_step
 
@@ -49,6 +50,42 @@ ObsMode = Literal["state", "rgb", "state+rgb"]
 OBS_MODES: tuple[str, ...] = ("state", "rgb", "state+rgb")
 _PROPRIO_KEY = "robot0_proprio-state"
 _OBJECT_KEY = "object-state"
+
+
+class EnvClosedError(gym.error.ClosedEnvironmentError, RuntimeError):
+    """``reset``, ``step`` or ``render`` after ``close()``: the simulation is gone."""
+
+
+def check_flag(field: str, value: object) -> bool:
+    """``value`` when it is ``True`` or ``False``; a ``ValueError`` naming the field otherwise:
+    Python reads ``"no"`` as true and ``0`` / ``1`` look like counts, so neither stands for a
+    switch."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{field}={value!r}: expected True or False")
+    return bool(value)
+
+
+def check_integer(field: str, value: object, low: int, high: int, unit: str) -> int:
+    """``value`` as an ``int`` when it is an integer in ``[low, high]``; a ``ValueError`` naming
+    the field otherwise (``True`` is no number of anything, and ``"64"`` is text)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise ValueError(f"{field}={value!r}: expected an integer number of {unit} in [{low}, {high}]")
+    return int(value)
+
+
+def check_reset_options(options: object, accepted: tuple[str, ...]) -> dict[str, Any]:
+    """``options`` as a dict when every key is one the env reads (``accepted``): a misspelt
+    option that was ignored would start the episode from another state than the one asked for."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ValueError(f"reset options={options!r}: expected None or a dict with keys among {list(accepted)}")
+    unknown = sorted(set(options) - set(accepted), key=repr)
+    if unknown:
+        expected = (f"expected some of {list(accepted)}" if accepted
+                    else "this env accepts no reset options (accepted keys: []), expected None or {}")
+        raise ValueError(f"reset options {unknown} are not known: {expected}")
+    return dict(options)
 
 
 class RobosuiteEnv(gym.Env[dict, np.ndarray]):
@@ -70,9 +107,19 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
         render_size: side of the ``render()`` frame in pixels.
         terminate_on_success: end the episode (``terminated=True``) when the task succeeds.
         reward_shaping: robosuite's dense staged reward instead of its sparse success reward.
+
+    Every keyword is checked for its type as well as its value (``ValueError`` naming it): a
+    switch must be ``True`` or ``False`` (not ``"no"``, which Python reads as true, nor ``1``), a
+    number a number (not ``"20"``, nor ``True``).
+
+    ``reset(seed=, options=)`` takes no options: ``options`` must be ``None`` or ``{}``, any key
+    is refused (``reset_options`` lists the accepted keys; a LIBERO env reads ``init_state``).
+    ``reset``, ``step`` and ``render`` after ``close()`` raise ``EnvClosedError`` (a
+    ``RuntimeError`` and gymnasium's ``ClosedEnvironmentError``); ``close()`` again is a no-op.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+    reset_options: tuple[str, ...] = ()  # the keys reset(options=) accepts
 
     def __init__(
         self,
@@ -95,20 +142,23 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
             raise ValueError(f"obs_mode={obs_mode!r} is not supported: expected one of {OBS_MODES}")
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode={render_mode!r} is not supported: expected None or 'rgb_array'")
-        for field, value in (("image_size", image_size), ("render_size", render_size)):
-            if not isinstance(value, (int, np.integer)) or not 8 <= value <= 1024:
-                raise ValueError(f"{field}={value!r}: expected an integer number of pixels in [8, 1024]")
+        self.image_size = check_integer("image_size", image_size, 8, 1024, "pixels")
+        self.render_size = check_integer("render_size", render_size, 8, 1024, "pixels")
         self.robot = check_robot(robot if robot is not None else self.task_config.robot)
-        self.control_freq = float(control_freq if control_freq is not None else self.task_config.control_freq)
-        substeps_per_control_step(self.control_freq)  # ValueError unless it divides the physics rate
+        self.controller = check_controller(controller)
+        # checked before float(): float("20") and float(True) would pass for frequencies
+        control_freq = control_freq if control_freq is not None else self.task_config.control_freq
+        substeps_per_control_step(control_freq)  # ValueError unless a number that divides the physics rate
+        self.control_freq = float(control_freq)
+        # checked here, not only by the renderer, which an env without cameras never builds
+        check_render_quality(render_quality)
+        check_face_budget(mesh_face_budget)
+        self.terminate_on_success = check_flag("terminate_on_success", terminate_on_success)
+        reward_shaping = check_flag("reward_shaping", reward_shaping)
 
         self.obs_mode = obs_mode
-        self.image_size = int(image_size)
-        self.controller = controller
         self.render_mode = render_mode
         self.render_quality = render_quality
-        self.render_size = int(render_size)
-        self.terminate_on_success = terminate_on_success
         self.instruction = self.task_config.instruction
         self.metadata = {**self.metadata, "render_fps": self.control_freq}
 
@@ -219,7 +269,15 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
         return obs
 
     # -- Gymnasium API ----------------------------------------------------------------------
+    def _check_open(self, call: str) -> None:
+        if getattr(self, "_rs", None) is None:
+            name = self.spec.id if self.spec is not None else self.task_config.name
+            raise EnvClosedError(f"env.{call}() after env.close(): {name} is closed (close() released its "
+                                 "simulation); make a new env with gym.make")
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self._check_open("reset")
+        check_reset_options(options, self.reset_options)
         super().reset(seed=seed)
         self._share_rng(self.np_random)
         raw = self._reset_robosuite()
@@ -229,6 +287,7 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
         return self._observation(raw), info
 
     def step(self, action: np.ndarray):
+        self._check_open("step")
         action = check_action(action, self.action_space, f" for controller {self.controller}")
         raw, reward, _, _ = self._rs.step(np.asarray(action, dtype=np.float64))
         success = bool(self._rs._check_success())
@@ -238,12 +297,13 @@ class RobosuiteEnv(gym.Env[dict, np.ndarray]):
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
             return None
+        self._check_open("render")
         self._renderer.bind(self._rs.sim.model._model)  # no-op unless a reset rebuilt the model
         size = self.render_size
         return self._renderer.render(self._rs.sim.data._data, self.task_config.render_camera, size, size)
 
     def close(self) -> None:
-        if self._renderer is not None:
+        if getattr(self, "_renderer", None) is not None:
             self._renderer.close()
         if getattr(self, "_rs", None) is not None:
             self._rs.close()

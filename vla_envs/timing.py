@@ -20,9 +20,11 @@ def substeps_per_control_step(control_freq_hz: float, physics_dt_s: float = ROBO
     """``(1 / control_freq_hz) / physics_dt_s`` when that is a whole number >= 1; otherwise a
     ``ValueError`` naming the frequency and the valid ones."""
     physics_hz = 1.0 / physics_dt_s
-    if not (isinstance(control_freq_hz, Real) and math.isfinite(control_freq_hz) and control_freq_hz > 0):
-        shown = f"{control_freq_hz:g}" if isinstance(control_freq_hz, Real) else repr(control_freq_hz)
-        raise ValueError(f"control_freq={shown}: expected a positive, finite frequency in Hz")
+    # a bool is a Real to Python (True == 1 Hz), and text such as "20" is not a number yet
+    number = isinstance(control_freq_hz, Real) and not isinstance(control_freq_hz, bool)
+    if not (number and math.isfinite(control_freq_hz) and control_freq_hz > 0):
+        shown = f"{control_freq_hz:g}" if number else repr(control_freq_hz)
+        raise ValueError(f"control_freq={shown}: expected a positive, finite frequency in Hz (a number)")
     ratio = physics_hz / control_freq_hz
     substeps = round(ratio)
     if substeps < 1 or abs(ratio - substeps) > 1e-9 * ratio:

@@ -10,6 +10,7 @@ from wrappers.metrics import METRIC_KEYS
 # With ``flat_info=True`` these keys hold the episode-so-far metrics as plain floats, so
 # ``stable_baselines3.common.monitor.Monitor(env, info_keywords=MONITOR_KEYWORDS)`` writes one
 # numeric CSV column per metric (the nested ``info["embodied"]`` would be one column of dicts).
+# The Monitor must sit outside EmbodiedCost: SB3's make_vec_env does that with make_embodied_env.
 MONITOR_KEYWORDS: tuple[str, ...] = tuple(f"embodied/{key}" for key in METRIC_KEYS)
 
 
@@ -68,6 +69,7 @@ class EmbodiedCost(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
         ee_body: str | None = None,
         flat_info: bool = False,
     ):
+        _refuse_a_monitor_below(env)
         gym.utils.RecordConstructorArgs.__init__(
             self, joint_names=joint_names, ee_site=ee_site, ee_body=ee_body, flat_info=flat_info
         )
@@ -92,3 +94,41 @@ class EmbodiedCost(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
 def flat_metrics(embodied: dict[str, float]) -> dict[str, float]:
     """``{"embodied/energy_j": ..., ...}``: one numeric key per metric (``MONITOR_KEYWORDS``)."""
     return {flat: embodied[key] for flat, key in zip(MONITOR_KEYWORDS, METRIC_KEYS)}
+
+
+def make_embodied_env(
+    env_id: str,
+    joint_names: list[str] | tuple[str, ...] | None = None,
+    ee_site: str | None = None,
+    ee_body: str | None = None,
+    **make_kwargs,
+) -> gym.Env:
+    """``EmbodiedCost(gym.make(env_id, **make_kwargs), ..., flat_info=True)``: an env for SB3's
+    ``make_vec_env``, which puts its ``Monitor`` around what the env callable returns::
+
+        vec_env = make_vec_env(make_embodied_env, n_envs=4,
+                               env_kwargs={"env_id": "vla_envs/Lift-v0", "max_episode_steps": 200},
+                               monitor_kwargs={"info_keywords": MONITOR_KEYWORDS})
+
+    (``wrapper_class=EmbodiedCost`` cannot work: ``make_vec_env`` applies it outside the Monitor,
+    which then looks for the metrics in an env that has none.)
+    """
+    return EmbodiedCost(gym.make(env_id, **make_kwargs), joint_names, ee_site, ee_body, flat_info=True)
+
+
+def _refuse_a_monitor_below(env: gym.Env) -> None:
+    """A Monitor below this wrapper reads its ``info_keywords`` where the metrics are not: it would
+    raise a bare ``KeyError: 'embodied/...'`` at the first episode end (SB3's ``make_vec_env``
+    applies ``wrapper_class`` outside its Monitor). Refuse at construction, saying what works."""
+    layer = env
+    while isinstance(layer, gym.Wrapper):
+        wanted = [key for key in getattr(layer, "info_keywords", ()) if key in MONITOR_KEYWORDS]
+        if wanted:
+            raise ValueError(
+                f"EmbodiedCost is applied over a {type(layer).__name__} with info_keywords={wanted!r}, which reads "
+                "them from the env below it, where they do not exist (stable_baselines3's make_vec_env applies "
+                "wrapper_class after its Monitor). Expected the Monitor outside EmbodiedCost(env, flat_info=True): "
+                "make_vec_env(wrappers.make_embodied_env, env_kwargs={'env_id': ...}, "
+                "monitor_kwargs={'info_keywords': MONITOR_KEYWORDS}) (docs/metrics.md)"
+            )
+        layer = layer.env

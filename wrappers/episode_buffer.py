@@ -11,7 +11,7 @@ import numpy as np
 class EpisodeArrays:
     """One recorded episode. Samples t = 0..T have T + 1 rows; actions and rewards have T.
 
-    Units: time_s s; qpos rad (or m for slide joints); qvel rad/s; qacc rad/s^2; torque N m
+    Units: time_s s; qpos rad (hinge joints only: robot_readout); qvel rad/s; qacc rad/s^2; torque N m
     (the actuator torque of the last physics substep of each control step); ee_pos m.
     ``substep_torque`` / ``substep_qvel``: (T, substeps, joints), present when recorded.
     """

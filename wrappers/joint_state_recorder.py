@@ -40,7 +40,10 @@ class JointStateRecorder(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
     ``wrappers.parquet_io``), ``n`` (6 digits) the first number from the episode's index on
     whose name is free: a file already there, written by another recorder, sub-env or run, is
     never replaced, and recorders sharing a folder never take the same name. The episode index
-    itself is ``metadata["episode"]``. Episodes with no step are dropped.
+    itself is ``metadata["episode"]``. Episodes with no step are dropped. Two recorders in one
+    wrapper stack writing to the same folder are refused when the second is built (``ValueError``
+    naming the folder): they share one probe, so each episode would be written twice, under file
+    numbers that no longer follow the episode index; the first recorder keeps recording as before.
 
     ``last_episode.metadata``::
 
@@ -73,6 +76,8 @@ class JointStateRecorder(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
         ee_site: str | None = None,
         ee_body: str | None = None,
     ):
+        if out_dir is not None:  # before anything below touches the probe the recorders would share
+            _check_no_recorder_writes_to(env, Path(out_dir))
         gym.utils.RecordConstructorArgs.__init__(
             self,
             out_dir=None if out_dir is None else str(out_dir),
@@ -162,6 +167,21 @@ class JointStateRecorder(EmbodiedWrapper, gym.utils.RecordConstructorArgs):
             path = write_new_episode(episode, candidates)
             self._next_file_index = int(path.stem.rsplit("_", 1)[1]) + 1
             self.written_paths.append(path)
+
+
+def _check_no_recorder_writes_to(env: gym.Env, out_dir: Path) -> None:
+    """A ``ValueError`` naming ``out_dir`` when a ``JointStateRecorder`` below ``env`` already
+    writes there (the same folder however spelt: relative, ``..``, a symbolic link)."""
+    wanted = out_dir.resolve()
+    inner = env
+    while isinstance(inner, gym.Wrapper):
+        if isinstance(inner, JointStateRecorder) and inner.out_dir is not None and inner.out_dir.resolve() == wanted:
+            raise ValueError(
+                f"out_dir={str(out_dir)!r}: a JointStateRecorder below in this wrapper stack already writes to "
+                f"{str(wanted)!r}; expected another folder (or out_dir=None: the recorder below keeps writing its "
+                "episodes)"
+            )
+        inner = inner.env
 
 
 def _writable_folder(path: Path) -> Path:

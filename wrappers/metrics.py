@@ -38,6 +38,10 @@ LEDGER_KEYS: tuple[str, ...] = (
     "peak_joint_speed_frac",
 )
 METRIC_KEYS: tuple[str, ...] = KINEMATIC_AND_ENERGY_KEYS + LEDGER_KEYS
+# The metrics that add up every measured joint in radians (N m for torque): one slide joint
+# (metres, N) among them would add metres to radians, so the robot readout measures hinge joints
+# only (``robot_readout``, docs/metrics.md "Arm joints").
+HINGE_ONLY_KEYS: tuple[str, ...] = ("joint_path_rad", "joint_rotation_rad", "jerk_ms", "effort_nm2s")
 # What plots and tables call each metric: words and unit (docs/metrics.md has the formulas).
 METRIC_LABELS: dict[str, str] = {
     "completion_time_s": "completion time (s)",

@@ -6,11 +6,17 @@ Supported environments:
   robosuite's grip site as end effector, robosuite's control and physics rates;
 - gymnasium ``MujocoEnv`` subclasses (``Pusher-v5``, ``Reacher-v5``, Meta-World, ...) and any
   other env holding a ``mujoco.MjModel``/``MjData`` pair (gymnasium-robotics' Fetch and
-  FrankaKitchen, ...): the hinge/slide joints driven by actuators, the last body of that joint
+  FrankaKitchen, ...): the hinge joints driven by actuators, the last body of that joint
   chain as end effector (or a site/body you name), ``1 / (timestep * substeps)`` as control
   frequency, with the substeps from ``frame_skip``, ``n_substeps`` or ``dt``.
 
-``joint_names=`` overrides the joint choice for either.
+``joint_names=`` overrides the joint choice for either. Two defaults would measure the wrong
+thing, so they are refused with the joints to pass instead (docs/metrics.md, "Arm joints"):
+
+- an arm moved by a mocap body welded to it (Fetch, Meta-World's Sawyer): no actuator drives
+  its joints, so the actuated joints are the gripper's fingers below the weld, not the arm;
+- slide joints (metres) among the joints: ``HINGE_ONLY_KEYS`` add every joint up in radians
+  (Adroit's hand translation, FrankaKitchen's fingers). Only hinge joints are measured.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 from gymnasium.envs.mujoco import MujocoEnv
+
+from wrappers.metrics import HINGE_ONLY_KEYS
 
 _ONE_DOF_JOINTS = (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE)
 
@@ -92,9 +100,14 @@ def _joint_indices(model: mujoco.MjModel, names: list[str]) -> tuple[np.ndarray,
         if jid < 0:
             known = [model.joint(i).name for i in range(model.njnt)]
             raise RobotNotFoundError(f"joint {name!r} does not exist: expected one of {known}")
+        if model.jnt_type[jid] == mujoco.mjtJoint.mjJNT_SLIDE:
+            raise RobotNotFoundError(
+                f"joint_names= has the slide joint {name!r} (metres): {', '.join(HINGE_ONLY_KEYS)} add every "
+                f"joint up in radians, expected hinge joints only, e.g. joint_names={_hinges(model, names)}"
+            )
         if model.jnt_type[jid] not in _ONE_DOF_JOINTS:
             raise RobotNotFoundError(
-                f"joint {name!r} has type {mujoco.mjtJoint(model.jnt_type[jid]).name}: expected a hinge or slide joint"
+                f"joint {name!r} has type {mujoco.mjtJoint(model.jnt_type[jid]).name}: expected a hinge joint"
             )
         qpos.append(model.jnt_qposadr[jid])
         dofs.append(model.jnt_dofadr[jid])
@@ -164,6 +177,70 @@ def torque_limits(model: mujoco.MjModel, dof_index) -> np.ndarray:
     return np.asarray(limits, dtype=np.float64)
 
 
+def _hinges(model: mujoco.MjModel, names: list[str]) -> list[str]:
+    """The hinge joints among ``names``, or all of the model's when ``names`` has none."""
+
+    def hinge(j: int) -> bool:
+        return j >= 0 and model.jnt_type[j] == mujoco.mjtJoint.mjJNT_HINGE
+
+    chosen = [n for n in names if hinge(mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, n))]
+    return chosen or [model.joint(j).name for j in range(model.njnt) if hinge(j)]
+
+
+def _mocap_welds(model: mujoco.MjModel) -> list[tuple[int, int]]:
+    """(mocap body, the body it moves) for each active weld between a mocap body and a body."""
+    welds = []
+    for e in range(model.neq):
+        if model.eq_type[e] != mujoco.mjtEq.mjEQ_WELD or not model.eq_active0[e]:
+            continue
+        a, b = int(model.eq_obj1id[e]), int(model.eq_obj2id[e])
+        if model.eq_objtype[e] == mujoco.mjtObj.mjOBJ_SITE:
+            a, b = int(model.site_bodyid[a]), int(model.site_bodyid[b])
+        for mocap, body in ((a, b), (b, a)):
+            if model.body_mocapid[mocap] >= 0 and model.body_mocapid[body] < 0:
+                welds.append((mocap, body))
+    return welds
+
+
+def _ancestors(model: mujoco.MjModel, body: int) -> list[int]:
+    """``body`` and the bodies above it, up to (not including) the world."""
+    chain = []
+    while body != 0:
+        chain.append(body)
+        body = int(model.body_parentid[body])
+    return chain
+
+
+def _refuse_wrong_default(model: mujoco.MjModel, names: list[str], env_name: str) -> None:
+    """Refuse a default joint choice that is not the arm, naming the joints to pass instead."""
+    for mocap, welded in _mocap_welds(model):
+        # every actuated joint sits at or below the welded body (the gripper's fingers, or none):
+        # the arm above it follows the mocap through the weld, and no actuator moves it
+        below = [n for n in names if welded in _ancestors(model, int(model.joint(n).bodyid[0]))]
+        if len(below) < len(names):
+            continue
+        arm = [
+            model.joint(j).name
+            for body in reversed(_ancestors(model, welded))
+            for j in range(int(model.body_jntadr[body]), int(model.body_jntadr[body] + model.body_jntnum[body]))
+            if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_HINGE
+        ]
+        actuated = f"the actuated joints {names} are the gripper's, below the weld" if names else "no joint is actuated"
+        raise RobotNotFoundError(
+            f"{env_name}: the arm is moved by the mocap body {model.body(mocap).name!r}, welded to "
+            f"{model.body(welded).name!r}, and no actuator drives its joints ({actuated}), so the default "
+            f"joints would not be the arm. Expected joint_names= with the arm's hinge joints: joint_names={arm} "
+            "(their energy_j and effort_nm2s are 0, the weld moves them: docs/metrics.md, 'Arm joints')"
+        )
+    slides = [n for n in names if model.jnt_type[model.joint(n).id] == mujoco.mjtJoint.mjJNT_SLIDE]
+    if slides:
+        raise RobotNotFoundError(
+            f"{env_name}: the default joints (the actuated ones) include the slide joints {slides} (metres); "
+            f"{', '.join(HINGE_ONLY_KEYS)} add every joint up in radians. Expected joint_names= with hinge "
+            f"joints only, e.g. joint_names={_hinges(model, names)}"
+        )
+
+
 def _actuated_joints(model: mujoco.MjModel) -> list[str]:
     names: list[str] = []
     for a in range(model.nu):
@@ -229,8 +306,14 @@ def read_robot(
     owner, model, data = found
     n_substeps = _substeps(base, owner, model)
     names = list(joint_names) if joint_names is not None else _actuated_joints(model)
+    if joint_names is None:
+        env_name = base.spec.id if base.spec is not None else type(base).__name__
+        _refuse_wrong_default(model, names, env_name)
     if not names:
-        raise RobotNotFoundError(f"{type(base).__name__} has no actuated hinge or slide joints: pass joint_names=")
+        raise RobotNotFoundError(
+            f"{type(base).__name__} has no actuated joints: expected joint_names= with the arm's hinge joints, "
+            f"e.g. joint_names={_hinges(model, [])}"
+        )
     qpos_index, dof_index = _joint_indices(model, names)
     kind, ee_name, ee_id = _resolve_ee(model, ee_site, ee_body, _chain_end_body(model, names))
     dt = float(model.opt.timestep)

@@ -25,6 +25,13 @@ def _minari_id(name: str, slug: str) -> str:
     return f"vla_envs/{name}-{slug}-v0"
 
 
+def _run_name(config_name: str | None, run_dir: Path) -> str:
+    """``<config>-<run folder>`` (slugs; one of them when they are the same): two runs of one
+    config export to two dataset ids."""
+    config_slug, run_slug = _slug(config_name or run_dir.name), _slug(run_dir.name)
+    return config_slug if config_slug == run_slug else f"{config_slug}-{run_slug}"
+
+
 def export_run(source: str | Path, fmt: Format, out: str | Path, obs_mode: str | None = None,
                variants: list[str] | None = None, progress: bool = True, console=None,
                lerobot_python: str | None = None) -> list[dict]:
@@ -40,6 +47,7 @@ def export_run(source: str | Path, fmt: Format, out: str | Path, obs_mode: str |
         if not chosen:
             raise ExportError(f"no episodes of variants {variants} in {source}: expected some of {config.variant_names}")
         name = _slug(config.name or source.name)
+        minari_name = _run_name(config.name, source.resolve())
         groups = [task for task in config.tasks if any(e["task"] == task for e in chosen)]
         total = len(chosen)
         commit = (info.get("git") or {}).get("commit")
@@ -54,6 +62,10 @@ def export_run(source: str | Path, fmt: Format, out: str | Path, obs_mode: str |
             variants_here = sorted({e["variant"] for e in chosen if e["task"] == group})
             return (f"vla-envs eval run {source.name} ({config.name}), task {group} ('{env.unwrapped.instruction}'), "
                     f"variants {variants_here}")
+
+        def episode_metadata(episode) -> dict:
+            return {"run": source.resolve().name, "run_started": info.get("started"), "task": episode.record["task"],
+                    "variant": episode.record["variant"]}
     else:
         if variants:
             raise ExportError("--variant selects a run's variants: JointStateRecorder files have none")
@@ -62,6 +74,7 @@ def export_run(source: str | Path, fmt: Format, out: str | Path, obs_mode: str |
 
         metas = [read_metadata(f) for f in files]
         name, commit, total = _slug(source.stem), None, len(files)
+        minari_name = name
         groups = list(dict.fromkeys(m.get("env_id") for m in metas))
 
         def stream(group):
@@ -75,11 +88,14 @@ def export_run(source: str | Path, fmt: Format, out: str | Path, obs_mode: str |
         def describe(group, env):
             return f"JointStateRecorder episodes from {source} ({group}, '{env.unwrapped.instruction}')"
 
+        def episode_metadata(episode) -> dict:
+            return {"file": episode.record["file"], "env_id": episode.record["env_id"]}
+
     # every dataset's place checked before the first replay: a second export into the same --out
     # stops here, not after minutes of re-rendering, and never replaces what is there
     for group in groups:
         slug = _slug(group.split("/")[-1])
-        target = out / slug if fmt == "lerobot" else out / _minari_id(name, slug)
+        target = out / slug if fmt == "lerobot" else out / _minari_id(minari_name, slug)
         if target.exists() and (target.is_file() or any(target.iterdir())):
             raise ExportError(f"{target} already exists: expected a new --out (or one without this "
                               f"{'dataset' if fmt == 'lerobot' else 'Minari dataset'}); nothing was written")
@@ -106,10 +122,10 @@ def export_run(source: str | Path, fmt: Format, out: str | Path, obs_mode: str |
 
                 env_id, kwargs = make_env(group)
                 env = gym.make(env_id, **kwargs)
-                dataset_id = _minari_id(name, slug)
+                dataset_id = _minari_id(minari_name, slug)
                 try:
                     n, frames = write_minari(stream(group), out, dataset_id, env, describe(group, env), commit,
-                                             progress=advance)
+                                             progress=advance, episode_metadata=episode_metadata)
                 finally:
                     env.close()
                 results.append({"group": group, "path": str(out), "dataset_id": dataset_id, "episodes": n,

@@ -3,6 +3,8 @@
 Bodies are msgpack (``policies.serving.wire``; arrays round-trip bit for bit):
 
 ============  =============================================  ==========================================
+GET /healthz  -                                              ``OK\n`` (text/plain, as openpi's servers):
+                                                             the server is up and answering
 GET /info     -                                              ``{"action_dim", "chunk_size", "policy",
                                                              "protocol", "max_sessions", "sessions"}``
 POST /reset   ``{"instruction": str, "session": id | null}``  ``{"session": id}``: a new session, or the
@@ -19,6 +21,13 @@ over ``max_body_bytes`` (not read); 503 every session slot in use, every connect
 not read). The server keeps serving after any of them. Error messages name what was wrong and
 never carry more than a short excerpt of what the client sent.
 
+Logging (Python logging, logger ``policies.serving.http_server``): one DEBUG line per answered
+request (client, method, path, status, milliseconds; DEBUG because ``/act`` runs at the control
+rate of every client); a refused request (4xx, 503) one WARNING line with its status and message;
+an error of the policy, or of the server itself, an ERROR with its traceback, which stays in the
+log (the client gets the one-line ``{"error": "<Type>: <message>"}``); a client that hangs up
+mid-request one INFO line.
+
 What a client can hold is bounded: ``max_connections`` connections, each closed after
 ``read_timeout_s`` without a byte from the client (between requests too: ``RemotePolicy``
 reconnects), and ``max_pending_bytes`` of request bodies being received at once.
@@ -30,6 +39,7 @@ import logging
 import re
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -91,6 +101,8 @@ class _BoundedHTTPServer(ThreadingHTTPServer):
             if self.connections < self.max_connections:
                 self.connections += 1
                 return True
+        log.warning("client %s refused: all %d connection slots are in use (503)", _client(client_address),
+                    self.max_connections)
         try:  # a courtesy answer; never wait on this client from the accepting thread
             request.setblocking(False)
             request.send(_BUSY)
@@ -120,7 +132,9 @@ class _BoundedHTTPServer(ThreadingHTTPServer):
         if isinstance(error, (ConnectionError, TimeoutError)):
             log.info("client %s hung up mid-request (%s)", client_address, type(error).__name__)
             return
-        super().handle_error(request, client_address)
+        # socketserver would print the traceback to stderr; it belongs in the log (the client's
+        # connection is closed without it)
+        log.error("error serving client %s", _client(client_address), exc_info=True)
 
 
 def _busy_reply() -> bytes:
@@ -131,6 +145,16 @@ def _busy_reply() -> bytes:
 
 
 _BUSY = _busy_reply()
+
+
+def _client(address) -> str:
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) and len(address) >= 2 else str(address)
+
+
+def _shown(text: str | None) -> str:
+    """A client's request line text for the log: control characters escaped (one request, one
+    line) and clipped."""
+    return clip((text or "-").encode("unicode_escape").decode("ascii"), _SHOWN_PATH_CHARS)
 
 
 class PolicyServer:
@@ -171,8 +195,36 @@ class PolicyServer:
             # the client's delayed ACK (~40 ms a request)
             disable_nagle_algorithm = True
 
-            def log_message(self, format, *args):  # noqa: A002 - quiet by default
+            _started: float | None = None  # when this request's line arrived (not the keep-alive wait)
+
+            def log_message(self, format, *args):  # noqa: A002 - replaced by log_request and the lines below
                 pass
+
+            def log_error(self, format, *args):  # noqa: A002 - http.server's: a connection idle past read_timeout_s
+                log.info("client %s: " + format, _client(self.client_address), *args)
+
+            def handle_one_request(self) -> None:
+                self._started = None
+                super().handle_one_request()
+
+            def parse_request(self) -> bool:
+                self._started = time.perf_counter()
+                return super().parse_request()
+
+            def log_request(self, code="-", size="-") -> None:
+                """The request's line (http.server calls this once per answer, from send_response)."""
+                if log.isEnabledFor(logging.DEBUG):
+                    took = "" if self._started is None else f" {1e3 * (time.perf_counter() - self._started):.1f} ms"
+                    log.debug("%s %s%s", self._request_line(), int(code) if str(code).isdigit() else code, took)
+
+            def _request_line(self) -> str:
+                """``client METHOD path`` for the log (http.server sets no path on a bad request line)."""
+                return (f"{_client(self.client_address)} {_shown(getattr(self, 'command', None))} "
+                        f"{_shown(getattr(self, 'path', None))}")
+
+            def _refused(self, status: int, message: str) -> None:
+                log.warning("%s -> %d: %s", self._request_line(), status, message)
+                self._reply(status, {"error": message})
 
             def _reply(self, status: int, body: dict) -> None:
                 payload = pack(body)
@@ -188,12 +240,20 @@ class PolicyServer:
                 """http.server's own refusals (a bad request line, too many headers...), as msgpack
                 and bounded: its message can quote the request line."""
                 self.close_connection = True
-                self._reply(code, {"error": clip(message or self.responses.get(code, ("",))[0], 200)})
+                self._refused(code, clip(message or self.responses.get(code, ("",))[0], 200))
 
             def do_GET(self):  # noqa: N802
+                if self.path == "/healthz":  # openpi's health check path: plain text, for probes and curl
+                    payload = b"OK\n"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain; charset=utf-8")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return None
                 if self.path != "/info":
-                    return self._reply(404, {"error": f"unknown path {clip(self.path, _SHOWN_PATH_CHARS)!r}: "
-                                                      "expected /info"})
+                    return self._refused(404, f"unknown path {clip(self.path, _SHOWN_PATH_CHARS)!r}: "
+                                              "expected /healthz or /info")
                 p = server.policy
                 self._reply(200, {"action_dim": p.action_dim, "chunk_size": p.chunk_size, "policy": type(p).__name__,
                                   "protocol": PROTOCOL, "max_sessions": server.sessions.max_sessions,
@@ -247,15 +307,18 @@ class PolicyServer:
                         raise RequestError(400, f"request body is a {type(request).__name__}, expected a map")
                     reply = getattr(server, "_" + self.path[1:])(request)
                 except _HungUp:
+                    log.info("%s: the client hung up mid-request", self._request_line())
                     self.close_connection = True
                     return None
                 except RequestError as exc:
-                    return self._reply(exc.status, {"error": clip(str(exc))})
+                    return self._refused(exc.status, clip(str(exc)))
                 except SessionError as exc:
-                    return self._reply(404, {"error": clip(str(exc))})
+                    return self._refused(404, clip(str(exc)))
                 except TooManySessions as exc:
-                    return self._reply(503, {"error": clip(str(exc))})
+                    return self._refused(503, clip(str(exc)))
                 except Exception as exc:  # noqa: BLE001 - the policy failed on this input; keep serving
+                    # the traceback (the server's paths and code) goes to the log, one line to the client
+                    log.error("%s -> 400: the policy failed", self._request_line(), exc_info=True)
                     return self._reply(400, {"error": clip(f"{type(exc).__name__}: {exc}")})
                 self._reply(200, reply)
 

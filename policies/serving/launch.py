@@ -12,15 +12,17 @@ Protocol = Literal["http", "openpi"]
 
 def make_server(policy: Policy, protocol: Protocol, host: str, port: int, max_sessions: int = 64,
                 idle_timeout_s: float = 600.0, prompt_key: str = "prompt", metadata: dict | None = None,
-                read_timeout_s: float = 30.0, max_connections: int = 256):
+                read_timeout_s: float = 30.0, max_connections: int = 256, traceback_to_client: bool = False):
     """An ``OpenPIServer`` or a ``PolicyServer`` around ``policy`` (not started); ``read_timeout_s``
     and ``max_connections`` bound the HTTP server's slow and surplus clients (an openpi connection
-    is a session: ``max_sessions`` and ``idle_timeout_s`` bound those)."""
+    is a session: ``max_sessions`` and ``idle_timeout_s`` bound those). ``traceback_to_client``:
+    the openpi server answers a failed request with its traceback, as openpi does, instead of one
+    line (the traceback is logged either way)."""
     if protocol == "openpi":
         from policies.serving.openpi_server import OpenPIServer
 
         return OpenPIServer(policy, host, port, prompt_key=prompt_key, metadata=metadata, max_sessions=max_sessions,
-                            idle_timeout_s=idle_timeout_s)
+                            idle_timeout_s=idle_timeout_s, traceback_to_client=traceback_to_client)
     if protocol == "http":
         from policies.serving.http_server import PolicyServer
 

@@ -110,12 +110,16 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
     serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     serve.add_argument("--max-sessions", type=int, default=64)
+    serve.add_argument("--traceback-to-client", action="store_true",
+                       help="openpi: answer a failed request with the server's traceback, as openpi does (default: "
+                            "one line; the traceback goes to the server's log either way)")
     args = parser.parse_args(argv)
     from policies.serving.launch import serve
 
     policy = LeRobotPolicy(args.path, args.device)
     serve(policy, args.protocol, args.host, args.port, name=f"{policy.policy_type} ({type(policy).__name__})",
-          max_sessions=args.max_sessions, metadata={"lerobot_policy": policy.policy_type})
+          max_sessions=args.max_sessions, metadata={"lerobot_policy": policy.policy_type},
+          traceback_to_client=args.traceback_to_client)
 
 
 if __name__ == "__main__":

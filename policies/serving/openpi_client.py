@@ -27,6 +27,8 @@ rotation and size, the state vector and its dtype) instead of renaming with ``ke
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import numpy as np
 
 from policies.base import Policy
@@ -50,6 +52,7 @@ class OpenPIPolicy(Policy):
         self.convention = None if convention is None else _convention(convention)
         self.url, self.timeout_s = url, timeout_s
         self.keys, self.prompt_key, self.actions_key = dict(keys or {}), prompt_key, actions_key
+        self._stack = ExitStack()
         self._connect()
         self.action_dim = self._size("action_dim", action_dim)
         self.chunk_size = self._size("chunk_size", chunk_size)
@@ -57,7 +60,12 @@ class OpenPIPolicy(Policy):
     def _connect(self) -> None:
         from websockets.sync.client import connect
 
-        self._ws = connect(self.url, compression=None, max_size=None, open_timeout=self.timeout_s)
+        # websockets 17.1 deprecates holding connect()'s result outside a `with`; the connection
+        # outlives this call (one per episode, across act calls), so its `with` is this ExitStack,
+        # closed in close() or when the next connection replaces it
+        self._stack.close()
+        self._ws = self._stack.enter_context(
+            connect(self.url, compression=None, max_size=None, open_timeout=self.timeout_s))
         self.metadata = unpack(self._ws.recv(timeout=self.timeout_s))
         if not isinstance(self.metadata, dict):
             raise OpenPIError(f"{self.url} sent metadata that is {describe(self.metadata)}: expected a map")
@@ -109,4 +117,4 @@ class OpenPIPolicy(Policy):
         return actions
 
     def close(self) -> None:
-        self._ws.close()
+        self._stack.close()

@@ -4,9 +4,13 @@ The protocol (``openpi_client.websocket_client_policy`` and openpi's ``Websocket
 the client connects (``ws://host:port``); the server sends its metadata, a msgpack-numpy map;
 then each binary message from the client is an observation map and the server answers
 ``{"actions": (H, action_dim) array, "server_timing": {"infer_ms": ...}}``. On an error the
-server sends the traceback as a text frame and closes with code 1011 (INTERNAL_ERROR), as
-openpi does (at most ``MAX_TRACEBACK_CHARS`` of it; error messages never quote the client's
-data). ``GET /healthz`` answers 200 without a websocket handshake.
+server sends a text frame and closes with code 1011 (INTERNAL_ERROR), as openpi does; the frame
+is one line, ``<ExceptionType>: <message>`` (at most ``MAX_ERROR_CHARS``), and the full
+traceback goes to the server's log (logger ``policies.serving.openpi_server``), so a client
+never sees the server's file paths and code. ``traceback_to_client=True`` (``--traceback-to-
+client``) sends the traceback itself as openpi does (at most ``MAX_TRACEBACK_CHARS`` of it).
+Error messages never quote the client's data. ``GET /healthz`` answers 200 without a websocket
+handshake.
 
 A connection that sends no message for ``idle_timeout_s`` is closed (code 1000) and its session
 freed. What one connection holds is bounded by ``max_message_bytes`` times the few messages
@@ -22,6 +26,7 @@ policy's (e.g. ``{"observation/image": "image"}`` for a client that speaks LIBER
 from __future__ import annotations
 
 import http
+import logging
 import threading
 import time
 import traceback
@@ -30,7 +35,7 @@ import numpy as np
 
 from policies.base import Policy, check_chunk
 from policies.serving.sessions import SessionPool, TooManySessions
-from policies.serving.wire import WireError, describe, pack, unpack
+from policies.serving.wire import MAX_ERROR_CHARS, WireError, clip, describe, pack, unpack
 
 DEFAULT_HOST = "127.0.0.1"
 NORMAL_CLOSURE = 1000
@@ -38,6 +43,8 @@ INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
 MAX_TRACEBACK_CHARS = 4096
 MAX_QUEUE = 2  # messages read ahead of the one being answered: the protocol is one request at a time
+
+log = logging.getLogger(__name__)
 
 
 def _error_frame() -> str:
@@ -49,15 +56,26 @@ def _error_frame() -> str:
     return f"{head}\n  ... ({len(text)} characters cut)\n" + text[-(MAX_TRACEBACK_CHARS - len(head) - 60):]
 
 
+def _error_line(exc: BaseException) -> str:
+    """``<ExceptionType>: <message>`` on one line, cut to ``MAX_ERROR_CHARS``: what a client needs
+    to fix its request, without the server's file paths and code that a traceback shows."""
+    return clip(" ".join(f"{type(exc).__name__}: {exc}".split()), MAX_ERROR_CHARS)
+
+
 class OpenPIServer:
     """Serves ``policy`` over openpi's websocket protocol (a thread per connection; one that is
-    silent for ``idle_timeout_s`` is closed)."""
+    silent for ``idle_timeout_s`` is closed). A failed request is answered with a one-line error
+    and logged with its traceback; ``traceback_to_client=True`` answers the traceback, as openpi."""
 
     def __init__(self, policy: Policy, host: str = DEFAULT_HOST, port: int = 0, prompt_key: str = "prompt",
                  obs_keys: dict[str, str] | None = None, metadata: dict | None = None, max_sessions: int = 64,
-                 idle_timeout_s: float = 600.0, max_message_bytes: int = 64 * 2**20):
+                 idle_timeout_s: float = 600.0, max_message_bytes: int = 64 * 2**20,
+                 traceback_to_client: bool = False):
         from websockets.sync.server import serve
 
+        if not isinstance(traceback_to_client, bool):
+            raise ValueError(f"traceback_to_client={traceback_to_client!r}: expected True or False")
+        self.traceback_to_client = traceback_to_client
         self.policy = policy
         self.prompt_key = prompt_key
         self.obs_keys = dict(obs_keys or {})
@@ -119,9 +137,14 @@ class OpenPIServer:
                             session.policy.reset(prompt)
                             session.instruction = prompt
                         actions = check_chunk(session.policy.act(obs), self.policy.action_dim, type(self.policy).__name__)
-                except Exception:  # noqa: BLE001 - openpi's convention: the traceback, then close
-                    websocket.send(_error_frame())
-                    websocket.close(INTERNAL_ERROR, "Internal server error. Traceback included in previous frame.")
+                except Exception as exc:  # noqa: BLE001 - openpi's convention: the error, then close
+                    log.error("request from %s failed: %s", websocket.remote_address, _error_line(exc), exc_info=True)
+                    if self.traceback_to_client:
+                        websocket.send(_error_frame())
+                        websocket.close(INTERNAL_ERROR, "Internal server error. Traceback included in previous frame.")
+                    else:
+                        websocket.send(_error_line(exc))
+                        websocket.close(INTERNAL_ERROR, "Internal server error. Error included in previous frame.")
                     return
                 websocket.send(pack({"actions": actions,
                                      "server_timing": {"infer_ms": (time.perf_counter() - start) * 1e3}}))

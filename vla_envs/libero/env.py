@@ -48,9 +48,9 @@ from gymnasium import spaces
 from vla_envs.config import CameraConfig, TaskConfig
 from vla_envs.libero.observations import LIBERO_STATE_SIZE, libero_state
 from vla_envs.libero.suites import LiberoTask, check_suite, load_init_states, task
-from vla_envs.robosuite_env import RobosuiteEnv
+from vla_envs.robosuite_env import RobosuiteEnv, check_flag, check_integer, check_reset_options
 
-OPTIONS = ("init_state",)
+OPTIONS = ("init_state",)  # the keys reset(options=) accepts
 ROBOSUITE_CONTROLLERS = ("1.4", "1.5")
 # the observable whose sampling instant the camera images follow (any robot observable would do)
 FRAME_CLOCK = "robot0_eef_pos"
@@ -77,20 +77,22 @@ class LiberoEnv(RobosuiteEnv):
     """LIBERO task ``task_id`` of ``suite`` (``"libero_spatial"``, ``"libero_object"``,
     ``"libero_goal"``, ``"libero_10"``, ``"libero_90"``); the keyword arguments are
     ``RobosuiteEnv``'s, on the Panda with OSC_POSE only (LIBERO's scenes and demonstrations),
-    and ``settle_steps`` / ``init_state_from_seed`` / ``robosuite_controller`` (the module docstring)."""
+    and ``settle_steps`` / ``init_state_from_seed`` / ``robosuite_controller`` (the module docstring),
+    each checked for its type as ``RobosuiteEnv``'s are.
+
+    ``reset(seed=, options=)`` accepts one option, ``{"init_state": i}`` (LIBERO's standard
+    initial state ``i``, 0-49); any other key is refused, naming the accepted ones."""
+
+    reset_options = OPTIONS
 
     def __init__(self, suite: str = "libero_spatial", task_id: int = 0, *, settle_steps: int = 0,
                  init_state_from_seed: bool = False, robosuite_controller: str = "1.4", **kwargs: Any):
-        if robosuite_controller not in ROBOSUITE_CONTROLLERS:
+        if not isinstance(robosuite_controller, str) or robosuite_controller not in ROBOSUITE_CONTROLLERS:
             raise ValueError(f"robosuite_controller={robosuite_controller!r}: expected one of {ROBOSUITE_CONTROLLERS} "
                              "(how the arm and gripper controllers step)")
         self.robosuite_controller = robosuite_controller
-        if isinstance(settle_steps, bool) or not isinstance(settle_steps, (int, np.integer)) or not 0 <= settle_steps <= 1000:
-            raise ValueError(f"settle_steps={settle_steps!r}: expected an integer number of control steps from 0 to 1000")
-        if not isinstance(init_state_from_seed, bool):
-            raise ValueError(f"init_state_from_seed={init_state_from_seed!r}: expected True or False")
-        self.settle_steps = int(settle_steps)
-        self.init_state_from_seed = init_state_from_seed
+        self.settle_steps = check_integer("settle_steps", settle_steps, 0, 1000, "control steps")
+        self.init_state_from_seed = check_flag("init_state_from_seed", init_state_from_seed)
         for name, allowed in (("robot", "Panda"), ("controller", "OSC_POSE")):
             if kwargs.get(name, allowed) != allowed:
                 raise ValueError(f"{name}={kwargs[name]!r}: LIBERO's scenes are built for the {allowed!r} "
@@ -194,10 +196,8 @@ class LiberoEnv(RobosuiteEnv):
         return self._init_states
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ValueError(f"reset options {unknown} are not known: expected some of {list(OPTIONS)}")
+        self._check_open("reset")
+        options = check_reset_options(options, self.reset_options)
         index = options.get("init_state")
         if index is not None and (isinstance(index, bool) or not isinstance(index, (int, np.integer))
                                   or not 0 <= index < len(self.init_states)):

@@ -50,8 +50,8 @@ class LiberoTask:
     init_states_file: Path
 
 
-def check_suite(name: str) -> Suite:
-    if name not in SUITES:
+def check_suite(name: object) -> Suite:
+    if not isinstance(name, str) or name not in SUITES:
         raise ValueError(f"LIBERO suite {name!r}: expected one of {sorted(SUITES)}")
     return SUITES[name]
 
