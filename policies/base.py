@@ -10,7 +10,11 @@ import numpy as np
 
 # per-episode event counts a policy reports (Policy.episode_counters), declared once: the
 # evaluation's episode rows and summary columns derive from this
-EPISODE_COUNTERS: tuple[str, ...] = ("decode_failures",)
+EPISODE_COUNTERS: tuple[str, ...] = (
+    "decode_failures",  # action-token sequences that did not decode (FAST)
+    "reused_image_tokens",  # image tokens whose cached keys/values stood in for a recomputation (VLA-Cache)
+    "flops_saved",  # FLOPs those reuses spared, against full calls (torch's FLOP counter)
+)
 
 
 class Policy(abc.ABC):
@@ -36,7 +40,8 @@ class Policy(abc.ABC):
 
     def episode_counters(self) -> dict[str, int]:
         """Events this policy counted since its last ``reset``, keyed by ``EPISODE_COUNTERS``
-        (``decode_failures``: action-token sequences that did not decode, FAST's). Every
+        (``decode_failures``: action-token sequences that did not decode, FAST's; the token
+        cache's ``reused_image_tokens`` and ``flops_saved``). Every
         policy has them, zero unless it counts them; the evaluation writes them per episode."""
         return dict.fromkeys(EPISODE_COUNTERS, 0)
 

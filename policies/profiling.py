@@ -31,7 +31,8 @@ class InferenceProfile:
     latency_p90_ms: float
     peak_memory_mb: float  # most bytes alive at once during one call: torch's allocator + Python heap
     calls: int
-    weight_memory_mb: float | None = None  # parameters at their effective precision (fake int4: 4 bits)
+    weight_memory_mb: float | None = None  # weights as stored: their effective precision (fake int4: 4 bits)
+    weight_allocated_mb: float | None = None  # weights as held in this process's memory (fake int4: float32)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,6 +82,12 @@ def _flops(policy, obs) -> int:
     return int(counter.get_total_flops()) + quantized_flops
 
 
+def _per_channel():
+    import torch
+
+    return (torch.per_channel_affine, torch.per_channel_symmetric, torch.per_channel_affine_float_qparams)
+
+
 def weight_bytes(model) -> int:
     """Bytes of the model's weights at their effective precision: a layer marked with
     ``weight_bits`` (fake quantization) counts that many bits per weight plus one float32 scale
@@ -105,6 +112,44 @@ def weight_bytes(model) -> int:
             weight, bias = module._weight_bias()
             total += weight.numel() + 4 * module.out_features + (0 if bias is None else 4 * bias.numel())
     return total
+
+
+def _storages(tensor, seen: dict[tuple[str, int], int]) -> None:
+    """Record the storages behind ``tensor`` (a subclass's inner tensors for torchao / quanto
+    weights) by address, so views and shared weights count once."""
+    flatten = getattr(type(tensor), "__tensor_flatten__", None)
+    if flatten is not None:
+        names, _ = tensor.__tensor_flatten__()
+        for name in names:
+            _storages(getattr(tensor, name), seen)
+        return
+    if tensor.is_quantized:  # torch.ao's quantized tensors: int8 values and per-channel qparams
+        per_channel = tensor.qscheme() in _per_channel()
+        qparams = 16 * tensor.q_per_channel_scales().numel() if per_channel else 16  # float64 scale, int64 zero
+        # unpacked afresh by each _weight_bias() call: never shared, keyed by arrival
+        seen[("quantized", len(seen))] = tensor.numel() * tensor.element_size() + qparams
+        return
+    storage = tensor.untyped_storage()
+    seen[(str(tensor.device), storage.data_ptr())] = storage.nbytes()
+
+
+def allocated_weight_bytes(model) -> int:
+    """Bytes of memory the model's parameters and buffers occupy in this process: every storage
+    once, at the dtype it is held in (fake-quantized weights stay float32; torchao's and
+    quanto's hold their packed integers and scales). Dynamic-quantized linears count the int8
+    weights and float64 scales torch.ao keeps (their prepacked copy inside the backend
+    library is not visible from Python)."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    seen: dict[tuple[str, int], int] = {}
+    for tensor in (*model.parameters(), *model.buffers()):
+        _storages(tensor, seen)
+    for module in model.modules():
+        if isinstance(module, DynamicQuantizedLinear):
+            for tensor in module._weight_bias():
+                if tensor is not None:
+                    _storages(tensor, seen)
+    return sum(seen.values())
 
 
 def _torch_peak_bytes(call) -> int:
@@ -136,11 +181,12 @@ def profile(policy, obs, repeats: int = 50, warmup: int = 5) -> InferenceProfile
     if repeats < 1:
         raise ValueError(f"repeats={repeats}: expected >= 1")
     model = policy.torch_module()
-    params = nonzero = flops = weights = None
+    params = nonzero = flops = weights = allocated = None
     if model is not None:
         params, nonzero = _parameter_counts(model)
         flops = _flops(policy, obs)
         weights = weight_bytes(model)
+        allocated = allocated_weight_bytes(model)
     for _ in range(warmup):
         policy.act(obs)
     gc.collect()
@@ -166,4 +212,5 @@ def profile(policy, obs, repeats: int = 50, warmup: int = 5) -> InferenceProfile
         peak_memory_mb=peak / 2**20,
         calls=repeats,
         weight_memory_mb=None if weights is None else weights / 2**20,
+        weight_allocated_mb=None if allocated is None else allocated / 2**20,
     )

@@ -20,7 +20,7 @@ from policies.compression.torchao_quantization import (  # noqa: E402
     tensor_bytes,
     torchao_quantize,
 )
-from policies.profiling import profile, weight_bytes  # noqa: E402
+from policies.profiling import allocated_weight_bytes, profile, weight_bytes  # noqa: E402
 from policies.tinyvla import load_reference  # noqa: E402
 
 
@@ -72,6 +72,8 @@ def test_int8_methods_hold_int8_weights_act_differently_and_leave_the_base_alone
     assert weight_bytes(variant.model) < 0.35 * weight_bytes(policy.model)
     timing = profile(variant, obs, repeats=3, warmup=1)
     assert timing.latency_median_ms > 0 and timing.weight_memory_mb == pytest.approx(weight_bytes(variant.model) / 2**20)
+    # unlike fake quantization, the memory the process holds shrinks too
+    assert timing.weight_allocated_mb == pytest.approx(timing.weight_memory_mb, rel=1e-3)
 
 
 def test_int4_on_a_cpu_is_refused_saying_what_it_needs():
@@ -116,3 +118,4 @@ def test_quanto_variants_act_on_the_cpu_and_leave_the_base_alone(bits):
     policy, variant, _, error = _variant_against_base({"quantization": {"method": "quanto", "bits": bits}})
     assert 0 < error < {8: 0.2, 4: 1.0, 2: 2.0}[bits]
     assert weight_bytes(variant.model) < {8: 0.35, 4: 0.25, 2: 0.2}[bits] * weight_bytes(policy.model)
+    assert allocated_weight_bytes(variant.model) == weight_bytes(variant.model)

@@ -120,3 +120,26 @@ def test_weight_memory_counts_the_effective_precision():
     assert weight_bytes(fake_quantize(model, 4)) == (64 * 32 + 32 * 8) // 2 + 4 * (32 + 8) + 4 * (32 + 8)
     assert weight_bytes(fake_quantize(model, 8)) == (64 * 32 + 32 * 8) + 4 * (32 + 8) + 4 * (32 + 8)
     assert weight_bytes(dynamic_int8(model)) == (64 * 32 + 32 * 8) + 4 * (32 + 8) + 4 * (32 + 8)
+
+
+def test_allocated_weight_memory_is_what_the_process_holds():
+    import torch
+
+    from policies.compression.quantization import dynamic_int8, fake_quantize
+    from policies.profiling import allocated_weight_bytes, profile
+
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    fp32 = 4 * (64 * 32 + 32 + 32 * 8 + 8)
+    assert allocated_weight_bytes(model) == fp32
+    # fake quantization rounds float32 values in place: memory does not shrink
+    assert allocated_weight_bytes(fake_quantize(model, 4)) == fp32
+    # torch.ao: int8 weights, one float64 scale and int64 zero point per tensor, float32 biases
+    assert allocated_weight_bytes(dynamic_int8(model)) == (64 * 32 + 32 * 8) + 16 * 2 + 4 * (32 + 8)
+    # a weight shared by two layers is one allocation
+    shared = torch.nn.Sequential(model[0], torch.nn.ReLU(), torch.nn.Linear(32, 64))
+    shared[2].weight = torch.nn.Parameter(model[0].weight.detach().T)  # a view of the same storage
+    assert allocated_weight_bytes(shared) == 4 * (64 * 32 + 32 + 64)
+
+    mlp = nn.Sequential(nn.Linear(60, 128), nn.ReLU(), nn.Linear(128, 56))
+    result = profile(MLPPolicy(fake_quantize(mlp, 4)), OBS, repeats=1, warmup=0)
+    assert result.weight_allocated_mb * 2**20 == 4 * (60 * 128 + 128 + 128 * 56 + 56) > result.weight_memory_mb * 2**20

@@ -10,13 +10,15 @@ A spec (dict, or YAML under ``configs/``) selects any combination of::
     pruning: {fraction: 0.05, structured: false} # magnitude (or whole output rows)
     token_sparsification: {keep: 0.5, method: attention | norm | random}
     layer_skip: {blocks: [3]}                    # blocks skipped (early exit / layer dropping)
+    token_cache: {similarity: 0.99}              # VLA-Cache: unchanged patches' keys/values reused
     action_codec: {dct_keep: 4, quantization_scale: 10.0}  # and/or
                   {downsample: 2}                    # and/or
                   {fast: {tokenizer: tinyvla, max_tokens: 12, relaxed: false}}  # FAST tokens
     execution: {open_loop_steps: 4}              # the ChunkExecutor's k
 
 Weight methods need ``policy.torch_module()`` (and a settable ``policy.model``); token sparsification needs a policy
-with ``set_token_sparsification(keep, method)``, layer skipping one with ``set_layer_skip(blocks)``;
+with ``set_token_sparsification(keep, method)``, layer skipping one with ``set_layer_skip(blocks)``,
+token caching one with ``set_token_cache(similarity)``;
 action codecs and execution work on any
 policy. The result carries ``variant_card``: method, parameters and base model, plain data.
 """
@@ -81,6 +83,13 @@ class LayerSkipSpec(_Strict):
     blocks: list[int] = Field(min_length=1)
 
 
+class TokenCacheSpec(_Strict):
+    """Reuse an image token's keys and values while its patch's cosine similarity to the pixels
+    they were computed from stays >= ``similarity`` (``policies.tinyvla.token_cache``)."""
+
+    similarity: float = Field(gt=0.0)
+
+
 class ActionCodecSpec(_Strict):
     fast: FastSpec | None = None
     dct_keep: int | None = Field(None, ge=1)
@@ -97,6 +106,7 @@ class CompressionSpec(_Strict):
     pruning: PruningSpec | None = None
     token_sparsification: TokenSpec | None = None
     layer_skip: LayerSkipSpec | None = None
+    token_cache: TokenCacheSpec | None = None
     action_codec: ActionCodecSpec | None = None
     execution: ExecutionSpec | None = None
 
@@ -177,7 +187,8 @@ def compress(policy: Policy, spec: dict | str | Path | CompressionSpec, base_nam
     if weight_methods and policy.torch_module() is None:
         raise ValueError(f"{type(policy).__name__} has no torch module (Policy.torch_module() is None): "
                          "weight quantization/pruning need one")
-    base = copy.deepcopy(policy) if (weight_methods or spec.token_sparsification or spec.layer_skip) else policy
+    model_methods = spec.token_sparsification or spec.layer_skip or spec.token_cache
+    base = copy.deepcopy(policy) if (weight_methods or model_methods) else policy
     if spec.pruning is not None:
         prune = structured_prune_rows if spec.pruning.structured else magnitude_prune
         base.model = prune(base.model, spec.pruning.fraction)
@@ -205,6 +216,12 @@ def compress(policy: Policy, spec: dict | str | Path | CompressionSpec, base_nam
             raise ValueError(f"{type(policy).__name__} does not support layer skipping "
                              "(expected a set_layer_skip(blocks) method)")
         setter(list(spec.layer_skip.blocks))
+    if spec.token_cache is not None:
+        setter = getattr(base, "set_token_cache", None)
+        if setter is None:
+            raise ValueError(f"{type(policy).__name__} does not support token caching "
+                             "(expected a set_token_cache(similarity) method)")
+        setter(spec.token_cache.similarity)
     card = {
         "base_model": base_name or type(policy).__name__,
         "methods": [name for name, value in spec.model_dump().items() if value is not None],

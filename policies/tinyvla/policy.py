@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from policies.base import Policy
+from policies.base import EPISODE_COUNTERS, Policy
 from policies.normalization import ActionNormalizer
 from policies.tinyvla import checkpoint
 from policies.tinyvla.model import SPARSIFY_METHODS, TinyVLA
+from policies.tinyvla.token_cache import TokenCache, cached_forward, changed_patches, reused_tokens
 from policies.tinyvla.tokenizer import ByteBPETokenizer, WordTokenizer
 
 
@@ -27,6 +28,10 @@ class TinyVLAPolicy(Policy):
         self.chunk_size = model.config.chunk_size
         self.token_seed = token_seed
         self._generator = torch.Generator().manual_seed(token_seed)
+        self.token_cache: TokenCache | None = None
+        # FLOPs of one cached call by how many image tokens it reused, each counted once by
+        # torch's FLOP counter (a call's FLOPs depend only on that number)
+        self._flops_by_reused: dict[int, int] = {}
         self.reset()
 
     def reset(self, instruction: str = "") -> None:
@@ -35,6 +40,12 @@ class TinyVLAPolicy(Policy):
         # random token dropping restarts every episode, so an episode's result does not depend
         # on which episodes ran before it in the same process
         self._generator.manual_seed(self.token_seed)
+        if self.token_cache is not None:
+            self.token_cache.clear()
+        self._counters = dict.fromkeys(EPISODE_COUNTERS, 0)
+
+    def episode_counters(self) -> dict[str, int]:
+        return dict(self._counters)
 
     def torch_module(self):
         return self.model
@@ -64,6 +75,32 @@ class TinyVLAPolicy(Policy):
                              "for token sparsification (model.config.sparsify_after_block) and cannot be skipped")
         self.model.skip_blocks = frozenset(blocks)
 
+    def set_token_cache(self, similarity: float) -> None:
+        """Reuse the keys and values of image tokens whose patch changed less than
+        ``similarity`` (cosine) since it was last computed (``policies.tinyvla.token_cache``);
+        the episode counters gain ``reused_image_tokens`` and ``flops_saved``."""
+        if self.model.token_keep < 1.0:
+            raise ValueError("token caching and token sparsification do not combine: choose one")
+        self.token_cache = TokenCache(similarity)
+        self._flops_by_reused = {}
+
+    def _cached_call(self, images: dict[str, torch.Tensor], proprio: torch.Tensor) -> torch.Tensor:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        patches = changed_patches(self.model, self.token_cache, images)
+        reused = reused_tokens(patches)
+        if reused in self._flops_by_reused:
+            chunk = cached_forward(self.model, self.token_cache, images, self._instruction_ids, proprio, patches)
+        else:
+            counter = FlopCounterMode(display=False)
+            with counter:
+                chunk = cached_forward(self.model, self.token_cache, images, self._instruction_ids, proprio, patches)
+            self._flops_by_reused[reused] = int(counter.get_total_flops())
+        self._counters["reused_image_tokens"] += reused
+        if 0 in self._flops_by_reused:  # the first call of an episode computes every token
+            self._counters["flops_saved"] += self._flops_by_reused[0] - self._flops_by_reused[reused]
+        return chunk
+
     def _tensor(self, obs, key: str, shape: tuple[int, ...], dtype) -> torch.Tensor:
         if key not in obs:
             raise KeyError(f"TinyVLA needs obs[{key!r}] (make the env with obs_mode='rgb'); got keys {sorted(obs)}")
@@ -78,7 +115,10 @@ class TinyVLAPolicy(Policy):
         size = config.image_size
         images = {camera: self._tensor(obs, camera, (size, size, 3), np.uint8) for camera in config.patch_sizes}
         proprio = self._tensor(obs, config.proprio_key, (config.proprio_dim,), np.float32)
-        chunk = self.model(images, self._instruction_ids, proprio)[0].numpy()
+        if self.token_cache is None:
+            chunk = self.model(images, self._instruction_ids, proprio)[0].numpy()
+        else:
+            chunk = self._cached_call(images, proprio)[0].numpy()
         return np.clip(self.normalizer.unnormalize(chunk), -1.0, 1.0)
 
 
