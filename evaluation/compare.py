@@ -149,7 +149,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path) -> tuple
     profiles |= {(task, f"{label_b}/{v}"): p for (task, v), p in profiles_b.items()}
     stats = config_a.stats
     rows = summarize(episodes, f"{label_a}/{config_a.base.name}", tasks, variants, profiles, stats.confidence,
-                     stats.bootstrap_resamples, stats.bootstrap_seed, references=references)
+                     stats.bootstrap_resamples, stats.bootstrap_seed, interval=stats.interval, references=references)
     title = f"{label_b} compared with {label_a}"
     notes_md = (f"Runs: {label_a} = {run_a}, {label_b} = {run_b}.", *(f"Note: {n}." for n in notes))
     with lock_output_folder(out, "compare"):

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from evaluation.devices import DeviceModel
+from evaluation.stats import INTERVAL_METHODS
 from policies.conventions import ConventionName
 from vla_envs.config import ConfigError, load_config
 from vla_envs.libero.suites import SETTLE_STEPS
@@ -371,6 +372,9 @@ class StatsConfig(_Strict):
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
     bootstrap_resamples: int = Field(2000, ge=100)
     bootstrap_seed: int = 0
+    # with few paired successes the percentile interval is too narrow (evaluation.stats):
+    # "percentile" reproduces runs summarized before expanded_bca was the default
+    interval: Literal[tuple(INTERVAL_METHODS)] = "expanded_bca"  # type: ignore[valid-type]
 
 
 class ReportConfig(_Strict):

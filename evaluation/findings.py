@@ -15,7 +15,8 @@ b_s and v_s their values on seed s (in the metric's units)::
     pct = 100 * mean(d) / |mean(b)|          (= 100 * (mean(v) - mean(b)) / |mean(b)|)
     [lo, hi] = 100 * bootstrap_ci(d) / |mean(b)|
 
-``bootstrap_ci`` is the seeded percentile bootstrap of the mean of the paired differences, so
+``bootstrap_ci`` is the seeded bootstrap interval (the run's ``stats.interval``: BCa unless it
+says percentile) of the mean of the paired differences, so
 ``pct`` equals ``summary.csv``'s ``<metric>_paired_pct`` and the interval is the summary's paired
 interval as a % of the reference's paired mean (held fixed).
 """
@@ -258,7 +259,7 @@ def paired_change(reference: list[dict], variant: list[dict], column: str, stats
         return {seed: float(row[column]) for seed, row in solved_by_seed(rows).items() if is_finite(row.get(column))}
 
     paired = paired_comparison(by_seed(reference), by_seed(variant), stats.confidence, stats.bootstrap_resamples,
-                               stats.bootstrap_seed)
+                               stats.bootstrap_seed, stats.interval)
     return PairedChange(column, paired.n_pairs, paired.base_mean, paired.mean_difference, paired.ci_low,
                         paired.ci_high, paired.mde_percent)
 
@@ -478,7 +479,7 @@ def recorded_columns(episodes: list[dict]) -> set[str]:
 def teacher_forced_error(reference: list[dict], variant: str, stats: StatsConfig) -> TeacherForcedError:
     entries = [t for row in reference for t in (row.get(TEACHER_FORCED_FIELD) or []) if t["variant"] == variant]
     distance, first = ([t[name] for t in entries if is_finite(t[name])] for name in TEACHER_FORCED_DISTANCES)
-    low, high = bootstrap_ci(distance, stats.confidence, stats.bootstrap_resamples, stats.bootstrap_seed)
+    low, high = bootstrap_ci(distance, stats.confidence, stats.bootstrap_resamples, stats.bootstrap_seed, stats.interval)
     mean = sum(distance) / len(distance) if distance else math.nan
     return TeacherForcedError(len(entries), sum(t["queries"] for t in entries) / len(entries) if entries else math.nan,
                               mean, low, high, sum(first) / len(first) if first else math.nan)

@@ -53,6 +53,7 @@ from evaluation.findings import (
 )
 from evaluation.findings_figure import FIGURE_MARKER, figure_link, findings_figure, is_findings_figure
 from evaluation.schema import SEAM_COLUMNS
+from evaluation.stats import INTERVAL_METHODS
 from evaluation.summary import format_number
 from vla_envs.files import atomic_path
 from wrappers.metrics import METRIC_LABELS
@@ -234,7 +235,8 @@ def run_facts(run_dir: Path, config: EvalConfig, info: dict, episodes: list[dict
         ("observations", f"{config.env.obs_mode}{images}"),
         ("execution", (f"{execution.schedule}, {execution.execute_steps or 'all'} actions per chunk; latency "
                        f"{_latency_text(config.latency)} (variants may override)")),
-        ("statistics", (f"{config.stats.confidence:.0%} intervals, {config.stats.bootstrap_resamples} bootstrap "
+        ("statistics", (f"{config.stats.confidence:.0%} intervals ({config.stats.interval} bootstrap), "
+                        f"{config.stats.bootstrap_resamples} bootstrap "
                         f"resamples, seed {config.stats.bootstrap_seed}; verdicts need {MIN_PAIRS} paired successes")),
         ("git commit", commit),
         ("status", str(info.get("status", "not recorded"))),
@@ -404,7 +406,8 @@ def render(run_dir: Path, config: EvalConfig, info: dict, episodes: list[dict], 
     method = (
         "Like the paper, each metric is compared over successful episodes: over the seeds both the variant and its "
         "reference (the base, or the variant's `compare_to`) solved, paired. % change = 100 · mean(v - b) / "
-        f"|mean(b)|; the {level} interval is the seeded percentile bootstrap of the mean paired difference "
+        f"|mean(b)|; the {level} interval is the seeded {INTERVAL_METHODS[config.stats.interval]} bootstrap of the mean "
+        "paired difference "
         "(`evaluation.stats.paired_comparison`: the numbers `summary.csv` calls `*_paired_*`) divided by |mean(b)|. "
         f"Success: successes / episodes with a Wilson {level} interval, over every episode."
     )

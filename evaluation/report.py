@@ -2,6 +2,11 @@
 that answers the suite's question first: which variant moves worse than its reference, and by
 how much.
 
+It opens with **the answer**: per task, one sentence naming each variant's significant paired
+changes (the rule ``vla-envs findings`` reads intervals by, ``evaluation.findings.verdict``
+with no expected direction: an interval that excludes 0 over at least ``MIN_PAIRS`` pairs),
+the variants whose success differs (Wilson intervals apart), and those with too few pairs.
+
 Per task, in this order:
 
 1. **Paired change** (the headline): for every variant, the paired % change of each main
@@ -11,8 +16,10 @@ Per task, in this order:
 2. **Success against cost**: success rate against latency per call, FLOPs per call and weight
    memory, the Pareto front (no other variant both cheaper and more successful) marked.
 3. **Per-episode distributions** of the main metrics (successful episodes).
-4. **One episode of the base and one variant on the same seed**: joint velocity, joint torque
-   and commanded actions, with the steps where a new chunk was queried marked.
+4. **One episode of the base and one variant on the same seed** (the variant with the largest
+   significant paired change, ``most_changed_variant``, unless ``report.trace_variant`` names
+   one): joint velocity, joint torque and commanded actions, with the steps where a new chunk
+   was queried marked.
 5. The paired and inference tables, then every summary column.
 """
 
@@ -22,10 +29,12 @@ import base64
 import html
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from evaluation.findings import MIN_PAIRS, Verdict, metric_words, verdict
 from evaluation.summary import SUMMARY_METRICS, metric_column
 from policies.base import EPISODE_COUNTERS
 from wrappers.metrics import METRIC_LABELS
@@ -35,8 +44,8 @@ REPORT_METRICS = ("completion_time_s", "jerk_ms", "energy_j", "action_rate", "ee
 # success against these costs: (summary column, axis label)
 COSTS = (
     ("profile_latency_median_ms", "latency per call, median (ms)"),
-    ("profile_flops_per_call", "FLOPs per call"),
-    ("profile_weight_memory_mb", "weight memory (MB)"),
+    ("profile_flops_per_call", "FLOPs per call (MFLOP)"),
+    ("profile_weight_memory_mb", "weight memory as stored (MB)"),
 )
 
 
@@ -63,6 +72,81 @@ def _finite(value) -> bool:
 
 def _name(row: dict, base: str) -> str:
     return row["variant"] if row["compared_to"] in (base, row["variant"]) else f"{row['variant']} (vs {row['compared_to']})"
+
+
+# -- the answer --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Change:
+    metric: str
+    percent: float  # paired % change of the means
+    low: float  # its interval, % of the reference's paired mean
+    high: float
+
+
+def paired_percent(row: dict, metric: str) -> Change | None:
+    """A summary row's paired change of ``metric`` as % of the reference's paired mean, or None
+    where there is none (no pairs, a zero reference mean)."""
+    pct, reference = row.get(metric_column(metric, "paired_pct")), row.get(metric_column(metric, "paired_base_mean"))
+    if not (_finite(pct) and _finite(reference) and reference != 0):
+        return None
+    low, high = (100 * row[metric_column(metric, f"paired_ci_{side}")] / abs(reference) for side in ("low", "high"))
+    return Change(metric, pct, low, high)
+
+
+def significant_changes(row: dict, metrics: tuple[str, ...] = REPORT_METRICS) -> list[Change]:
+    """The metrics whose paired interval excludes 0 over at least ``MIN_PAIRS`` pairs (the
+    findings' verdict with no expected direction), largest change first."""
+    changes = []
+    for metric in metrics:
+        change = paired_percent(row, metric)
+        if change is not None and verdict("none", change.low, change.high, row["paired_n"]) is Verdict.CHANGED:
+            changes.append(change)
+    return sorted(changes, key=lambda c: -abs(c.percent))
+
+
+def most_changed_variant(rows: list[dict]) -> str | None:
+    """The variant with the largest significant paired change of a report metric (None: no
+    variant changed significantly)."""
+    best = max(((abs(c.percent), r["variant"]) for r in rows if not r["is_base"] for c in significant_changes(r)),
+               default=None)
+    return None if best is None else best[1]
+
+
+def _success_differs(row: dict, reference: dict) -> bool:
+    return row["success_ci_high"] < reference["success_ci_low"] or row["success_ci_low"] > reference["success_ci_high"]
+
+
+def answer_sentence(rows: list[dict]) -> str:
+    """One task's answer in words (plain text): each variant's significant changes with their
+    intervals, success that differs, too few pairs, and the variants that changed nothing."""
+    by_name = {r["variant"]: r for r in rows}
+    base = next((r for r in rows if r["is_base"]), None)
+    clauses, unchanged = [], []
+    for row in rows:
+        if row["is_base"]:
+            continue
+        reference = by_name.get(row["compared_to"], base)
+        parts = []
+        if reference is not None and _success_differs(row, reference):
+            parts.append(f"solves {row['successes']}/{row['episodes']} against {reference['variant']}'s "
+                         f"{reference['successes']}/{reference['episodes']}")
+        if row["paired_n"] < MIN_PAIRS:
+            parts.append(f"too few paired successes to compare motion ({row['paired_n']} < {MIN_PAIRS})")
+        else:
+            parts += [f"{metric_words(c.metric)} {c.percent:+.0f} % [{c.low:+.0f}, {c.high:+.0f}]"
+                      for c in significant_changes(row)]
+        name = _name(row, base["variant"] if base else row["compared_to"])
+        if parts:
+            clauses.append(f"{name}: {', '.join(parts)}")
+        else:
+            unchanged.append(name)
+    if unchanged:
+        clauses.append(f"{', '.join(unchanged)}: no significant change in "
+                       f"{', '.join(metric_words(m) for m in REPORT_METRICS)}")
+    if not clauses:
+        return f"{rows[0]['task']}: no variants."
+    reference_text = f" against {base['variant']} ({base['successes']}/{base['episodes']} solved)" if base else ""
+    return f"{rows[0]['task']}{reference_text}: " + "; ".join(clauses) + "."
 
 
 # -- 1. paired change ------------------------------------------------------------------------
@@ -140,20 +224,60 @@ def pareto_plot(rows: list[dict]) -> str | None:
         cost = np.array([r[field] for r in points], dtype=float)
         success = np.array([r["success_rate"] for r in points]) * 100
         front = pareto_front(cost, success)
+        if field == "profile_flops_per_call":
+            cost = cost / 1e6  # MFLOP: matplotlib's "1e8" offset label is easy to miss
+        if cost.min() > 0 and cost.max() / cost.min() > 20:
+            ax.set_xscale("log")  # an expert's microseconds beside a model's milliseconds
         ax.scatter(cost, success, color="0.5", zorder=2)
         ax.step(cost[front], success[front], where="post", color="tab:orange", zorder=1, label="Pareto front")
         ax.scatter(cost[front], success[front], color="tab:orange", zorder=3)
-        for c, s, r in zip(cost, success, points):
-            ax.annotate(r["variant"], (c, s), textcoords="offset points", xytext=(4, 3), fontsize=7)
-        if cost.min() > 0 and cost.max() / cost.min() > 20:
-            ax.set_xscale("log")  # an expert's microseconds beside a model's milliseconds
+        _label_points(ax, cost, success, [r["variant"] for r in points])
         ax.set_xlabel(label)
         ax.set_ylabel("success (%)")
         ax.set_ylim(-3, 105)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=7, loc="outside lower center")
     fig.suptitle(f"{rows[0]['task']}: success against inference cost", fontsize=10)
     return _png(fig)
+
+
+def label_groups(x: np.ndarray, y: np.ndarray, names: list[str], x_tolerance: float, y_tolerance: float) -> list[tuple[int, list[str]]]:
+    """Points closer than the tolerances on both axes share one label: (first point's index,
+    the names there), in the points' order."""
+    groups: list[tuple[int, list[str]]] = []
+    for i, name in enumerate(names):
+        for first, members in groups:
+            if abs(x[first] - x[i]) <= x_tolerance and abs(y[first] - y[i]) <= y_tolerance:
+                members.append(name)
+                break
+        else:
+            groups.append((i, [name]))
+    return groups
+
+
+def _label_points(ax, x: np.ndarray, y: np.ndarray, names: list[str]) -> None:
+    """One label per group of (near-)coincident points, joined by commas, each label moved down
+    the axes until it no longer overlaps one already placed (in display pixels)."""
+    fig = ax.figure
+    fig.canvas.draw()  # fixes the axes' transform and limits
+    to_pixels = ax.transData.transform
+    pixels = to_pixels(np.column_stack([x, y]))
+    placed: list = []
+    renderer = fig.canvas.get_renderer()
+    for first, members in label_groups(pixels[:, 0], pixels[:, 1], names, 6.0, 6.0):
+        offset = 3
+        for _ in range(30):
+            label = ax.annotate(", ".join(members), (x[first], y[first]), textcoords="offset points",
+                                xytext=(4, offset), fontsize=7)
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                placed.append(box)
+                break
+            label.remove()
+            offset -= 9
+        else:
+            placed.append(box)
+            ax.add_artist(label)
 
 
 # -- 3. distributions ---------------------------------------------------------------------
@@ -245,14 +369,18 @@ def paired_table(rows: list[dict]) -> str:
             continue
         forced = f"{_cell(r.get('tf_action_distance_mean'))} / {_cell(r.get('tf_first_action_distance_mean'))}"
         cells = [html.escape(_name(r, base)), success, str(r["paired_n"]), forced]
+        few = r["paired_n"] < MIN_PAIRS
+        if few:
+            cells[2] += f"<br><small>fewer than {MIN_PAIRS}: intervals not read</small>"
         for m in REPORT_METRICS:
-            pct, mde = r[metric_column(m, "paired_pct")], r[metric_column(m, "paired_mde_pct")]
-            ref = r[metric_column(m, "paired_base_mean")]
-            if not (_finite(pct) and _finite(ref) and ref != 0):
+            change, mde = paired_percent(r, m), r[metric_column(m, "paired_mde_pct")]
+            if change is None:
                 cells.append("–")
                 continue
-            lo, hi = (100 * r[metric_column(m, f"paired_ci_{side}")] / abs(ref) for side in ("low", "high"))
-            cells.append(f"{pct:+.1f}% [{lo:+.1f}, {hi:+.1f}]<br><small>MDE ±{_cell(mde)}%</small>")
+            # every pair equal: an MDE of 0 would claim a precision the run does not have
+            note = "every pair equal" if change.low == change.high else f"MDE ±{_cell(mde)}%"
+            text = f"{change.percent:+.1f}% [{change.low:+.1f}, {change.high:+.1f}]<br><small>{note}</small>"
+            cells.append(f'<span style="color:#999">{text}</span>' if few else text)
         body.append(cells)
     return _html_table(header, body)
 
@@ -262,11 +390,11 @@ def _percent(fraction) -> str:
 
 
 def inference_table(rows: list[dict]) -> str:
-    header = ["variant", "params", "weight memory (MB)", "FLOPs per call", "latency per call, median (ms)",
+    header = ["variant", "params", "weight memory as stored (MB)", "weight memory allocated (MB)", "FLOPs per call", "latency per call, median (ms)",
               "peak memory per call (MB)", "calls per episode", "inference time per episode (ms)", "latency model",
               "waiting steps per episode", "stale actions per episode",
               *(f"{counter.replace('_', ' ')} per episode" for counter in EPISODE_COUNTERS)]
-    fields = ["profile_params", "profile_weight_memory_mb", "profile_flops_per_call", "profile_latency_median_ms",
+    fields = ["profile_params", "profile_weight_memory_mb", "profile_weight_allocated_mb", "profile_flops_per_call", "profile_latency_median_ms",
               "profile_peak_memory_mb", "inference_calls_mean", "inference_time_per_episode_ms", "latency_model",
               "waiting_steps_mean", "stale_actions_mean", *(f"{counter}_mean" for counter in EPISODE_COUNTERS)]
     return _html_table(header, [[html.escape(r["variant"])] + [_cell(r.get(f)) for f in fields] for r in rows])
@@ -291,6 +419,7 @@ def write_report(path: Path, rows: list[dict], info: dict, episodes: list[dict] 
     for task in dict.fromkeys(r["task"] for r in rows):
         task_rows = [r for r in rows if r["task"] == task]
         parts = [f"<h2>{html.escape(task)}</h2>",
+                 f'<p class="answer">{html.escape(answer_sentence(task_rows))}</p>',
                  "<h3>How each variant moves compared with its reference</h3>", _img(forest_plot(task_rows), "paired change"),
                  paired_table(task_rows),
                  "<h3>Success against inference cost</h3>", _img(pareto_plot(task_rows), "success against cost"),
@@ -303,6 +432,8 @@ def write_report(path: Path, rows: list[dict], info: dict, episodes: list[dict] 
         parts += ["<details><summary>Every summary column (means over successful episodes)</summary>",
                   full_table(task_rows), "</details>"]
         sections.append("\n".join(p for p in parts if p))
+    answers = "".join(f"<p>{html.escape(answer_sentence([r for r in rows if r['task'] == task]))}</p>"
+                      for task in dict.fromkeys(r["task"] for r in rows))
     git = info.get("git", {})
     packages = ", ".join(f"{k} {v}" for k, v in info.get("packages", {}).items() if v)
     title = html.escape(info.get("config", {}).get("name") or "vla-envs evaluation")
@@ -316,12 +447,16 @@ th {{ background: #f3f3f3; }}
 small {{ color: #777; }}
 img {{ display: block; margin: 1em 0; max-width: 100%; }}
 details {{ overflow-x: auto; }}
+.answers {{ background: #f6f8fa; border-left: 4px solid #0969da; padding: 0.2em 1em; font-size: 15px; }}
+.answers h2 {{ font-size: 17px; margin: 0.6em 0 0.2em; }}
+.answer {{ font-weight: 600; }}
 </style></head><body>
 <h1>{title}</h1>
+<section class="answers"><h2>The answer</h2>{answers}</section>
 <p>Changes are paired: each variant against its reference (the base, or the variant it names
 with <code>compare_to</code>) over the seeds both solved, with bootstrap intervals; success
 rates have Wilson intervals; MDE is the smallest change this run's number of pairs could detect
-(95 % confidence, 80 % power). Commit {html.escape(str(git.get("commit")))}{" (uncommitted changes)" if git.get("dirty") else ""};
+(95 % confidence, 80 % power); with fewer than {MIN_PAIRS} pairs an interval is not read. Commit {html.escape(str(git.get("commit")))}{" (uncommitted changes)" if git.get("dirty") else ""};
 {html.escape(packages)}; machine {html.escape(str(info.get("machine", {}).get("platform")))}.</p>
 {"".join(sections)}
 </body></html>

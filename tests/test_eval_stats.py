@@ -1,6 +1,7 @@
 """evaluation.stats: Wilson intervals, seeded bootstrap, % change, paired comparison."""
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -175,3 +176,37 @@ def test_minimum_detectable_effect_matches_the_normal_formula():
     comparison = paired_comparison({0: 10.0, 1: 10.0, 2: 10.0}, {0: 11.0, 1: 9.0, 2: 10.0})
     assert comparison.base_mean == 10.0
     assert comparison.mde_percent == pytest.approx(100 * minimum_detectable_effect([1.0, -1.0, 0.0]) / 10.0)
+
+
+def test_expanded_confidence_is_hesterbergs_level():
+    from evaluation.stats import expanded_confidence
+
+    # n = 5: 2 Phi(sqrt(5/4) t_4(0.975)) - 1, t_4(0.975) = 2.7764451
+    assert expanded_confidence(0.95, 5) == pytest.approx(2 * NormalDist().cdf(math.sqrt(1.25) * 2.7764451) - 1, abs=1e-7)
+    assert expanded_confidence(0.95, 5) == pytest.approx(0.99809, abs=1e-5)
+    assert expanded_confidence(0.95, 100_000) == pytest.approx(0.95, abs=1e-4)
+    levels = [expanded_confidence(0.9, n) for n in (2, 3, 5, 10, 50)]
+    assert levels == sorted(levels, reverse=True) and levels[-1] > 0.9
+    with pytest.raises(ValueError, match="n=1: expected at least 2"):
+        expanded_confidence(0.95, 1)
+
+
+def test_small_sample_intervals_cover_the_mean_closer_to_their_level():
+    """Five paired differences from a zero-mean normal, 150 times: the percentile interval
+    misses zero far more often than 5 % of the time; the default interval much less."""
+    rng = np.random.default_rng(0)
+    samples = [rng.normal(0.0, 1.0, 5) for _ in range(150)]
+    covered = {method: np.mean([lo <= 0 <= hi for lo, hi in (bootstrap_ci(x, 0.95, 500, i, method)
+                                                             for i, x in enumerate(samples))])
+               for method in ("percentile", "bca", "expanded_bca")}
+    assert covered["percentile"] < 0.87
+    assert covered["expanded_bca"] >= 0.89 and covered["expanded_bca"] - covered["percentile"] >= 0.05
+
+
+def test_bca_needs_three_values_and_known_methods():
+    assert bootstrap_ci([1.0, 2.0], method="bca") == bootstrap_ci([1.0, 2.0], method="percentile")
+    assert bootstrap_ci([3.0, 3.0, 3.0], method="expanded_bca") == (3.0, 3.0)
+    low, high = bootstrap_ci([0.1, 0.4, 0.2, 0.9, 0.3], method="bca")
+    assert 0.1 <= low < np.mean([0.1, 0.4, 0.2, 0.9, 0.3]) < high <= 0.9
+    with pytest.raises(ValueError, match="method='t': expected one of"):
+        bootstrap_ci([1.0, 2.0, 3.0], method="t")
