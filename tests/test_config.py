@@ -52,6 +52,8 @@ def test_a_task_file_names_any_supported_arm(tmp_path):
         ("name: Lift", "name: lift task", "name", "'lift task'"),
         ("cameras: {image: agentview, wrist_image: robot0_eye_in_hand}", "cameras: {image: ''}", "cameras.image", "''"),
         ("name: Lift", "name: Lift\nrobot: Baxter", "robot", "'Baxter'"),
+        ("control_freq: 20", 'control_freq: "20"', "control_freq", "'20'"),  # text, not a number
+        ("max_episode_steps: 300", "max_episode_steps: 300.0", "max_episode_steps", "300.0"),
     ],
 )
 def test_bad_field_names_file_field_value(tmp_path, old, new, field, value_text):

@@ -42,8 +42,9 @@ def _steps(run, variant, seed):
     return table.sort_by("step").to_pandas()
 
 
-LEROBOT_PYTHON = os.environ.get("VLA_ENVS_LEROBOT_PYTHON") or next(
-    (str(p) for p in (Path(__file__).resolve().parents[1] / ".venv-lerobot" / "bin" / "python",) if p.exists()), None)
+from tests.lerobot_env import LEROBOT_PYTHON, needs  # noqa: E402
+
+NEEDS_LEROBOT_DATASETS = needs("lerobot.datasets.lerobot_dataset")
 
 LOAD_WITH_LEROBOT = """
 import sys, json
@@ -65,8 +66,7 @@ print(json.dumps({"num_episodes": ds.num_episodes, "fps": ds.fps, "tasks": sorte
 """
 
 
-@pytest.mark.skipif(LEROBOT_PYTHON is None, reason="LeRobot's environment is not set up: export VLA_ENVS_LEROBOT_PYTHON "
-                    "(or create .venv-lerobot as docs/integrations.md shows)")
+@NEEDS_LEROBOT_DATASETS
 def test_lerobot_export_loads_with_lerobots_loader_and_matches_the_record(run, tmp_path):
     """Written by LeRobot's writer in LeRobot's environment (fed through a pipe), loaded there by
     LeRobot's LeRobotDataset: the same actions as steps.parquet, the same final metrics as

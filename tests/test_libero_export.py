@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from evaluation.export.lerobot_format import observation_frame
-from tests.test_export import LEROBOT_PYTHON
+from tests.lerobot_env import LEROBOT_PYTHON
+from tests.test_export import NEEDS_LEROBOT_DATASETS
 from vla_envs.cli import app
 
 LIBERO_FEATURES = ["observation.images.image", "observation.images.image2", "observation.state"]
@@ -61,8 +62,7 @@ print(json.dumps({"features": {k: list(v["shape"]) for k, v in ds.meta.features.
 """
 
 
-@pytest.mark.skipif(LEROBOT_PYTHON is None, reason="LeRobot's environment is not set up: export VLA_ENVS_LEROBOT_PYTHON "
-                    "(or create .venv-lerobot as docs/integrations.md shows)")
+@NEEDS_LEROBOT_DATASETS
 def test_a_libero_run_exports_with_libero_features_and_loads_in_lerobot(tmp_path):
     (tmp_path / "run.yaml").write_text(RUN)
     result = CliRunner().invoke(app, ["eval", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "run")])

@@ -5,7 +5,6 @@ protocol, answers exactly what it computes in process, and runs a ``vla-envs eva
 
 import json
 import os
-import shutil
 import subprocess
 import textwrap
 from pathlib import Path
@@ -13,28 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-CHECKOUT = Path(__file__).resolve().parents[1]
-LEROBOT_PYTHON = os.environ.get("VLA_ENVS_LEROBOT_PYTHON") or next(
-    (str(p) for p in (CHECKOUT / ".venv-lerobot" / "bin" / "python",) if p.exists()), None)
+from tests.lerobot_env import CHECKOUT, LEROBOT_PYTHON, needs
 
-
-def _why_no_lerobot_policies() -> str | None:
-    """Why these tests cannot run here, or ``None`` when LeRobot's environment imports its policies
-    (checked without running a path that does not exist: that was a collection error)."""
-    setup = "export VLA_ENVS_LEROBOT_PYTHON (or create .venv-lerobot as docs/integrations.md shows)"
-    if LEROBOT_PYTHON is None:
-        return f"LeRobot's environment with lerobot installed is not set up: {setup}"
-    if shutil.which(LEROBOT_PYTHON) is None:
-        return f"VLA_ENVS_LEROBOT_PYTHON={LEROBOT_PYTHON}: no such executable file; {setup}"
-    probe = subprocess.run([LEROBOT_PYTHON, "-c", "import lerobot.policies.factory"], capture_output=True, timeout=300)
-    if probe.returncode != 0:
-        return f"{LEROBOT_PYTHON} cannot import lerobot.policies.factory (lerobot is not installed there): {setup}"
-    return None
-
-
-WHY_NO_LEROBOT = _why_no_lerobot_policies()
-needs_lerobot = pytest.mark.skipif(WHY_NO_LEROBOT is not None, reason=WHY_NO_LEROBOT or "")
-pytestmark = needs_lerobot
+pytestmark = needs("lerobot.policies.factory")
 
 MAKE_ACT = textwrap.dedent("""
     import sys, json, numpy as np, torch

@@ -39,7 +39,7 @@ class ConfigError(ValueError):
 class CameraConfig(BaseModel):
     """Which robosuite cameras feed the image observations."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     image: str = Field("agentview", min_length=1, description="third-person camera -> obs['image']")
     wrist_image: str = Field(
@@ -50,7 +50,8 @@ class CameraConfig(BaseModel):
 class TaskConfig(BaseModel):
     """One manipulation task: which robosuite environment, what to say, how long it may take."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a quoted "20" in a task YAML is text, not a frequency (as gym.make's keywords)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     name: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$", description="registered as vla_envs/<name>-v0")
     robosuite_env: str = Field(min_length=1, description="robosuite environment class name")
