@@ -3,8 +3,6 @@ LeRobot's own loader) and a Minari dataset (``minari.load_dataset``), holding th
 and metrics as steps.parquet / episodes.parquet."""
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq

@@ -8,7 +8,6 @@ import subprocess
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 from typer.testing import CliRunner
 
 from evaluation.export.lerobot_format import observation_frame

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
