@@ -181,8 +181,9 @@ def forest_plot(rows: list[dict]) -> str | None:
             if _finite(pct) and _finite(reference) and reference != 0:
                 lo = 100 * row[metric_column(metric, "paired_ci_low")] / abs(reference)
                 hi = 100 * row[metric_column(metric, "paired_ci_high")] / abs(reference)
-                worse = lo > 0  # every metric here is a cost: higher is worse
-                better = hi < 0
+                read = row["paired_n"] >= MIN_PAIRS  # fewer pairs: drawn grey, not read (the answer's rule)
+                worse = read and lo > 0  # every metric here is a cost: higher is worse
+                better = read and hi < 0
                 color = "tab:red" if worse else "tab:blue" if better else "0.3"
                 ax.errorbar([pct], [yi], xerr=[[pct - lo], [hi - pct]], fmt="o", color=color, capsize=3)
         ax.axvline(0, color="black", linewidth=0.8)
@@ -416,10 +417,12 @@ def write_report(path: Path, rows: list[dict], info: dict, episodes: list[dict] 
     episodes = episodes or []
     traces = traces or {}
     sections = []
-    for task in dict.fromkeys(r["task"] for r in rows):
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    for task in tasks:
         task_rows = [r for r in rows if r["task"] == task]
         parts = [f"<h2>{html.escape(task)}</h2>",
-                 f'<p class="answer">{html.escape(answer_sentence(task_rows))}</p>',
+                 # the page opens with every task's answer; a long page repeats each at its section
+                 f'<p class="answer">{html.escape(answer_sentence(task_rows))}</p>' if len(tasks) > 1 else "",
                  "<h3>How each variant moves compared with its reference</h3>", _img(forest_plot(task_rows), "paired change"),
                  paired_table(task_rows),
                  "<h3>Success against inference cost</h3>", _img(pareto_plot(task_rows), "success against cost"),
