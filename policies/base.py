@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import copy
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -54,6 +55,28 @@ class Policy(abc.ABC):
     @abc.abstractmethod
     def act(self, obs) -> np.ndarray:
         """Return an (H, action_dim) float32 array of actions."""
+
+    def batchable(self) -> bool:
+        """Whether ``act_batch`` answers several sessions in one computation (one forward pass
+        over a batch), which a policy server with ``max_batch > 1`` uses to stack concurrent
+        requests. Declared, never guessed: False by default, and a policy says True only in
+        configurations where ``act_batch`` gives each session what its own ``act`` would (up to
+        float rounding) and ``act`` keeps no per-call state that the batch would skip (a token
+        cache, a random generator drawn per call). A server serves the requests of a session
+        whose policy is not batchable one at a time, as without batching."""
+        return False
+
+    def act_batch(self, sessions: Sequence[Policy], observations: Sequence) -> list[np.ndarray]:
+        """``sessions[i].act(observations[i])`` for each ``i``: ``sessions`` are forks of this
+        policy (``fork``), each holding its own episode's instruction and state, which is why a
+        batch takes the forks rather than bare instructions. The default calls them one by one;
+        a ``batchable`` policy overrides it with one computation over the batch. An exception
+        fails the whole batch (a server then answers each request alone, so one bad observation
+        costs only its own request), so an override checks every input before changing any
+        session's state."""
+        if len(sessions) != len(observations):
+            raise ValueError(f"{len(sessions)} sessions and {len(observations)} observations: expected one each")
+        return [session.act(obs) for session, obs in zip(sessions, observations)]
 
 
 def check_chunk(chunk, action_dim: int, source: str = "policy") -> np.ndarray:

@@ -6,7 +6,11 @@ Bodies are msgpack (``policies.serving.wire``; arrays round-trip bit for bit):
 GET /healthz  -                                              ``OK\n`` (text/plain, as openpi's servers):
                                                              the server is up and answering
 GET /info     -                                              ``{"action_dim", "chunk_size", "policy",
-                                                             "protocol", "max_sessions", "sessions"}``
+                                                             "protocol", "max_sessions", "sessions",
+                                                             "max_batch"}``
+GET /stats    -                                              JSON (not msgpack: for curl and dashboards):
+                                                             forward passes, batch sizes, queue wait and
+                                                             forward time (``batching.ServingStats``)
 POST /reset   ``{"instruction": str, "session": id | null}``  ``{"session": id}``: a new session, or the
                                                              given one reset (while it is alive)
 POST /act     ``{"session": id, "observation": dict}``       ``{"action": (H, action_dim) float32}``
@@ -28,6 +32,14 @@ an error of the policy, or of the server itself, an ERROR with its traceback, wh
 log (the client gets the one-line ``{"error": "<Type>: <message>"}``); a client that hangs up
 mid-request one INFO line.
 
+Dynamic batching (``max_batch > 1``, ``policies.serving.batching``): ``/act`` requests of
+different sessions that arrive within ``max_wait_ms`` of each other run as one
+``policy.act_batch`` forward pass of up to ``max_batch`` sessions, each with its own
+instruction and episode state (its fork), when the session's policy declares
+``Policy.batchable()``; otherwise, and with ``max_batch=1`` (the default), each request runs
+alone in its connection's thread. An error stays with its request: a batch that raises is run
+again one request at a time.
+
 What a client can hold is bounded: ``max_connections`` connections, each closed after
 ``read_timeout_s`` without a byte from the client (between requests too: ``RemotePolicy``
 reconnects), and ``max_pending_bytes`` of request bodies being received at once.
@@ -35,6 +47,7 @@ reconnects), and ``max_pending_bytes`` of request bodies being received at once.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -45,6 +58,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 from policies.base import Policy, check_chunk
+from policies.serving.batching import Batcher, BatcherClosed, ServingStats
 from policies.serving.sessions import SessionError, SessionPool, TooManySessions
 from policies.serving.wire import WireError, clip, describe, pack, unpack
 
@@ -53,6 +67,7 @@ PROTOCOL = "vla-envs-http/2"
 DEFAULT_MAX_BODY_BYTES = 64 * 2**20  # two 1024 px RGB images and a state are ~6 MB
 DEFAULT_READ_TIMEOUT_S = 30.0
 DEFAULT_MAX_CONNECTIONS = 256  # a RemotePolicy holds one; the default max_sessions is 64
+DEFAULT_MAX_WAIT_MS = 5.0  # a batch waits at most this long for more requests (a few % of a 100 ms control step)
 PENDING_BODIES = 4  # max_pending_bytes defaults to this many bodies of max_body_bytes
 _DIGITS = re.compile(r"[0-9]{1,20}")
 _SHOWN_PATH_CHARS = 80
@@ -163,13 +178,16 @@ class PolicyServer:
     ``read_timeout_s``: a connection is closed after this long without a byte from its client;
     ``max_connections``: open connections (more are answered 503 and closed);
     ``max_pending_bytes``: the sum of the ``Content-Length`` of the bodies being received at
-    once (a body that does not fit is answered 503, unread; default ``4 * max_body_bytes``).
+    once (a body that does not fit is answered 503, unread; default ``4 * max_body_bytes``);
+    ``max_batch``: the most ``/act`` requests of different sessions run as one forward pass (1:
+    unbatched); ``max_wait_ms``: how long the oldest waiting request waits for others to join.
     """
 
     def __init__(self, policy: Policy, host: str = DEFAULT_HOST, port: int = 0, observation_shapes=None,
                  max_sessions: int = 64, idle_timeout_s: float = 600.0, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                  read_timeout_s: float = DEFAULT_READ_TIMEOUT_S, max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 max_pending_bytes: int | None = None):
+                 max_pending_bytes: int | None = None, max_batch: int = 1,
+                 max_wait_ms: float = DEFAULT_MAX_WAIT_MS):
         self.policy = policy
         self.observation_shapes = observation_shapes or getattr(policy, "observation_shapes", None)
         self.sessions = SessionPool(policy, max_sessions, idle_timeout_s)
@@ -184,6 +202,13 @@ class PolicyServer:
         if max_connections < 1:
             raise ValueError(f"max_connections={max_connections}: expected >= 1")
         self.read_timeout_s = float(read_timeout_s)
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch={max_batch!r}: expected an integer >= 1 (1: unbatched)")
+        if not max_wait_ms >= 0:
+            raise ValueError(f"max_wait_ms={max_wait_ms}: expected >= 0")
+        self.max_batch = max_batch
+        self.stats = ServingStats(max_batch, float(max_wait_ms))
+        self._batcher: Batcher | None = None  # started last: nothing to stop if the port cannot be bound
         self._pending = 0
         self._pending_lock = threading.Lock()
         server = self
@@ -251,13 +276,21 @@ class PolicyServer:
                     self.end_headers()
                     self.wfile.write(payload)
                     return None
+                if self.path == "/stats":
+                    payload = json.dumps(server.stats_snapshot()).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return None
                 if self.path != "/info":
                     return self._refused(404, f"unknown path {clip(self.path, _SHOWN_PATH_CHARS)!r}: "
-                                              "expected /healthz or /info")
+                                              "expected /healthz or /info or /stats")
                 p = server.policy
                 self._reply(200, {"action_dim": p.action_dim, "chunk_size": p.chunk_size, "policy": type(p).__name__,
                                   "protocol": PROTOCOL, "max_sessions": server.sessions.max_sessions,
-                                  "sessions": len(server.sessions)})
+                                  "sessions": len(server.sessions), "max_batch": server.max_batch})
 
             def _body(self) -> bytes:
                 """The request body, after strict checks of its length (the body is not read when
@@ -324,6 +357,9 @@ class PolicyServer:
 
         self.httpd = _BoundedHTTPServer((host, port), Handler, int(max_connections))
         self.host, self.port = self.httpd.server_address[:2]
+        if max_batch > 1:  # unbatched, each request runs in its connection's thread, as before batching
+            self._batcher = Batcher(policy, max_batch, max_wait_ms / 1e3, self.stats, self._check_chunk,
+                                    lambda: len(self.sessions))
 
     @property
     def url(self) -> str:
@@ -365,13 +401,31 @@ class PolicyServer:
         session = self.sessions.open(instruction, self._field(request, "session", str, optional=True))
         return {"session": session.id}
 
+    def _check_chunk(self, chunk) -> np.ndarray:
+        return check_chunk(chunk, self.policy.action_dim, type(self.policy).__name__)
+
     def _act(self, request: dict) -> dict:
         session = self.sessions.get(self._field(request, "session", str))
         obs = request.get("observation")
         check_observation(obs, self.observation_shapes)
-        with session.lock:
-            chunk = check_chunk(session.policy.act(obs), self.policy.action_dim, type(self.policy).__name__)
+        arrived = time.perf_counter()
+        with session.lock:  # one request of a session at a time: never twice in one batch
+            if self._batcher is not None and session.policy.batchable():
+                try:
+                    return {"action": self._batcher.submit(session.policy, obs, arrived)}
+                except BatcherClosed as exc:
+                    raise RequestError(503, str(exc)) from None
+            started = time.perf_counter()
+            try:
+                chunk = self._check_chunk(session.policy.act(obs))
+            finally:
+                self.stats.record([started - arrived], time.perf_counter() - started)
         return {"action": chunk}
+
+    def stats_snapshot(self) -> dict:
+        """The ``GET /stats`` answer: ``ServingStats.snapshot()`` and whether the policy declares
+        batched inference (``batchable``: False means every forward pass has one request)."""
+        return {**self.stats.snapshot(), "batchable": bool(self.policy.batchable())}
 
     def _close(self, request: dict) -> dict:
         self.sessions.close(self._field(request, "session", str))
@@ -389,3 +443,5 @@ class PolicyServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        if self._batcher is not None:
+            self._batcher.close()

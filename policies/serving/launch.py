@@ -12,13 +12,17 @@ Protocol = Literal["http", "openpi"]
 
 def make_server(policy: Policy, protocol: Protocol, host: str, port: int, max_sessions: int = 64,
                 idle_timeout_s: float = 600.0, prompt_key: str = "prompt", metadata: dict | None = None,
-                read_timeout_s: float = 30.0, max_connections: int = 256, traceback_to_client: bool = False):
+                read_timeout_s: float = 30.0, max_connections: int = 256, traceback_to_client: bool = False,
+                max_batch: int = 1, max_wait_ms: float = 5.0):
     """An ``OpenPIServer`` or a ``PolicyServer`` around ``policy`` (not started); ``read_timeout_s``
     and ``max_connections`` bound the HTTP server's slow and surplus clients (an openpi connection
     is a session: ``max_sessions`` and ``idle_timeout_s`` bound those). ``traceback_to_client``:
     the openpi server answers a failed request with its traceback, as openpi does, instead of one
-    line (the traceback is logged either way)."""
+    line (the traceback is logged either way). ``max_batch`` / ``max_wait_ms``: the HTTP server's
+    dynamic batching (``policies.serving.batching``; 1 is unbatched)."""
     if protocol == "openpi":
+        if max_batch != 1:  # refused, not ignored: a user asking for batching would not get it
+            raise ValueError(f"max_batch={max_batch}: dynamic batching is served over --protocol http only")
         from policies.serving.openpi_server import OpenPIServer
 
         return OpenPIServer(policy, host, port, prompt_key=prompt_key, metadata=metadata, max_sessions=max_sessions,
@@ -27,7 +31,8 @@ def make_server(policy: Policy, protocol: Protocol, host: str, port: int, max_se
         from policies.serving.http_server import PolicyServer
 
         return PolicyServer(policy, host, port, max_sessions=max_sessions, idle_timeout_s=idle_timeout_s,
-                            read_timeout_s=read_timeout_s, max_connections=max_connections)
+                            read_timeout_s=read_timeout_s, max_connections=max_connections, max_batch=max_batch,
+                            max_wait_ms=max_wait_ms)
     raise ValueError(f"protocol={protocol!r}: expected 'http' or 'openpi'")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,36 @@ class TinyVLAPolicy(Policy):
         else:
             chunk = self._cached_call(images, proprio)[0].numpy()
         return np.clip(self.normalizer.unnormalize(chunk), -1.0, 1.0)
+
+    def batchable(self) -> bool:
+        # a token cache (each session's last keys/values) and 'random' token dropping (each
+        # session's generator, drawn per call) are per-session state that changes on every call:
+        # one forward pass over several sessions cannot keep it apart. A subclass with its own
+        # act is not batchable unless it says so (act_batch below computes what this act does).
+        random_dropping = self.model.token_keep < 1.0 and self.model.token_method == "random"
+        return self.token_cache is None and not random_dropping and type(self).act is TinyVLAPolicy.act
+
+    @torch.no_grad()
+    def act_batch(self, sessions: Sequence[Policy], observations: Sequence) -> list[np.ndarray]:
+        """One forward pass of this policy's model for every session (forks of this policy: the
+        same weights), each with its own instruction and observation; equal to each session's
+        ``act`` up to float rounding (the matmuls have other shapes). Sessions that are not
+        batchable TinyVLA forks are answered one by one."""
+        if not (self.batchable() and all(isinstance(s, TinyVLAPolicy) and s.batchable() for s in sessions)):
+            return super().act_batch(sessions, observations)
+        if len(sessions) != len(observations):
+            raise ValueError(f"{len(sessions)} sessions and {len(observations)} observations: expected one each")
+        config = self.model.config
+        size = config.image_size
+        # every observation is checked and converted before the forward pass (a bad one raises
+        # here, before anything ran); instructions are each session's own, already tokenised
+        images = {camera: torch.cat([self._tensor(obs, camera, (size, size, 3), np.uint8) for obs in observations])
+                  for camera in config.patch_sizes}
+        proprio = torch.cat([self._tensor(obs, config.proprio_key, (config.proprio_dim,), np.float32)
+                             for obs in observations])
+        instruction_ids = torch.cat([session._instruction_ids for session in sessions])  # type: ignore[attr-defined]
+        chunks = self.model(images, instruction_ids, proprio).numpy()
+        return [np.clip(self.normalizer.unnormalize(chunk), -1.0, 1.0) for chunk in chunks]
 
 
 def load_reference(directory: str | Path | None = None, name: str = checkpoint.REFERENCE_NAME, token_seed: int = 0) -> TinyVLAPolicy:
