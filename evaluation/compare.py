@@ -12,20 +12,29 @@ base), and A's variants keep their own references. Comparisons are paired over t
 runs solved, so two runs of the same config give zero paired differences. Its ``--out`` must be
 new, empty or an earlier comparison's (``vla_envs.files.claim_output_folder``): ``--out A``,
 which would replace A's own summary and report, is refused.
+
+It also compares the runs step by step (``evaluation.reproducibility``): for every episode
+(task, variant, seed) in both runs, the first step where their per-step hashes differ and what
+differed first (physics, render, execution, policy, length, or identical), in
+``divergence.csv``. Runs recorded without hashes get a message instead.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 
 from evaluation.config import EvalConfig
 from vla_envs.files import claim_output_folder, lock_output_folder
 
+if TYPE_CHECKING:
+    from evaluation.reproducibility import Divergence
+
 # what `vla-envs compare` writes into its --out
-COMPARE_FILES = ("summary.csv", "summary.md", "report.html")
+COMPARE_FILES = ("summary.csv", "summary.md", "report.html", "divergence.csv")
 
 
 class RunFolderError(ValueError):
@@ -115,10 +124,13 @@ def _labels(run_a: Path, run_b: Path) -> tuple[str, str]:
     return (a, b) if a != b else ("A", "B")
 
 
-def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path) -> tuple[list[dict], list[str]]:
-    """Write summary.csv, summary.md and report.html comparing two runs into ``out``; returns
-    the summary rows and warnings (episode settings that differ between the runs)."""
+def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path) -> tuple[list[dict], list[str], Divergence]:
+    """Write summary.csv, summary.md, report.html and divergence.csv comparing two runs into
+    ``out``; returns the summary rows, warnings (episode settings that differ between the runs)
+    and the step-by-step comparison (``evaluation.reproducibility.compare_step_hashes``: its rows,
+    or a message saying why there are none)."""
     from evaluation.report import write_report
+    from evaluation.reproducibility import compare_step_hashes, write_divergence_csv
     from evaluation.summary import markdown, summarize, write_csv
 
     run_a, run_b, out = Path(run_a), Path(run_b), Path(out)
@@ -152,9 +164,14 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path) -> tuple
                      stats.bootstrap_resamples, stats.bootstrap_seed, interval=stats.interval, references=references)
     title = f"{label_b} compared with {label_a}"
     notes_md = (f"Runs: {label_a} = {run_a}, {label_b} = {run_b}.", *(f"Note: {n}." for n in notes))
+    divergence = compare_step_hashes(run_a, run_b)
     with lock_output_folder(out, "compare"):
         claim_output_folder(out, "compare", COMPARE_FILES)
         write_csv(rows, out / "summary.csv")
         (out / "summary.md").write_text(markdown(rows, stats.confidence, title, notes_md), encoding="utf-8")
         write_report(out / "report.html", rows, {**info_a, "config": {**info_a["config"], "name": title}}, episodes)
-    return rows, notes
+        if divergence.rows:
+            write_divergence_csv(divergence.rows, out / "divergence.csv")
+        else:  # an earlier comparison's table in this folder is not these runs'
+            (out / "divergence.csv").unlink(missing_ok=True)
+    return rows, notes, divergence

@@ -30,7 +30,9 @@ from evaluation.latency import (
     seam_mask,
 )
 from evaluation.policy_specs import PolicyCache, seed_everything
+from evaluation.reproducibility import StepHasher
 from evaluation.schema import (
+    HASH_COLUMNS,
     RUNNING_COLUMNS,
     SEAM_COLUMNS,
     STEP_SOURCE_COLUMNS,
@@ -172,9 +174,15 @@ class EpisodeRunner:
         running = [info["embodied"]]
         sources = [StepSource(queried=False, waiting=False)]  # the reset row
         frames = [env.render()] if film else []
+        # per-step hashes of what each step acted on (evaluation.reproducibility), for steps.parquet
+        hasher = StepHasher() if self.config.recording.record_steps else None
         total_reward, success, terminated, truncated = 0.0, bool(info.get("is_success", False)), False, False
         while not (terminated or truncated):
+            if hasher is not None:
+                hasher.observe(obs, env)
             action, source = executor.step(obs)
+            if hasher is not None:
+                hasher.returned(executor.executor.last_chunk if source.queried else None)
             if forcing is not None and source.queried:
                 forcing.observe(obs, executor.executor.last_chunk)
             obs, reward, terminated, truncated, info = env.step(action)
@@ -205,7 +213,7 @@ class EpisodeRunner:
             **seam_columns(env.last_episode, sources, env.unwrapped.control_freq),
             "teacher_forced": [] if forcing is None else forcing.entries(),
         }
-        steps = self._steps_table(env, unit, running, sources) if self.config.recording.record_steps else None
+        steps = self._steps_table(env, unit, running, sources, hasher) if hasher is not None else None
         video = None
         if film:
             from evaluation.video import encode_mp4
@@ -214,8 +222,10 @@ class EpisodeRunner:
         return EpisodeResult(row, steps, video)
 
     @staticmethod
-    def _steps_table(env, unit: WorkUnit, running: list[dict], sources: list[StepSource]) -> pa.Table:
-        """The recorder's per-step table with the episode keys, running costs and action sources."""
+    def _steps_table(env, unit: WorkUnit, running: list[dict], sources: list[StepSource],
+                     hasher: StepHasher) -> pa.Table:
+        """The recorder's per-step table with the episode keys, running costs, action sources and
+        per-step hashes."""
         from wrappers.parquet_io import episode_table
 
         table = episode_table(env.last_episode)
@@ -238,4 +248,9 @@ class EpisodeRunner:
             table = table.append_column(column, pa.array([float(r[key]) for r in running], pa.float64()))
         for column in STEP_SOURCE_COLUMNS:
             table = table.append_column(column, pa.array([getattr(s, column) for s in sources], pa.bool_()))
+        hashes = hasher.columns()
+        if len(hashes["obs_hash"]) != n_rows:
+            raise RuntimeError(f"hashed {len(hashes['obs_hash'])} rows but recorded {n_rows} for {unit.key}")
+        for column in HASH_COLUMNS:
+            table = table.append_column(column, hashes[column])
         return table.replace_schema_metadata(None)

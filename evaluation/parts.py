@@ -133,12 +133,19 @@ class PartStore:
 
 
 def _concat_parquet(paths: list[Path], out: Path) -> int:
-    """Stream ``paths`` into one Parquet file (atomically), one part in memory at a time."""
-    schema = pq.read_schema(paths[0])
+    """Stream ``paths`` into one Parquet file (atomically), one part in memory at a time. Parts
+    written by an older vla-envs (a resumed run) may lack columns added since (the per-step
+    hashes): those are null in their rows."""
+    schemas = [pq.read_schema(path) for path in paths]
+    schema = max(schemas, key=len)  # the newest layout: a superset of the older ones
     rows = 0
     with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
         for path in paths:
-            table = pq.read_table(path).cast(schema)
+            table = pq.read_table(path)
+            for field in schema:
+                if field.name not in table.column_names:
+                    table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+            table = table.select(schema.names).cast(schema)
             rows += table.num_rows
             writer.write_table(table)
     return rows

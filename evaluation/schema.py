@@ -64,6 +64,11 @@ TIMING_COLUMNS: tuple[str, ...] = ("latency_mean_ms", "latency_p90_ms", "wall_s"
 # episode keys first, then each metric's running value, then where the step's action came from.
 RUNNING_COLUMNS: tuple[str, ...] = tuple(f"running_{key}" for key in METRIC_KEYS if key != "n_steps")
 STEP_SOURCE_COLUMNS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(StepSource))
+# ... and last, short hashes (16 hex characters, string; null on the reset row) of what each step
+# acted on: the observation (all arrays, its camera arrays, the others), the simulator's qpos/qvel,
+# and the policy's chunk on the rows where it was queried (else null). evaluation.reproducibility
+# computes them and finds the first step where two runs part (`vla-envs compare`).
+HASH_COLUMNS: tuple[str, ...] = ("obs_hash", "image_hash", "state_hash", "sim_hash", "action_hash")
 
 
 def episode_record(row: dict) -> pa.Table:

@@ -42,8 +42,13 @@ def test_report_rebuilds_the_same_summary_from_the_files(two_runs):
 
 
 def test_comparing_two_runs_of_one_config_finds_no_difference(two_runs, tmp_path):
-    rows, notes = compare_runs(two_runs / "first", two_runs / "second", tmp_path / "cmp")
+    rows, notes, divergence = compare_runs(two_runs / "first", two_runs / "second", tmp_path / "cmp")
     assert not notes
+    # step by step: every episode's observations, simulator states and chunks agree bit for bit
+    assert divergence.message is None
+    assert sorted((r["variant"], r["seed"], r["kind"], r["first_divergent_step"]) for r in divergence.rows) == sorted(
+        (v, seed, "identical", None) for v in ("perturbed", "int4_100ms", "expert") for seed in (0, 1))
+    assert pd.read_csv(tmp_path / "cmp" / "divergence.csv")["kind"].eq("identical").all()
     by_name = {r["variant"]: r for r in rows}
     assert set(by_name) == {f"{run}/{v}" for run in ("first", "second") for v in ("perturbed", "int4_100ms", "expert")}
     for variant in ("perturbed", "int4_100ms", "expert"):
@@ -71,6 +76,12 @@ def test_compare_command_prints_the_paired_table_and_names_what_differs(two_runs
     assert result.returncode == 0, result.stdout + result.stderr
     assert "'env' differs between the runs" in result.stdout
     assert "shorter/expert" in result.stdout and "first/expert" in result.stdout
+    # the solved episodes end before either time limit: the same steps bit for bit; int4 fails
+    # both seeds: its first 70 steps are equal, then only A's episode goes on
+    assert "step by step: 6 episodes in both runs: 4 identical, 2 length" in result.stdout
+    divergence = pd.read_csv(tmp_path / "cmp" / "divergence.csv")
+    failed = divergence[divergence["variant"] == "int4_100ms"]
+    assert failed["kind"].eq("length").all() and failed["first_divergent_step"].eq(71).all()
     missing = subprocess.run([sys.executable, "-m", "vla_envs.cli", "report", str(tmp_path)], check=False,
                              capture_output=True, text=True, cwd=REPO, env={**os.environ, "COLUMNS": "200"})
     assert missing.returncode == 2 and "has no run.json" in missing.stdout

@@ -190,3 +190,21 @@ def test_ctrl_c_while_an_episode_is_being_written_keeps_that_episode(tmp_path, m
         run_episodes(config, tmp_path / "run", progress=False)
     done, damaged = PartStore(tmp_path / "run").completed(expect_steps=True)
     assert len(done) == 1 and not damaged
+
+
+def test_parts_from_before_a_column_existed_merge_with_nulls(tmp_path):
+    """A run resumed across a vla-envs upgrade: its old parts lack the per-step hash columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from evaluation.parts import _concat_parquet
+
+    old = pa.table({"step": pa.array([0, 1], pa.int64()), "time_s": [0.0, 0.05]})
+    new = pa.table({"step": pa.array([0, 1], pa.int64()), "time_s": [0.0, 0.05],
+                    "obs_hash": pa.array([None, "00ff00ff00ff00ff"], pa.string())})
+    pq.write_table(old, tmp_path / "a.parquet")
+    pq.write_table(new, tmp_path / "b.parquet")
+    assert _concat_parquet([tmp_path / "a.parquet", tmp_path / "b.parquet"], tmp_path / "all.parquet") == 4
+    merged = pq.read_table(tmp_path / "all.parquet")
+    assert merged.column("obs_hash").to_pylist() == [None, None, None, "00ff00ff00ff00ff"]
+    assert merged.column("time_s").to_pylist() == [0.0, 0.05, 0.0, 0.05]

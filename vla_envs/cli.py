@@ -279,7 +279,8 @@ def compare_command(
     run_b: str = typer.Argument(..., help="the run compared with it (each variant against A's of the same name)"),
     out: str | None = typer.Option(None, "--out", help="output folder (default: runs/compare/<A>_vs_<B>)"),
 ) -> None:
-    """Compare two finished runs, paired on the seeds both solved: summary.md/.csv and report.html."""
+    """Compare two finished runs, paired on the seeds both solved: summary.md/.csv and report.html;
+    and step by step: the first step where each episode's hashes differ, and why (divergence.csv)."""
     from pathlib import Path
 
     from evaluation.compare import RunFolderError, compare_runs
@@ -288,7 +289,7 @@ def compare_command(
 
     out_dir = Path(out) if out is not None else Path("runs") / "compare" / f"{Path(run_a).name}_vs_{Path(run_b).name}"
     with _exit_on(RunFolderError, OutputFolderError):
-        rows, notes = compare_runs(run_a, run_b, out_dir)
+        rows, notes, divergence = compare_runs(run_a, run_b, out_dir)
     for note in notes:
         console.print(f"note: {note}", style="yellow", markup=False)
     table = Table(title=f"{Path(run_b).name} vs {Path(run_a).name}: paired % change against the reference")
@@ -300,7 +301,38 @@ def compare_command(
         table.add_row(row["task"], row["variant"], row["compared_to"], f"{row['successes']}/{row['episodes']}",
                       str(row["paired_n"]), *(_pct(row[metric_column(m, "paired_pct")]) for m in ("completion_time_s", "jerk_ms", "energy_j")))
     console.print(table)
-    console.print(f"outputs in {out_dir}/ (summary.md, summary.csv, report.html)")
+    _print_divergence(divergence, Path(run_a).name, Path(run_b).name)
+    also = ", divergence.csv" if divergence.rows else ""
+    console.print(f"outputs in {out_dir}/ (summary.md, summary.csv, report.html{also})")
+
+
+DIVERGENCE_SHOWN = 40  # episodes listed on screen; divergence.csv has them all
+
+
+def _print_divergence(divergence, name_a: str, name_b: str) -> None:
+    """The step-by-step comparison: one line per episode (the divergent ones first when there
+    are many), then the count per kind."""
+    from evaluation.reproducibility import counts
+
+    if not divergence.rows:
+        console.print(f"note: {divergence.message}", style="yellow", markup=False, soft_wrap=True)
+        return
+    rows = divergence.rows
+    shown = rows if len(rows) <= DIVERGENCE_SHOWN else [r for r in rows if r["kind"] != "identical"][:DIVERGENCE_SHOWN]
+    if shown:
+        table = Table(title=f"{name_b} vs {name_a}, step by step: the first step whose hashes differ")
+        for column in ("task", "variant", "seed", "first divergent step", "kind", "steps A", "steps B", "what differed"):
+            table.add_column(column, justify="left" if column == "what differed" else "right")
+        for r in shown:
+            step = "–" if r["first_divergent_step"] is None else str(r["first_divergent_step"])
+            table.add_row(r["task"], r["variant"], str(r["seed"]), step, r["kind"], str(r["steps_a"]), str(r["steps_b"]),
+                          r["detail"])
+        console.print(table)
+    if len(shown) < len(rows):
+        console.print(f"({len(rows) - len(shown)} more episodes in divergence.csv)", markup=False)
+    summary = ", ".join(f"{n} {kind}" for kind, n in counts(rows).items())
+    episodes = f"{len(rows)} episode{'s' if len(rows) != 1 else ''}"
+    console.print(f"step by step: {episodes} in both runs: {summary}", markup=False)
 
 
 def _pct(value) -> str:
