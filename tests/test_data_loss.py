@@ -148,7 +148,7 @@ def test_compare_refuses_to_write_into_a_runs_folder(eval_run, tmp_path):
     for _ in range(2):
         result = _cli("compare", str(run), str(run), "--out", str(out))
         assert result.exit_code == 0, result.output
-    assert read_manifest(out) == {"command": "compare", "files": ["report.html", "summary.csv", "summary.md"]}
+    assert read_manifest(out) == {"command": "compare", "files": ["divergence.csv", "report.html", "summary.csv", "summary.md"]}
     # and eval refuses a comparison's folder
     config_path, _ = eval_run
     message = _one_line_error(_cli("eval", str(config_path), "--out", str(out)))

@@ -15,9 +15,9 @@ import textwrap
 import numpy as np
 import pyarrow.parquet as pq
 
-from tests.test_serving_lerobot import CHECKOUT, LEROBOT_PYTHON, needs_lerobot
+from tests.lerobot_env import CHECKOUT, LEROBOT_PYTHON, needs
 
-pytestmark = needs_lerobot
+pytestmark = needs("lerobot.policies.factory")
 
 COMPARE = textwrap.dedent("""
     import sys, numpy as np, torch
