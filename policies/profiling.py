@@ -59,27 +59,37 @@ def _parameter_counts(model) -> tuple[int, int]:
 
 
 def _flops(policy, obs) -> int:
-    """torch's FLOP counter, plus 2 * in * out per row for dynamic-quantized linears, whose
-    quantized kernels the counter does not see."""
+    """torch's FLOP counter, plus 2 * in * out per row for every linear layer whose matmul the
+    counter did not see: torch.ao's dynamic-quantized linears and the integer kernels of
+    torchao's W8A8 (``torch._int_mm``) and quanto's int8 run outside the aten ops it counts.
+    A linear layer it did see (float, fake-quantized, or dequantized before a float matmul, as
+    quanto's int4) is counted once, by the counter."""
+    from torch import nn
     from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
     from torch.utils.flop_counter import FlopCounterMode
 
-    quantized_flops = 0
-
-    def count(module, inputs, output):
-        nonlocal quantized_flops
-        rows = inputs[0].numel() // module.in_features
-        quantized_flops += 2 * rows * module.in_features * module.out_features
-
-    hooks = [m.register_forward_hook(count) for m in policy.torch_module().modules() if isinstance(m, DynamicQuantizedLinear)]
     counter = FlopCounterMode(display=False)
+    unseen_flops = 0
+    before: dict[int, int] = {}
+
+    def start(module, inputs):
+        before[id(module)] = counter.get_total_flops()
+
+    def finish(module, inputs, output):
+        nonlocal unseen_flops
+        if counter.get_total_flops() == before.pop(id(module)):
+            rows = inputs[0].numel() // module.in_features
+            unseen_flops += 2 * rows * module.in_features * module.out_features
+
+    linears = [m for m in policy.torch_module().modules() if isinstance(m, (nn.Linear, DynamicQuantizedLinear))]
+    hooks = [h for m in linears for h in (m.register_forward_pre_hook(start), m.register_forward_hook(finish))]
     try:
         with counter:
             policy.act(obs)
     finally:
         for hook in hooks:
             hook.remove()
-    return int(counter.get_total_flops()) + quantized_flops
+    return int(counter.get_total_flops()) + unseen_flops
 
 
 def _per_channel():

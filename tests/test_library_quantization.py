@@ -119,3 +119,12 @@ def test_quanto_variants_act_on_the_cpu_and_leave_the_base_alone(bits):
     assert 0 < error < {8: 0.2, 4: 1.0, 2: 2.0}[bits]
     assert weight_bytes(variant.model) < {8: 0.35, 4: 0.25, 2: 0.2}[bits] * weight_bytes(policy.model)
     assert allocated_weight_bytes(variant.model) == weight_bytes(variant.model)
+
+
+@pytest.mark.parametrize("spec", [{"method": "torchao", "torchao": "int8_dynamic"}, {"method": "torchao", "torchao": "int8_weight_only"},
+                                  {"method": "quanto", "bits": 8}, {"method": "quanto", "bits": 4}])
+def test_integer_kernels_count_the_same_flops_as_the_float_model(spec):
+    """torch's counter does not see torch._int_mm or quanto's int8 kernel: profile() adds those
+    linears' 2 * in * out per row, so an int8 model does the float model's arithmetic."""
+    policy, variant, obs, _ = _variant_against_base({"quantization": spec})
+    assert profile(variant, obs, repeats=1, warmup=0).flops_per_call == profile(policy, obs, repeats=1, warmup=0).flops_per_call
