@@ -116,6 +116,12 @@ def _success_differs(row: dict, reference: dict) -> bool:
     return row["success_ci_high"] < reference["success_ci_low"] or row["success_ci_low"] > reference["success_ci_high"]
 
 
+def _signed(percent: float) -> str:
+    """A signed % with the digits that keep a small significant change off "+0": one decimal
+    under 10 %, none above."""
+    return f"{percent:+.1f}" if abs(percent) < 10 else f"{percent:+.0f}"
+
+
 def answer_sentence(rows: list[dict]) -> str:
     """One task's answer in words (plain text): each variant's significant changes with their
     intervals, success that differs, too few pairs, and the variants that changed nothing."""
@@ -133,7 +139,7 @@ def answer_sentence(rows: list[dict]) -> str:
         if row["paired_n"] < MIN_PAIRS:
             parts.append(f"too few paired successes to compare motion ({row['paired_n']} < {MIN_PAIRS})")
         else:
-            parts += [f"{metric_words(c.metric)} {c.percent:+.0f} % [{c.low:+.0f}, {c.high:+.0f}]"
+            parts += [f"{metric_words(c.metric)} {_signed(c.percent)} % [{_signed(c.low)}, {_signed(c.high)}]"
                       for c in significant_changes(row)]
         name = _name(row, base["variant"] if base else row["compared_to"])
         if parts:

@@ -38,6 +38,8 @@ def test_the_answer_names_each_significant_change_with_its_interval():
     assert text.startswith("Lift against tinyvla (50/50 solved): ")
     assert "int4: mean action change +32 % [+20, +41], mean squared joint jerk +25 % [+19, +32]" in text
     assert "dct4: mean squared joint jerk -16 % [-20, -12]" in text
+    small = answer_sentence([ROWS[0], row("int8", changes={"energy_j": (0.4, 0.1, 0.8)})])
+    assert "int8: motor energy +0.4 % [+0.1, +0.8]" in small  # not "+0 % [+0, +1]"
     assert "prune50: solves 0/50 against tinyvla's 50/50, too few paired successes to compare motion (0 < 5)" in text
     assert "tokens50: too few paired successes to compare motion (4 < 5)" in text
     assert "int8: no significant change in completion time, mean squared joint jerk" in text
