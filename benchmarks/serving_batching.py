@@ -20,27 +20,21 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
 
 import numpy as np
 
+from policies.serving.launch import start_server_process
+
 INSTRUCTIONS = ("lift the red cube", "push the green cube", "open the door", "close the drawer", "pick up the can")
 
 
 def _serve(max_batch: int, max_wait_ms: float, torch_threads: int) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "policies.remote", "serve", "--policy", "policies.tinyvla:load_reference", "--port", "0",
-         "--torch-threads", str(torch_threads), "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)],
-        stdout=subprocess.PIPE, text=True,
-    )
-    line = proc.stdout.readline()
-    if " at " not in line:
-        proc.kill()
-        raise RuntimeError(f"the server (max_batch={max_batch}) did not start: {line!r}")
-    return proc, line.split(" at ")[1].strip()
+    return start_server_process(["--policy", "policies.tinyvla:load_reference", "--port", "0", "--torch-threads",
+                                 str(torch_threads), "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)],
+                                f"the server (max_batch={max_batch})")
 
 
 def _observations(clients: int, requests: int) -> list[list[dict]]:

@@ -12,23 +12,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
-import sys
 import time
 
 import numpy as np
 
+from policies.serving.launch import start_server_process
+
 
 def _serve(protocol: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "policies.remote", "serve", "--protocol", protocol, "--policy",
-         "policies.tinyvla:load_reference", "--port", "0", "--torch-threads", "1"],
-        stdout=subprocess.PIPE, text=True,
-    )
-    line = proc.stdout.readline()
-    if " at " not in line:
-        proc.kill()
-        raise RuntimeError(f"the {protocol} server did not start: {line!r}")
-    return proc, line.split(" at ")[1].strip()
+    return start_server_process(["--protocol", protocol, "--policy", "policies.tinyvla:load_reference", "--port", "0",
+                                 "--torch-threads", "1"], f"the {protocol} server")
 
 
 def _time(policy, obs, calls: int) -> float:

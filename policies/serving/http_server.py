@@ -267,23 +267,18 @@ class PolicyServer:
                 self.close_connection = True
                 self._refused(code, clip(message or self.responses.get(code, ("",))[0], 200))
 
+            def _ok(self, payload: bytes, content_type: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
             def do_GET(self):  # noqa: N802
                 if self.path == "/healthz":  # openpi's health check path: plain text, for probes and curl
-                    payload = b"OK\n"
-                    self.send_response(200)
-                    self.send_header("Content-Type", "text/plain; charset=utf-8")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                    return None
+                    return self._ok(b"OK\n", "text/plain; charset=utf-8")
                 if self.path == "/stats":
-                    payload = json.dumps(server.stats_snapshot()).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                    return None
+                    return self._ok(json.dumps(server.stats_snapshot()).encode(), "application/json")
                 if self.path != "/info":
                     return self._refused(404, f"unknown path {clip(self.path, _SHOWN_PATH_CHARS)!r}: "
                                               "expected /healthz or /info or /stats")

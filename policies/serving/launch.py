@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Literal
 
 from policies.base import Policy
@@ -46,3 +48,16 @@ def serve(policy: Policy, protocol: Protocol, host: str, port: int, name: str | 
         pass
     finally:
         server.close()
+
+
+def start_server_process(serve_args: list[str], what: str = "the server") -> tuple[subprocess.Popen, str]:
+    """Start ``python -m policies.remote serve <serve_args>`` in a child process and wait for
+    ``serve``'s ``serving ... at <url>`` line: the process and the URL (a ``RuntimeError``
+    naming ``what`` and the line it printed instead when it did not start)."""
+    proc = subprocess.Popen([sys.executable, "-m", "policies.remote", "serve", *serve_args],
+                            stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if " at " not in line:
+        proc.kill()
+        raise RuntimeError(f"{what} did not start: {line!r}")
+    return proc, line.split(" at ")[1].strip()
