@@ -118,3 +118,47 @@ def test_token_cache_refuses_what_it_cannot_do():
 
     with pytest.raises(ValueError, match="does not support token caching"):
         compress(Still(), {"token_cache": {"similarity": 0.99}})
+
+
+def test_a_slow_drift_is_measured_against_the_pixels_the_token_was_computed_from():
+    """Each frame differs from the last by less than the threshold allows, but the patch keeps
+    moving: once it has drifted far enough from the frame its keys and values came from, it is
+    recomputed (compared frame to frame, it never would be)."""
+    from policies.tinyvla.token_cache import TokenCache, changed_patches, cached_forward, reused_tokens
+
+    policy = load_reference()
+    model = policy.model
+    base = observation(policy)
+    policy.reset(INSTRUCTION)
+    cache = TokenCache(0.99)
+    recomputed = []
+    for step in range(12):
+        obs = {k: v.copy() for k, v in base.items()}
+        obs["image"][:8, :8] = np.clip(obs["image"][:8, :8].astype(int) + 6 * step, 0, 255).astype(np.uint8)
+        images = {c: torch.from_numpy(obs[c])[None] for c in model.config.patch_sizes}
+        proprio = torch.from_numpy(obs["proprio"])[None]
+        with torch.no_grad():
+            patches = changed_patches(model, cache, images)
+            reused = reused_tokens(patches)
+            cached_forward(model, cache, images, policy._instruction_ids, proprio)
+        recomputed.append(model.config.n_image_tokens - reused)
+    first_step = static_patches(patchify(torch.from_numpy(base["image"])[None], 8)[0][:1],
+                                patchify(torch.from_numpy(np.clip(base["image"].astype(int) + 6, 0, 255).astype(np.uint8))[None], 8)[0][:1], 0.99)
+    assert bool(first_step[0])  # one step of drift alone stays under the threshold
+    assert recomputed[0] == model.config.n_image_tokens and 1 in recomputed[1:]
+
+
+def test_token_cache_with_skipped_blocks_and_batches():
+    from policies.tinyvla.token_cache import TokenCache, cached_forward
+
+    policy = load_reference()
+    obs = observation(policy)
+    skipping = compress(policy, {"layer_skip": {"blocks": [2]}})
+    both = compress(policy, {"layer_skip": {"blocks": [2]}, "token_cache": {"similarity": 1.01}})
+    skipping.reset(INSTRUCTION)
+    both.reset(INSTRUCTION)
+    np.testing.assert_allclose(both.act(obs), skipping.act(obs), atol=1e-6)
+    images = {c: torch.zeros(2, 64, 64, 3, dtype=torch.uint8) for c in policy.model.config.patch_sizes}
+    with pytest.raises(ValueError, match="one observation at a time: got a batch of 2"):
+        cached_forward(policy.model, TokenCache(0.99), images, torch.zeros(2, 12, dtype=torch.long),
+                       torch.zeros(2, policy.model.config.proprio_dim))
