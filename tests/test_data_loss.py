@@ -39,7 +39,9 @@ def _one_line_error(result) -> str:
     """The message of a usage error: exit 2, one line, no traceback."""
     assert result.exit_code == 2, result.output + repr(result.exception)
     assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
+    # stdout: a third-party import notice on stderr (old Gym's, where it is installed beside
+    # SB3) is not the CLI's message
+    lines = result.stdout.strip().splitlines()
     assert len(lines) == 1, result.output
     return lines[0]
 
