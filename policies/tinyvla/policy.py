@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -90,12 +91,10 @@ class TinyVLAPolicy(Policy):
 
         patches = changed_patches(self.model, self.token_cache, images)
         reused = reused_tokens(patches)
-        if reused in self._flops_by_reused:
+        counter = None if reused in self._flops_by_reused else FlopCounterMode(display=False)
+        with counter or contextlib.nullcontext():
             chunk = cached_forward(self.model, self.token_cache, images, self._instruction_ids, proprio, patches)
-        else:
-            counter = FlopCounterMode(display=False)
-            with counter:
-                chunk = cached_forward(self.model, self.token_cache, images, self._instruction_ids, proprio, patches)
+        if counter is not None:
             self._flops_by_reused[reused] = int(counter.get_total_flops())
         self._counters["reused_image_tokens"] += reused
         if 0 in self._flops_by_reused:  # the first call of an episode computes every token
@@ -110,12 +109,17 @@ class TinyVLAPolicy(Policy):
             raise ValueError(f"obs[{key!r}] has shape {value.shape}, expected {shape}")
         return torch.from_numpy(np.array(value, dtype=dtype))[None]  # a copy: inputs may be read-only buffers
 
-    @torch.no_grad()  # not inference_mode: quanto's int4 / int2 matmuls fail under it
-    def act(self, obs) -> np.ndarray:
+    def _inputs(self, obs) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The model's inputs from one observation, each with a batch of one (checked: shapes
+        and keys)."""
         config = self.model.config
         size = config.image_size
         images = {camera: self._tensor(obs, camera, (size, size, 3), np.uint8) for camera in config.patch_sizes}
-        proprio = self._tensor(obs, config.proprio_key, (config.proprio_dim,), np.float32)
+        return images, self._tensor(obs, config.proprio_key, (config.proprio_dim,), np.float32)
+
+    @torch.no_grad()  # not inference_mode: quanto's int4 / int2 matmuls fail under it
+    def act(self, obs) -> np.ndarray:
+        images, proprio = self._inputs(obs)
         if self.token_cache is None:
             chunk = self.model(images, self._instruction_ids, proprio)[0].numpy()
         else:
@@ -140,14 +144,11 @@ class TinyVLAPolicy(Policy):
             return super().act_batch(sessions, observations)
         if len(sessions) != len(observations):
             raise ValueError(f"{len(sessions)} sessions and {len(observations)} observations: expected one each")
-        config = self.model.config
-        size = config.image_size
         # every observation is checked and converted before the forward pass (a bad one raises
         # here, before anything ran); instructions are each session's own, already tokenised
-        images = {camera: torch.cat([self._tensor(obs, camera, (size, size, 3), np.uint8) for obs in observations])
-                  for camera in config.patch_sizes}
-        proprio = torch.cat([self._tensor(obs, config.proprio_key, (config.proprio_dim,), np.float32)
-                             for obs in observations])
+        inputs = [self._inputs(obs) for obs in observations]
+        images = {camera: torch.cat([each[camera] for each, _ in inputs]) for camera in self.model.config.patch_sizes}
+        proprio = torch.cat([each for _, each in inputs])
         instruction_ids = torch.cat([session._instruction_ids for session in sessions])  # type: ignore[attr-defined]
         chunks = self.model(images, instruction_ids, proprio).numpy()
         return [np.clip(self.normalizer.unnormalize(chunk), -1.0, 1.0) for chunk in chunks]
