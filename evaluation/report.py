@@ -179,19 +179,17 @@ def forest_plot(rows: list[dict]) -> str | None:
     y = np.arange(len(others))[::-1]
     for ax, metric in zip(axes[1:], REPORT_METRICS):
         for yi, row in zip(y, others):
-            reference = row[metric_column(metric, "paired_base_mean")]
-            pct = row[metric_column(metric, "paired_pct")]
             mde = row[metric_column(metric, "paired_mde_pct")]
             if _finite(mde):
                 ax.fill_betweenx([yi - 0.3, yi + 0.3], -mde, mde, color="0.85", linewidth=0)
-            if _finite(pct) and _finite(reference) and reference != 0:
-                lo = 100 * row[metric_column(metric, "paired_ci_low")] / abs(reference)
-                hi = 100 * row[metric_column(metric, "paired_ci_high")] / abs(reference)
-                read = row["paired_n"] >= MIN_PAIRS  # fewer pairs: drawn grey, not read (the answer's rule)
-                worse = read and lo > 0  # every metric here is a cost: higher is worse
-                better = read and hi < 0
-                color = "tab:red" if worse else "tab:blue" if better else "0.3"
-                ax.errorbar([pct], [yi], xerr=[[pct - lo], [hi - pct]], fmt="o", color=color, capsize=3)
+            change = paired_percent(row, metric)
+            if change is not None:
+                # the answer's rule: grey unless read as a change (fewer pairs are not read);
+                # every metric here is a cost, so higher is worse
+                read = verdict("none", change.low, change.high, row["paired_n"]) is Verdict.CHANGED
+                color = "0.3" if not read else "tab:red" if change.low > 0 else "tab:blue"
+                ax.errorbar([change.percent], [yi], xerr=[[change.percent - change.low], [change.high - change.percent]],
+                            fmt="o", color=color, capsize=3)
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_yticks(y, [_name(r, base) for r in others] if ax is axes[1] else [""] * len(others), fontsize=8)
         ax.set_ylim(-0.7, len(others) - 0.3)
