@@ -161,6 +161,17 @@ class OpenPIPolicySpec(_Strict):
         return self
 
 
+class HttpPolicySpec(_Strict):
+    """A policy served over this suite's HTTP protocol at ``url`` (``policies.serving.http_server``:
+    ``python -m policies.remote serve``, a LeRobot policy served by ``python -m
+    policies.serving.lerobot_policy serve``, or a server another evaluation started). The server
+    must be up when the evaluation starts; every simulator worker opens its own sessions."""
+
+    kind: Literal["http"]
+    url: str = Field(pattern=r"^http://[^\s/]+(:\d+)?/?$", description="http://host:port")
+    timeout_s: float = Field(60.0, gt=0.0, description="per request")
+
+
 def _policy_kind(value: Any) -> str | None:
     """Which spec a policy entry is, from its ``kind`` (a factory has none), so a mistake is
     reported against that spec alone rather than against every member of the union."""
@@ -173,10 +184,11 @@ def _policy_kind(value: Any) -> str | None:
 
 PolicySpec = Annotated[
     Annotated[ExpertPolicySpec, Tag("expert")] | Annotated[FactoryPolicySpec, Tag("factory")]
-    | Annotated[ResidualPolicySpec, Tag("residual")] | Annotated[OpenPIPolicySpec, Tag("openpi")],
+    | Annotated[ResidualPolicySpec, Tag("residual")] | Annotated[OpenPIPolicySpec, Tag("openpi")]
+    | Annotated[HttpPolicySpec, Tag("http")],
     Discriminator(_policy_kind, custom_error_type="policy_kind",
                   custom_error_message="a policy: {kind: expert}, {kind: residual, checkpoint: ...}, "
-                  "{kind: openpi, url: ...} or {factory: module:callable}"),
+                  "{kind: openpi, url: ...}, {kind: http, url: ...} or {factory: module:callable}"),
 ]
 ResidualPolicySpec.model_rebuild()
 
@@ -391,6 +403,26 @@ class RayConfig(_Strict):
     runtime_env: dict[str, Any] | None = Field(None, description="ray.init runtime_env (e.g. working_dir, pip)")
 
 
+class ServingConfig(_Strict):
+    """Run the models in policy servers that the evaluation starts, and the simulators in the
+    workers as the servers' clients (``evaluation.serving``): one server per served variant holds
+    the model once, however many workers there are, and with ``max_batch`` > 1 stacks concurrent
+    workers' queries into one forward pass (for a policy that declares ``Policy.batchable``)."""
+
+    variants: list[str] | None = Field(
+        None, description="the variants to serve (default: every variant whose policy runs in process; the "
+        "scripted expert reads the worker's simulator and openpi/http policies are served already, so those stay)")
+    max_batch: int = Field(1, ge=1, description="1: unbatched, and episodes equal the in-process run's bit for bit")
+    max_wait_ms: float = Field(5.0, ge=0.0, description="how long a query waits for others to join its batch")
+    host: str = Field("127.0.0.1", description="the servers' bind address (loopback by default; a Ray cluster "
+                      "of several machines needs one the workers reach, e.g. 0.0.0.0)")
+    torch_threads: int | None = Field(None, ge=1, description="torch threads in each server (default: torch_threads)")
+    start_timeout_s: float = Field(300.0, gt=0.0, description="how long a server may take to load its model")
+    ray_resources: dict[str, float] = Field(
+        default_factory=dict, description="--backend ray: the resources a server's actor asks for (e.g. {GPU: 1}, "
+        "or a custom resource that only the model's node has)")
+
+
 class EvalConfig(_Strict):
     """One evaluation: every variant on the same seeds of every task."""
 
@@ -417,6 +449,7 @@ class EvalConfig(_Strict):
     stats: StatsConfig = StatsConfig()
     report: ReportConfig = ReportConfig()
     ray: RayConfig = RayConfig()
+    serving: ServingConfig | None = Field(None, description="serve the models from policy servers the run starts")
     policy_seed: int = Field(0, description="torch seed before building each policy (random init is reproducible)")
     # One thread per worker by default: episodes are the parallel unit, and torch's default
     # (every core) slows a small model 10-20x when other processes compete for the cores.
@@ -493,6 +526,13 @@ class EvalConfig(_Strict):
             if isinstance(latency, DeviceLatency) and latency.device not in known_devices:
                 raise ValueError(f"variant {name!r}: latency device {latency.device!r} is not in "
                                  f"configs/latency/devices.yaml or 'devices', expected one of {sorted(known_devices)}")
+        if self.serving is not None and self.serving.variants is not None:
+            for name in self.serving.variants:
+                if name not in names:
+                    raise ValueError(f"'serving.variants' names {name!r}, expected some of {names}")
+                why = self.unservable_reason(name)
+                if why is not None:
+                    raise ValueError(f"'serving.variants' names {name!r}, which cannot be served: {why}")
         report = self.report
         if report.trace_variant is not None and report.trace_variant not in names:
             raise ValueError(f"'report.trace_variant' = {report.trace_variant!r}, expected one of {names}")
@@ -518,7 +558,10 @@ class EvalConfig(_Strict):
     def episode_settings(self) -> dict:
         """The settings that shape episodes (what ``--resume`` requires to be unchanged):
         everything but profiling, statistics, reporting, Ray and thread settings."""
-        settings = self.model_dump(mode="json", exclude={"name", "profile", "stats", "report", "ray", "torch_threads"})
+        # serving is where the model runs, not what it computes: unbatched, the episodes are the
+        # in-process run's bit for bit (tested); batched, as with other torch_threads, the last bits
+        settings = self.model_dump(mode="json", exclude={"name", "profile", "stats", "report", "ray", "torch_threads",
+                                                         "serving"})
         if settings["env"]["robot"] is None:  # each task's arm: what runs made before env.robot existed used
             del settings["env"]["robot"]
         return settings
@@ -565,6 +608,32 @@ class EvalConfig(_Strict):
         """The variants whose latency is resolved once before the episodes (``profiled``, ``{device: NAME}``)."""
         return [name for name in self.variant_names
                 if self.latency_for(name) == "profiled" or isinstance(self.latency_for(name), DeviceLatency)]
+
+    def policy_spec_of(self, name: str) -> PolicySpec:
+        """The spec the variant's policy is built from (the base's, for a compressed variant or one
+        that only changes execution or latency)."""
+        variant = self.variant(name)
+        return variant.policy if variant is not None and variant.policy is not None else self.base.policy
+
+    def unservable_reason(self, name: str) -> str | None:
+        """Why the variant's policy cannot run in a policy server, or ``None`` when it can."""
+        spec = self.policy_spec_of(name)
+        if isinstance(spec, (OpenPIPolicySpec, HttpPolicySpec)):
+            return f"its policy is {{kind: {spec.kind}}}, served already"
+        while isinstance(spec, ResidualPolicySpec):
+            spec = spec.base_spec()
+        if isinstance(spec, ExpertPolicySpec):
+            return "it is (or rests on) the scripted expert, which reads the worker's simulator, not the observation"
+        return None
+
+    def served_variants(self) -> list[str]:
+        """The variants whose policies the run serves (``serving``): those named, else every one
+        that can be served."""
+        if self.serving is None:
+            return []
+        if self.serving.variants is not None:
+            return [n for n in self.variant_names if n in self.serving.variants]
+        return [n for n in self.variant_names if self.unservable_reason(n) is None]
 
     def latency_for(self, name: str) -> LatencySpec:
         variant = self.variant(name)

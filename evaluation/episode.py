@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +40,9 @@ from evaluation.schema import (
 )
 from evaluation.units import WorkUnit
 from wrappers.metrics import METRIC_KEYS
+
+if TYPE_CHECKING:
+    from evaluation.serving import Endpoints
 
 
 
@@ -72,8 +76,9 @@ def seam_columns(episode, sources: list[StepSource], control_freq_hz: float) -> 
 class EpisodeRunner:
     """Runs work units of one config; keeps one env per task and the policies built on it."""
 
-    def __init__(self, config: EvalConfig):
+    def __init__(self, config: EvalConfig, endpoints: Endpoints | None = None):
         self.config = config
+        self.endpoints = endpoints  # the run's policy servers (evaluation.serving), reached as clients
         self._envs: dict[str, object] = {}
         self._policies: dict[str, PolicyCache] = {}
 
@@ -102,7 +107,7 @@ class EpisodeRunner:
             # actions; steps.parquet is written only with recording.record_steps
             env = JointStateRecorder(env, record_substeps=self.config.recording.record_substeps)
             self._envs[task] = env
-            self._policies[task] = PolicyCache(self.config, task, env)
+            self._policies[task] = PolicyCache(self.config, task, env, self.endpoints)
         return self._envs[task]
 
     def policy(self, task: str, variant: str):

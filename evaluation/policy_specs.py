@@ -10,16 +10,22 @@ from __future__ import annotations
 import inspect
 import zlib
 
+from typing import TYPE_CHECKING
+
 from evaluation.config import (
     EvalConfig,
     ExpertPolicySpec,
     FactoryPolicySpec,
+    HttpPolicySpec,
     OpenPIPolicySpec,
     PolicySpec,
     ResidualPolicySpec,
 )
 from policies.base import Policy
 from policies.factories import resolve_factory
+
+if TYPE_CHECKING:
+    from evaluation.serving import Endpoints
 
 def stable_seed(*parts: object) -> int:
     """A 31-bit seed from any values, the same in every process (``hash`` is salted per process)."""
@@ -55,6 +61,10 @@ def build_policy(spec: PolicySpec, env, task: str, seed: int) -> Policy:
         return OpenPIPolicy(spec.url, action_dim=int(env.action_space.shape[0]), chunk_size=spec.chunk_size,
                             keys=spec.keys, prompt_key=spec.prompt_key, actions_key=spec.actions_key,
                             timeout_s=spec.timeout_s, convention=spec.convention)
+    if isinstance(spec, HttpPolicySpec):
+        from policies.serving.http_client import RemotePolicy
+
+        return RemotePolicy(spec.url.rstrip("/"), timeout_s=spec.timeout_s)
     assert isinstance(spec, FactoryPolicySpec)
     factory = resolve_factory(spec.factory)
     kwargs = dict(spec.kwargs)
@@ -75,18 +85,37 @@ def build_policy(spec: PolicySpec, env, task: str, seed: int) -> Policy:
 
 
 class PolicyCache:
-    """The base policy and its variants for one task, built once per worker and env."""
+    """The base policy and its variants for one task, built once per worker and env.
 
-    def __init__(self, config: EvalConfig, task: str, env):
+    ``endpoints`` (``evaluation.serving``): the variants served by the run's policy servers,
+    which this cache reaches as clients instead of building them; ``env`` is ``None`` in a
+    server, which builds its variant without a simulator."""
+
+    def __init__(self, config: EvalConfig, task: str, env, endpoints: Endpoints | None = None):
         self.config = config
         self.task = task
         self.env = env
+        self.endpoints = endpoints
         self._policies: dict[str, Policy] = {}
+        self._local: dict[str, Policy] = {}
 
     def get(self, variant: str) -> Policy:
         if variant not in self._policies:
-            self._policies[variant] = self._build(variant)
+            url = self.endpoints.url_for(self.task, variant) if self.endpoints is not None else None
+            if url is None:
+                self._policies[variant] = self.build_local(variant)
+            else:
+                from policies.serving.http_client import RemotePolicy
+
+                timeout_s = self.endpoints.timeout_s
+                self._policies[variant] = RemotePolicy(url, timeout_s=timeout_s)
         return self._policies[variant]
+
+    def build_local(self, variant: str) -> Policy:
+        """The variant's policy built in this process (what a policy server for it serves)."""
+        if variant not in self._local:
+            self._local[variant] = self._build(variant)
+        return self._local[variant]
 
     def _build(self, name: str) -> Policy:
         config = self.config
@@ -96,7 +125,8 @@ class PolicyCache:
             return build_policy(config.base.policy, self.env, self.task, stable_seed(config.policy_seed, self.task))
         if variant.policy is not None:
             return build_policy(variant.policy, self.env, self.task, seed)
-        base = self.get(config.base.name)
+        # a compressed variant compresses the base built here, also when the base itself is served
+        base = self.build_local(config.base.name)
         if variant.compression is None:  # the base under other execution/latency settings
             return base
         from policies.compression import compress

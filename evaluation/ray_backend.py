@@ -9,19 +9,24 @@ node needs it installed (or ``ray.runtime_env: {working_dir: ., ...}`` in the co
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from evaluation.config import EvalConfig
 from evaluation.episode import EpisodeResult, EpisodeRunner
 from evaluation.units import WorkUnit
 
+if TYPE_CHECKING:
+    from evaluation.serving import Endpoints
+
 
 class _EpisodeActor:
-    def __init__(self, config_json: str):
+    def __init__(self, config_json: str, endpoints_json: str | None = None):
+        from evaluation.serving import Endpoints
         from evaluation.workers import set_threads
 
         config = EvalConfig.model_validate_json(config_json)
         set_threads(config.torch_threads)
-        self.runner = EpisodeRunner(config)
+        self.runner = EpisodeRunner(config, Endpoints.from_json(endpoints_json) if endpoints_json else None)
 
     def run(self, unit: WorkUnit) -> tuple[WorkUnit, EpisodeResult]:
         return unit, self.runner.run(unit)
@@ -37,11 +42,30 @@ def import_ray():
     return ray
 
 
+def init_ray(config: EvalConfig, workers: int, address: str | None = None, extra_cpus: float = 0.0) -> bool:
+    """Connect to Ray (``address``, else ``ray.address``; ``None`` starts a local instance sized
+    for the workers and ``extra_cpus``, e.g. the policy servers'); whether this call started it
+    (and so should shut it down). A Ray already initialised by the caller is used as it is."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    address = address if address is not None else config.ray.address
+    kwargs = {"include_dashboard": False, "log_to_driver": False}
+    if address is None:  # a local instance sized for the workers
+        kwargs["num_cpus"] = max(workers * config.ray.num_cpus_per_worker + extra_cpus, 1)
+    if config.ray.runtime_env:
+        kwargs["runtime_env"] = config.ray.runtime_env
+    ray.init(address=address, **kwargs)
+    return True
+
+
 def run_ray(
-    config: EvalConfig, units: list[WorkUnit], workers: int, address: str | None = None
+    config: EvalConfig, units: list[WorkUnit], workers: int, address: str | None = None,
+    endpoints: Endpoints | None = None,
 ) -> Iterator[tuple[WorkUnit, EpisodeResult]]:
     """Units on ``workers`` Ray actors, yielded in completion order. ``address``: ``ray.init``'s
-    (``"auto"`` or ``"ray://head:10001"`` for a cluster; ``None`` starts a local instance)."""
+    (``"auto"`` or ``"ray://head:10001"`` for a cluster; ``None`` starts a local instance);
+    ``endpoints``: the run's policy servers (``evaluation.serving``), which the actors reach as clients."""
     if workers < 1:
         raise ValueError(f"workers={workers}: expected >= 1")
     if not units:
@@ -49,18 +73,11 @@ def run_ray(
     ray = import_ray()
     from ray.util import ActorPool
 
-    address = address if address is not None else config.ray.address
-    started_here = not ray.is_initialized()
-    if started_here:
-        kwargs = {"include_dashboard": False, "log_to_driver": False}
-        if address is None:  # a local instance sized for the workers
-            kwargs["num_cpus"] = max(workers * config.ray.num_cpus_per_worker, 1)
-        if config.ray.runtime_env:
-            kwargs["runtime_env"] = config.ray.runtime_env
-        ray.init(address=address, **kwargs)
+    started_here = init_ray(config, workers, address)
     actor_class = ray.remote(num_cpus=config.ray.num_cpus_per_worker)(_EpisodeActor)
     config_json = config.model_dump_json()
-    actors = [actor_class.remote(config_json) for _ in range(min(workers, len(units)))]
+    endpoints_json = endpoints.to_json() if endpoints is not None else None
+    actors = [actor_class.remote(config_json, endpoints_json) for _ in range(min(workers, len(units)))]
     try:
         pool = ActorPool(actors)
         yield from pool.map_unordered(lambda actor, unit: actor.run.remote(unit), units)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -104,20 +104,47 @@ def _locked(out_dir: str | Path):
         raise OutputExistsError(str(exc)) from None
 
 
-def _iterate(config: EvalConfig, units: list[WorkUnit], backend: Backend, workers: int, ray_address: str | None):
+def _iterate(config: EvalConfig, units: list[WorkUnit], backend: Backend, workers: int, ray_address: str | None,
+             endpoints=None):
     if backend == "ray":
         from evaluation.ray_backend import run_ray
 
-        return run_ray(config, units, workers, ray_address)
+        return run_ray(config, units, workers, ray_address, endpoints)
     if backend != "local":
         raise ValueError(f"backend={backend!r}: expected 'local' or 'ray'")
     if workers == 1:
         from evaluation.workers import run_sequential
 
-        return run_sequential(config, units)
+        return run_sequential(config, units, endpoints)
     from evaluation.workers import run_processes
 
-    return run_processes(config, units, workers)
+    return run_processes(config, units, workers, endpoints)
+
+
+@contextmanager
+def _policy_servers(config: EvalConfig, backend: Backend, workers: int, ray_address: str | None, record: dict):
+    """The run's policy servers (``evaluation.serving``) while the block runs: ``None`` without
+    ``serving``, else their ``Endpoints``; ``record`` receives their URLs and final statistics."""
+    if config.serving is None:
+        yield None
+        return
+    from evaluation import serving
+
+    record.update(max_batch=config.serving.max_batch, max_wait_ms=config.serving.max_wait_ms, backend=backend)
+    if backend != "ray":
+        with serving.local_servers(config, record) as endpoints:
+            yield endpoints
+        return
+    from evaluation.ray_backend import import_ray, init_ray
+
+    cpus = config.serving.ray_resources.get("CPU", 1) * len(serving.plan_servers(config))
+    started_here = init_ray(config, workers, ray_address, extra_cpus=cpus)
+    try:
+        with serving.ray_servers(config, record) as endpoints:
+            yield endpoints
+    finally:
+        if started_here:
+            import_ray().shutdown()
 
 
 def resolve_latencies(config: EvalConfig, previous_run_json: Path | None = None) -> EvalConfig:
@@ -144,7 +171,7 @@ def resolve_latencies(config: EvalConfig, previous_run_json: Path | None = None)
     return config.model_copy(update={"resolved_latency_ms": {**computed, **pinned}})
 
 
-def check_policies(config: EvalConfig) -> None:
+def check_policies(config: EvalConfig, endpoints=None) -> None:
     """Build every (task, variant) policy and its executor once, here in the driver, so a factory
     that returns something other than a ``Policy`` or execution settings a policy's chunk size
     cannot take (``execute_steps``, ``query_when_remaining``) fail before any episode runs
@@ -152,7 +179,7 @@ def check_policies(config: EvalConfig) -> None:
     from evaluation.episode import EpisodeRunner
     from vla_envs.config import ConfigError
 
-    runner = EpisodeRunner(config)
+    runner = EpisodeRunner(config, endpoints)
     try:
         for task in config.tasks:
             for variant in config.variant_names:
@@ -181,15 +208,30 @@ def run_episodes(
     """Run the episodes still missing in ``out_dir``; returns (planned units, episodes run).
 
     ``max_episodes`` stops after that many (an interruption, for tests and for trying a config).
+    With ``serving`` in the config, the policy servers run while the episodes do
+    (``evaluation.serving``), and each call's entry in run.json records their statistics.
     """
-    from evaluation.run_info import run_info
-    from vla_envs.progress import episode_progress
-
     store = PartStore(out_dir)
     store.out_dir.mkdir(parents=True, exist_ok=True)
     config = resolve_latencies(config, store.out_dir / "run.json" if resume else None)
     _check_output(store, config, resume)
-    check_policies(config)
+    with ExitStack() as stack:
+        serving: dict = {}
+        endpoints = stack.enter_context(_policy_servers(config, backend, workers, ray_address, serving))
+        check_policies(config, endpoints)
+        return _run_units(config, store, stack, serving, endpoints, workers=workers, backend=backend, resume=resume,
+                          ray_address=ray_address, config_path=config_path, progress=progress, console=console,
+                          max_episodes=max_episodes)
+
+
+def _run_units(config: EvalConfig, store: PartStore, servers: ExitStack, serving: dict, endpoints, *, workers: int,
+               backend: Backend, resume: bool, ray_address: str | None, config_path: str | None, progress: bool,
+               console, max_episodes: int | None) -> tuple[list[WorkUnit], int]:
+    """``run_episodes`` once the policy servers run (``servers`` stops them; ``serving`` then
+    holds their statistics, which run.json records)."""
+    from evaluation.run_info import run_info
+    from vla_envs.progress import episode_progress
+
     units = plan_units(config)
     done, damaged = store.completed(expect_steps=config.recording.record_steps)
     for message in damaged:
@@ -217,7 +259,7 @@ def run_episodes(
             if bar is not None:
                 already = sum(u.key in done for u in units)
                 task_id = bar.add_task("eval", total=len(units), completed=already, last="")
-            for unit, result in _iterate(config, todo, backend, workers, ray_address):
+            for unit, result in _iterate(config, todo, backend, workers, ray_address, endpoints):
                 store.write(unit, result)
                 ran += 1
                 if bar is not None:
@@ -227,13 +269,25 @@ def run_episodes(
         info.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {exc!r}")
         info.update(episodes_done=len(store.done_keys()), episodes_wall_s=time.perf_counter() - start)
         call.update(episodes_run=ran, episodes_wall_s=info["episodes_wall_s"], status=info["status"])
+        _stop_servers(servers, serving, call)
         _write_json(info, store.out_dir / "run.json")
         raise
     info.update(episodes_done=len(store.done_keys()), episodes_wall_s=time.perf_counter() - start)
     call.update(episodes_run=ran, episodes_wall_s=info["episodes_wall_s"])
+    _stop_servers(servers, serving, call)
     info["status"] = "episodes complete" if info["episodes_done"] >= len(units) else "partial"
     _write_json(info, store.out_dir / "run.json")
     return units, ran
+
+
+def _stop_servers(servers: ExitStack, serving: dict, call: dict) -> None:
+    """Stop the run's policy servers, and record in this call's entry of run.json how they were
+    set and what they served (``GET /stats`` of each, taken before it stopped)."""
+    try:
+        servers.close()
+    finally:
+        if serving:
+            call["serving"] = serving
 
 
 def _previous_calls(run_json: Path, resume: bool) -> list[dict]:

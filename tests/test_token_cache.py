@@ -90,6 +90,42 @@ def test_changed_patches_are_recomputed_and_counted():
     assert not np.allclose(chunk, policy.act(obs), atol=1e-6)  # the changed patches were seen
 
 
+def _saved_by_one_reuse(variant, obs: dict, changed: dict) -> int:
+    variant.reset(INSTRUCTION)
+    variant.act(obs)
+    variant.act(changed)
+    return variant.episode_counters()["flops_saved"]
+
+
+def test_flops_saved_count_each_cameras_reuse_whatever_ran_before():
+    """The cameras' patches differ in size (8 and 16 px), so a query reusing a wrist token saves
+    other FLOPs than one reusing an agent-view token: the FLOPs of one count of reused tokens are
+    not those of another split, and an episode's count must not depend on what the policy met in
+    earlier episodes (a served session and a worker's policy have different pasts)."""
+    policy = load_reference()
+    obs = observation(policy)
+    agent_changed = {key: value.copy() for key, value in obs.items()}
+    agent_changed["image"] = 255 - agent_changed["image"]  # every agent-view patch recomputed
+    # as many tokens reused, from the other camera: the wrist's 16 patches and all but 16 of the
+    # agent view's 8 px patches (its top two rows) recomputed
+    wrist_changed = {key: value.copy() for key, value in obs.items()}
+    wrist_changed["wrist_image"] = 255 - wrist_changed["wrist_image"]
+    wrist_changed["image"][16:] = 255 - wrist_changed["image"][16:]
+    counts = []
+    for changed in (agent_changed, wrist_changed):
+        variant = compress(policy, {"token_cache": {"similarity": 0.999}})
+        variant.reset(INSTRUCTION)
+        variant.act(obs)
+        variant.act(changed)
+        counts.append(variant.episode_counters()["reused_image_tokens"])
+    assert counts == [16, 16]
+    fresh = [_saved_by_one_reuse(compress(policy, {"token_cache": {"similarity": 0.999}}), obs, changed)
+             for changed in (agent_changed, wrist_changed)]
+    assert fresh[0] != fresh[1]
+    seasoned = compress(policy, {"token_cache": {"similarity": 0.999}})
+    assert [_saved_by_one_reuse(seasoned, obs, changed) for changed in (wrist_changed, agent_changed)] == fresh[::-1]
+
+
 def test_reset_starts_each_episode_with_a_full_call():
     policy = load_reference()
     variant = compress(policy, {"token_cache": {"similarity": 0.99}})

@@ -160,23 +160,38 @@ def eval_command(
     ray_address: str | None = typer.Option(
         None, "--ray-address", help="ray.init address (e.g. auto); overrides the config's ray.address"
     ),
+    serve: bool = typer.Option(False, "--serve", help="run the models in policy servers the run starts, the "
+                               "simulators in the workers as their clients (the config's `serving`, or its defaults)"),
+    max_batch: int | None = typer.Option(None, "--max-batch", min=1, help="with --serve: stack up to this many "
+                                         "workers' queries into one forward pass (overrides serving.max_batch)"),
 ) -> None:
     """Evaluate a base policy and its variants on paired seeds; write tables, summary and report."""
     from pathlib import Path
 
     from evaluation import load_eval_config, run_eval
+    from evaluation.config import ServingConfig
     from evaluation.runner import OutputExistsError
+    from evaluation.serving import ServingError
     from vla_envs.config import ConfigError
 
     if backend not in ("local", "ray"):
         console.print(f"[red]--backend {backend!r}: expected local or ray[/red]")
         raise typer.Exit(2)
+    if max_batch is not None and not serve:
+        console.print(f"[red]--max-batch {max_batch}: batching happens in the policy servers, expected --serve "
+                      "with it[/red]")
+        raise typer.Exit(2)
     with _exit_on(ConfigError):
         cfg = load_eval_config(config)
+        if serve:
+            serving = cfg.serving or ServingConfig()
+            if max_batch is not None:
+                serving = serving.model_copy(update={"max_batch": max_batch})
+            cfg = cfg.model_copy(update={"serving": serving})
     out_dir = Path(out) if out is not None else Path("runs") / "eval" / Path(config).stem
     # ConfigError here: what only building the policies can show (a factory returning no Policy,
     # an unreachable policy server)
-    with _exit_on(OutputExistsError, ConfigError,
+    with _exit_on(OutputExistsError, ConfigError, ServingError,
                   interrupted=f"interrupted: finished episodes are kept in {out_dir}/parts; rerun with --resume"):
         outcome = run_eval(
             cfg, out_dir, workers=workers, backend=backend, resume=resume, ray_address=ray_address,

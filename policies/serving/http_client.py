@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from policies.base import Policy
+from policies.base import EPISODE_COUNTERS, Policy
 from policies.serving.wire import WireError, pack, unpack
 
 RELEASE_TIMEOUT_S = 5.0  # closing a session must not hold up a garbage collection or an exit for long
@@ -94,6 +94,9 @@ class RemotePolicy(Policy):
         self.action_dim = int(info["action_dim"])
         self.chunk_size = int(info["chunk_size"])
         self.remote_policy = info["policy"]
+        # the served policy's own open-loop steps (a compressed variant's), None when it has none
+        self.execute_steps = info.get("execute_steps")
+        self._counters: dict[str, int] | None = None
 
     @property
     def session(self) -> str | None:
@@ -110,8 +113,15 @@ class RemotePolicy(Policy):
         """Another client of the same server (its own connection and session)."""
         return RemotePolicy(self.url, self.timeout_s)
 
+    def episode_counters(self) -> dict[str, int]:
+        """The served session's counters as of its last answer (zero before the first): what
+        the served policy counted in this episode."""
+        counted = self._counters or {}
+        return {key: int(counted.get(key, 0)) for key in EPISODE_COUNTERS}
+
     def reset(self, instruction: str = "") -> None:
         super().reset(instruction)
+        self._counters = None
         self.session = self._request("POST", "/reset", {"instruction": instruction, "session": self.session})["session"]
         if not self._release.alive:  # used again after close(): release this session too when dropped
             self._release = weakref.finalize(self, _Link.release, self._link)
@@ -119,7 +129,9 @@ class RemotePolicy(Policy):
     def act(self, obs) -> np.ndarray:
         if self.session is None:
             self.reset(self.instruction)
-        return np.array(self._request("POST", "/act", {"session": self.session, "observation": dict(obs)})["action"])
+        reply = self._request("POST", "/act", {"session": self.session, "observation": dict(obs)})
+        self._counters = reply.get("counters")  # servers before counters were served send none
+        return np.array(reply["action"])
 
     def close(self) -> None:
         self._release()

@@ -285,7 +285,9 @@ class PolicyServer:
                 p = server.policy
                 self._reply(200, {"action_dim": p.action_dim, "chunk_size": p.chunk_size, "policy": type(p).__name__,
                                   "protocol": PROTOCOL, "max_sessions": server.sessions.max_sessions,
-                                  "sessions": len(server.sessions), "max_batch": server.max_batch})
+                                  "sessions": len(server.sessions), "max_batch": server.max_batch,
+                                  # a compressed policy's own open-loop steps (compression's execution)
+                                  "execute_steps": getattr(p, "execute_steps", None)})
 
             def _body(self) -> bytes:
                 """The request body, after strict checks of its length (the body is not read when
@@ -407,15 +409,18 @@ class PolicyServer:
         with session.lock:  # one request of a session at a time: never twice in one batch
             if self._batcher is not None and session.policy.batchable():
                 try:
-                    return {"action": self._batcher.submit(session.policy, obs, arrived)}
+                    chunk = self._batcher.submit(session.policy, obs, arrived)
                 except BatcherClosed as exc:
                     raise RequestError(503, str(exc)) from None
-            started = time.perf_counter()
-            try:
-                chunk = self._check_chunk(session.policy.act(obs))
-            finally:
-                self.stats.record([started - arrived], time.perf_counter() - started)
-        return {"action": chunk}
+            else:
+                started = time.perf_counter()
+                try:
+                    chunk = self._check_chunk(session.policy.act(obs))
+                finally:
+                    self.stats.record([started - arrived], time.perf_counter() - started)
+            # the session's episode counters so far (Policy.episode_counters): a client's episode
+            # rows then count what the served policy did, as an in-process policy's do
+            return {"action": chunk, "counters": session.policy.episode_counters()}
 
     def stats_snapshot(self) -> dict:
         """The ``GET /stats`` answer: ``ServingStats.snapshot()`` and whether the policy declares

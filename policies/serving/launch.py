@@ -50,14 +50,38 @@ def serve(policy: Policy, protocol: Protocol, host: str, port: int, name: str | 
         server.close()
 
 
-def start_server_process(serve_args: list[str], what: str = "the server") -> tuple[subprocess.Popen, str]:
-    """Start ``python -m policies.remote serve <serve_args>`` in a child process and wait for
-    ``serve``'s ``serving ... at <url>`` line: the process and the URL (a ``RuntimeError``
-    naming ``what`` and the line it printed instead when it did not start)."""
-    proc = subprocess.Popen([sys.executable, "-m", "policies.remote", "serve", *serve_args],
-                            stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
+def start_server_process(serve_args: list[str], what: str = "the server", *, module: str = "policies.remote serve",
+                         stdin_text: str | None = None, timeout_s: float | None = None,
+                         new_session: bool = False) -> tuple[subprocess.Popen, str]:
+    """Start ``python -m <module> <serve_args>`` in a child process and wait for ``serve``'s
+    ``serving ... at <url>`` line: the process and the URL (a ``RuntimeError`` naming ``what``
+    and the line it printed instead, or the time it took, when it did not start).
+
+    ``stdin_text`` is written to the child's stdin (then closed); ``timeout_s`` bounds the wait
+    for the line; ``new_session``: the child has its own process group, so a Ctrl-C at the
+    terminal does not reach it and the caller decides when it stops."""
+    proc = subprocess.Popen([sys.executable, "-m", *module.split(), *serve_args], stdout=subprocess.PIPE, text=True,
+                            stdin=subprocess.PIPE if stdin_text is not None else None,
+                            start_new_session=new_session)
+    if stdin_text is not None:
+        proc.stdin.write(stdin_text)
+        proc.stdin.close()
+    timer = None
+    if timeout_s is not None:
+        import threading
+
+        timer = threading.Timer(timeout_s, proc.kill)  # an unanswered readline ends when the child dies
+        timer.start()
+    try:
+        line = proc.stdout.readline()
+    finally:
+        if timer is not None:
+            timer.cancel()
     if " at " not in line:
         proc.kill()
-        raise RuntimeError(f"{what} did not start: {line!r}")
+        proc.wait()
+        detail = f"printed {line!r}" if line else f"exited with {proc.returncode} (see its messages above)"
+        if timeout_s is not None and proc.returncode == -9 and not line:
+            detail = f"did not print its address within {timeout_s:g} s"
+        raise RuntimeError(f"{what} did not start: it {detail}")
     return proc, line.split(" at ")[1].strip()

@@ -33,7 +33,7 @@ class TinyVLAPolicy(Policy):
         self.token_cache: TokenCache | None = None
         # FLOPs of one cached call by how many image tokens it reused, each counted once by
         # torch's FLOP counter (a call's FLOPs depend only on that number)
-        self._flops_by_reused: dict[int, int] = {}
+        self._flops_by_reused: dict[tuple[int, ...], int] = {}  # per-camera reused tokens -> FLOPs
         self.reset()
 
     def reset(self, instruction: str = "") -> None:
@@ -90,15 +90,18 @@ class TinyVLAPolicy(Policy):
         from torch.utils.flop_counter import FlopCounterMode
 
         patches = changed_patches(self.model, self.token_cache, images)
-        reused = reused_tokens(patches)
-        counter = None if reused in self._flops_by_reused else FlopCounterMode(display=False)
+        # a query's FLOPs depend on how many tokens of each camera it reuses (the cameras' patches
+        # differ in size), so they are measured once per such count, whatever came before
+        level = tuple(reused_tokens({camera: part}) for camera, part in patches.items())
+        counter = None if level in self._flops_by_reused else FlopCounterMode(display=False)
         with counter or contextlib.nullcontext():
             chunk = cached_forward(self.model, self.token_cache, images, self._instruction_ids, proprio, patches)
         if counter is not None:
-            self._flops_by_reused[reused] = int(counter.get_total_flops())
-        self._counters["reused_image_tokens"] += reused
-        if 0 in self._flops_by_reused:  # the first call of an episode computes every token
-            self._counters["flops_saved"] += self._flops_by_reused[0] - self._flops_by_reused[reused]
+            self._flops_by_reused[level] = int(counter.get_total_flops())
+        self._counters["reused_image_tokens"] += sum(level)
+        full = (0,) * len(level)
+        if full in self._flops_by_reused:  # the first call of an episode computes every token
+            self._counters["flops_saved"] += self._flops_by_reused[full] - self._flops_by_reused[level]
         return chunk
 
     def _tensor(self, obs, key: str, shape: tuple[int, ...], dtype) -> torch.Tensor:
