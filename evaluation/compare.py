@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import pyarrow.parquet as pq
 
 from evaluation.config import EvalConfig
+from vla_envs.errors import VlaEnvsError
 from vla_envs.files import claim_output_folder, lock_output_folder
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 COMPARE_FILES = ("summary.csv", "summary.md", "report.html", "divergence.csv")
 
 
-class RunFolderError(ValueError):
+class RunFolderError(VlaEnvsError, ValueError):
     """A folder that is not a finished evaluation run (the message says what is missing)."""
 
 

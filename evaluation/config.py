@@ -23,13 +23,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
 
 from evaluation.devices import DeviceModel
 from evaluation.stats import INTERVAL_METHODS
 from policies.conventions import ConventionName
 from vla_envs.config import ConfigError, load_config
 from vla_envs.libero.suites import SETTLE_STEPS
+from vla_envs.strict_config import StrictConfig
 
 # numpy's legacy seeding (np.random.seed) takes 32-bit seeds; larger ones fail mid-run
 MAX_SEED = 2**32 - 1
@@ -37,17 +38,13 @@ MAX_SEED = 2**32 - 1
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class ExpertPolicySpec(_Strict):
+class ExpertPolicySpec(StrictConfig):
     """The task's scripted expert (``policies.experts``); it reads privileged simulator state."""
 
     kind: Literal["expert"]
 
 
-class FactoryPolicySpec(_Strict):
+class FactoryPolicySpec(StrictConfig):
     """``module:callable`` returning a ``Policy``; called with ``kwargs`` (and ``env=`` and/or
     ``task=`` when the callable takes parameters of those names)."""
 
@@ -55,7 +52,7 @@ class FactoryPolicySpec(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
-class ResidualPolicySpec(_Strict):
+class ResidualPolicySpec(StrictConfig):
     """A base policy plus a residual trained by ``vla-envs finetune`` (``policies.residual``).
 
     ``checkpoint`` is the residual's safetensors file; ``base`` defaults to the base policy the
@@ -138,7 +135,7 @@ def header_base_spec(base_policy: Any, checkpoint: str) -> "PolicySpec":
     )
 
 
-class OpenPIPolicySpec(_Strict):
+class OpenPIPolicySpec(StrictConfig):
     """A policy served over openpi's websocket protocol (``policies.serving.openpi_client``): pi0
     served by openpi, a LeRobot policy, or ``python -m policies.remote serve --protocol openpi``."""
 
@@ -161,7 +158,7 @@ class OpenPIPolicySpec(_Strict):
         return self
 
 
-class HttpPolicySpec(_Strict):
+class HttpPolicySpec(StrictConfig):
     """A policy served over this suite's HTTP protocol at ``url`` (``policies.serving.http_server``:
     ``python -m policies.remote serve``, a LeRobot policy served by ``python -m
     policies.serving.lerobot_policy serve``, or a server another evaluation started). The server
@@ -193,13 +190,13 @@ PolicySpec = Annotated[
 ResidualPolicySpec.model_rebuild()
 
 
-class FixedLatency(_Strict):
+class FixedLatency(StrictConfig):
     """A fixed inference time in milliseconds (models a target device)."""
 
     fixed_ms: float = Field(ge=0.0, allow_inf_nan=False)
 
 
-class DeviceLatency(_Strict):
+class DeviceLatency(StrictConfig):
     """A device model (``evaluation.devices``): FLOPs per call / effective throughput + overhead."""
 
     device: str = Field(description="a name in configs/latency/devices.yaml or in the config's 'devices'")
@@ -211,7 +208,7 @@ class DeviceLatency(_Strict):
 LatencySpec = Literal["frozen", "measured", "profiled"] | FixedLatency | DeviceLatency
 
 
-class ExecutionConfig(_Strict):
+class ExecutionConfig(StrictConfig):
     """How action chunks become control steps (``policies.ChunkExecutor``)."""
 
     schedule: Literal["open_loop", "temporal_ensemble", "async"] = Field(
@@ -250,12 +247,12 @@ class ExecutionConfig(_Strict):
         return kwargs
 
 
-class BaseConfig(_Strict):
+class BaseConfig(StrictConfig):
     name: str = Field("base", pattern=_NAME_PATTERN)
     policy: PolicySpec
 
 
-class VariantConfig(_Strict):
+class VariantConfig(StrictConfig):
     """A variant: the base policy compressed (``compression``), or another policy (``policy``);
     with neither, the base policy itself under other ``execution`` / ``latency`` settings."""
 
@@ -284,7 +281,7 @@ class VariantConfig(_Strict):
         return self
 
 
-class LiberoEnvConfig(_Strict):
+class LiberoEnvConfig(StrictConfig):
     """How LIBERO tasks are run (``vla_envs.libero.env``); the defaults are openpi's and LeRobot's
     LIBERO evaluations."""
 
@@ -296,7 +293,7 @@ class LiberoEnvConfig(_Strict):
         "1.4", description="step the arm and gripper as robosuite 1.4 did (LIBERO's demonstrations) or as 1.5 does")
 
 
-class EnvConfig(_Strict):
+class EnvConfig(StrictConfig):
     """Keyword arguments for ``gym.make`` (the same for every task; ``libero`` for LIBERO tasks)."""
 
     obs_mode: Literal["state", "rgb", "state+rgb"] = "state"
@@ -354,11 +351,11 @@ class EnvConfig(_Strict):
         return None if value is None else check_robot(value)
 
 
-class SeedStart(_Strict):
+class SeedStart(StrictConfig):
     start: int = Field(0, ge=0)
 
 
-class VideoConfig(_Strict):
+class VideoConfig(StrictConfig):
     """MP4 videos of chosen episodes (needs the ``imageio-ffmpeg`` package)."""
 
     seeds: list[int] = Field(min_length=1, description="seeds to film")
@@ -366,13 +363,13 @@ class VideoConfig(_Strict):
     size: int = Field(256, ge=16, le=1024, description="frame side in pixels")
 
 
-class RecordingConfig(_Strict):
+class RecordingConfig(StrictConfig):
     record_steps: bool = Field(True, description="write steps.parquet (per control step joint state)")
     record_substeps: bool = Field(False, description="also every physics substep's torque and velocity")
     videos: VideoConfig | None = None
 
 
-class ProfileConfig(_Strict):
+class ProfileConfig(StrictConfig):
     """``policies.profiling.profile`` settings for the inference metrics beside the summary."""
 
     enabled: bool = True
@@ -380,7 +377,7 @@ class ProfileConfig(_Strict):
     warmup: int = Field(3, ge=0)
 
 
-class StatsConfig(_Strict):
+class StatsConfig(StrictConfig):
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
     bootstrap_resamples: int = Field(2000, ge=100)
     bootstrap_seed: int = 0
@@ -389,7 +386,7 @@ class StatsConfig(_Strict):
     interval: Literal[tuple(INTERVAL_METHODS)] = "expanded_bca"  # type: ignore[valid-type]
 
 
-class ReportConfig(_Strict):
+class ReportConfig(StrictConfig):
     """Which episode's joint traces the report plots (default: the base's first success)."""
 
     trace_variant: str | None = None
@@ -397,13 +394,13 @@ class ReportConfig(_Strict):
     trace_task: str | None = None
 
 
-class RayConfig(_Strict):
+class RayConfig(StrictConfig):
     address: str | None = Field(None, description="ray.init address; None starts a local Ray instance")
     num_cpus_per_worker: float = Field(1.0, gt=0.0)
     runtime_env: dict[str, Any] | None = Field(None, description="ray.init runtime_env (e.g. working_dir, pip)")
 
 
-class ServingConfig(_Strict):
+class ServingConfig(StrictConfig):
     """Run the models in policy servers that the evaluation starts, and the simulators in the
     workers as the servers' clients (``evaluation.serving``): one server per served variant holds
     the model once, however many workers there are, and with ``max_batch`` > 1 stacks concurrent
@@ -423,7 +420,7 @@ class ServingConfig(_Strict):
         "or a custom resource that only the model's node has)")
 
 
-class EvalConfig(_Strict):
+class EvalConfig(StrictConfig):
     """One evaluation: every variant on the same seeds of every task."""
 
     name: str | None = None

@@ -14,13 +14,13 @@ import math
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from vla_envs.strict_config import StrictConfig
 
 
-class DeviceModel(BaseModel):
+class DeviceModel(StrictConfig):
     """One device: the throughput a batch-1 query sustains and a fixed cost per query."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     description: str = ""
     effective_tflops: float = Field(gt=0.0, allow_inf_nan=False, description="sustained TFLOP/s for one query")
@@ -28,9 +28,7 @@ class DeviceModel(BaseModel):
     source: str = ""
 
 
-class DeviceTable(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
+class DeviceTable(StrictConfig):
     devices: dict[str, DeviceModel]
 
 

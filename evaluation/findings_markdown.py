@@ -55,6 +55,7 @@ from evaluation.findings_figure import FIGURE_MARKER, figure_link, findings_figu
 from evaluation.schema import SEAM_COLUMNS
 from evaluation.stats import INTERVAL_METHODS
 from evaluation.summary import format_number
+from vla_envs.errors import VlaEnvsError
 from vla_envs.files import atomic_path
 from wrappers.metrics import METRIC_LABELS
 
@@ -67,7 +68,7 @@ PAGE_MARKER = "<!-- written by `vla-envs findings`: edits are lost when the page
 PAGE_HEADING = "# The paper's findings on this suite: "
 
 
-class FindingsOutputError(ValueError):
+class FindingsOutputError(VlaEnvsError, ValueError):
     """An ``--output`` the page cannot be written to (the message names it and what was expected)."""
 
 _VERDICT_RULE = (

@@ -43,6 +43,7 @@ import numpy as np
 import pyarrow as pa
 
 from evaluation.schema import HASH_COLUMNS
+from vla_envs.errors import VlaEnvsError
 
 DIGEST_SIZE = 8  # bytes: 16 hex characters; a chance collision needs ~4e9 distinct observations
 KINDS = ("identical", "physics", "render", "execution", "policy", "length")
@@ -123,7 +124,7 @@ class StepHasher:
 
 # -- comparing two runs ---------------------------------------------------------------------------
 
-class NoHashes(Exception):
+class NoHashes(VlaEnvsError, Exception):
     """A run whose steps.parquet cannot be compared step by step (the message says why)."""
 
 

@@ -31,12 +31,13 @@ import pyarrow.parquet as pq
 from evaluation.config import EvalConfig
 from evaluation.parts import PartStore, atomic_write_bytes
 from evaluation.units import WorkUnit, plan_units
+from vla_envs.errors import VlaEnvsError
 from vla_envs.files import OutputFolderError, claim_output_folder, folder_entries, lock_output_folder
 
 Backend = Literal["local", "ray"]
 
 
-class OutputExistsError(RuntimeError):
+class OutputExistsError(VlaEnvsError, RuntimeError):
     """The output folder already holds episodes of a run (use resume, or another folder)."""
 
 

@@ -35,11 +35,12 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 from evaluation.config import EvalConfig, FactoryPolicySpec, ResidualPolicySpec
+from vla_envs.errors import VlaEnvsError
 
 STATS_TIMEOUT_S = 10.0
 
 
-class ServingError(RuntimeError):
+class ServingError(VlaEnvsError, RuntimeError):
     """A policy server of the run could not be planned or started."""
 
 

@@ -19,7 +19,7 @@ import inspect
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from evaluation.config import (
     EnvConfig,
@@ -30,6 +30,7 @@ from evaluation.config import (
     check_factory_importable,
 )
 from vla_envs.config import ConfigError, check_task_names, load_config
+from vla_envs.strict_config import StrictConfig
 from wrappers.efficiency_reward import RewardConfig, load_reward_config
 
 ALGORITHMS = ("PPO", "SAC")
@@ -84,11 +85,7 @@ def check_hyperparameter(algorithm: str, name: str, value: Any) -> None:
         raise ValueError(f"{algorithm} hyperparameter {name} = {value!r}: expected {HYPERPARAMETER_VALUES[name][1]}") from None
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class BaseSection(_Strict):
+class BaseSection(StrictConfig):
     """The frozen base policy and how its chunks are executed."""
 
     policy: PolicySpec
@@ -103,7 +100,7 @@ class BaseSection(_Strict):
         return value
 
 
-class ResidualSection(_Strict):
+class ResidualSection(StrictConfig):
     """The residual action: ``clip(base + scale * clip(residual, -1, 1), low, high)``."""
 
     scale: float | list[float] = Field(0.5, description="largest correction per action dimension")
@@ -121,7 +118,7 @@ class ResidualSection(_Strict):
         return value
 
 
-class AlgorithmSection(_Strict):
+class AlgorithmSection(StrictConfig):
     name: Literal["PPO", "SAC"] = "PPO"
     hyperparameters: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the SB3 class")
     policy_kwargs: dict[str, Any] = Field(default_factory=dict, description="net_arch, log_std_init, ...")
@@ -156,7 +153,7 @@ class AlgorithmSection(_Strict):
         return self.policy_kwargs.get("activation_fn", "tanh" if self.name == "PPO" else "relu")
 
 
-class TrainingSection(_Strict):
+class TrainingSection(StrictConfig):
     total_steps: int = Field(ge=1, description="environment steps, over all parallel envs")
     num_envs: int = Field(1, ge=1)
     vec_env: Literal["dummy", "subproc"] = "dummy"
@@ -181,7 +178,7 @@ class TrainingSection(_Strict):
         return value
 
 
-class FinetuneConfig(_Strict):
+class FinetuneConfig(StrictConfig):
     """One fine-tuning run: a residual on a frozen base policy, trained with a shaped reward."""
 
     name: str | None = None

@@ -55,6 +55,7 @@ from finetuning import checkpoints
 from finetuning.checkpoints import CheckpointError
 from finetuning.config import FinetuneConfig
 from finetuning.residual_env import ResidualActionEnv
+from vla_envs.errors import VlaEnvsError
 from vla_envs.files import OutputFolderError, atomic_path, claim_output_folder, lock_output_folder
 
 RESIDUAL_FILE = "residual.safetensors"
@@ -64,7 +65,7 @@ RUN_FILES = ("config.yaml", "logs", "checkpoints", RESIDUAL_FILE, CURVE_FILE)
 _ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
 
 
-class FinetuneError(RuntimeError):
+class FinetuneError(VlaEnvsError, RuntimeError):
     """A run that cannot start or continue (the message says why and what to do)."""
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from vla_envs.errors import VlaEnvsError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(VlaEnvsError, ValueError):
     """Stored numbers a policy cannot use: the message names the file, the field or tensor, what
     is wrong with it and what was expected."""
 

@@ -39,10 +39,11 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from vla_envs.config import load_config
 from vla_envs.files import atomic_path
+from vla_envs.strict_config import StrictConfig
 
 DEMO_SEED_START = 1000  # evaluation uses seeds 0-49, held-out checks 500-999
 SHARD_EPISODES = 10
@@ -50,10 +51,10 @@ SHARD_SEED_STRIDE = 100_000  # seeds a shard may try before running into the nex
 PER_FRAME = ("image", "wrist_image", "libero_state", "proprio", "action")
 
 
-class LiberoDemoConfig(BaseModel):
+class LiberoDemoConfig(StrictConfig):
     """``configs/demos/*.yaml``: which tasks, how many episodes each, how they are rendered."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=False)  # values from code: numpy numbers are numbers
 
     suites: list[str] = Field(min_length=1)
     tasks: list[Annotated[int, Field(ge=0)]] | None = None  # indices; None: all the suite's tasks

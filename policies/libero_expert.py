@@ -34,6 +34,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from policies.base import Policy
+from vla_envs.errors import VlaEnvsError
 
 # OSC_POSE delta actions in LIBERO's controller configuration: one unit is this much motion per
 # control step (robosuite's default_panda output_max)
@@ -54,7 +55,7 @@ RIM_DEPTH_M = 0.015  # a bowl is held this far below its rim
 RIM_FRACTION = 0.8  # ... this far out from its centre, in radii
 
 
-class UnsupportedGoal(ValueError):
+class UnsupportedGoal(VlaEnvsError, ValueError):
     """The task's goal has a predicate this expert cannot achieve (open, turnon, ...)."""
 
 

@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+
+from vla_envs.errors import VlaEnvsError
+from vla_envs.strict_config import StrictConfig
 
 # Environment variable that points the suite at another folder of task files.
 CONFIG_DIR_ENV = "VLA_ENVS_CONFIG_DIR"
@@ -32,14 +35,12 @@ def shipped_config_dir() -> Path:
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-class ConfigError(ValueError):
+class ConfigError(VlaEnvsError, ValueError):
     """A configuration file is missing, unreadable or invalid."""
 
 
-class CameraConfig(BaseModel):
+class CameraConfig(StrictConfig):
     """Which robosuite cameras feed the image observations."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     image: str = Field("agentview", min_length=1, description="third-person camera -> obs['image']")
     wrist_image: str = Field(
@@ -47,11 +48,10 @@ class CameraConfig(BaseModel):
     )
 
 
-class TaskConfig(BaseModel):
+class TaskConfig(StrictConfig):
     """One manipulation task: which robosuite environment, what to say, how long it may take."""
 
-    # strict: a quoted "20" in a task YAML is text, not a frequency (as gym.make's keywords)
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # StrictConfig: a quoted "20" in a task YAML is text, not a frequency (as gym.make's keywords)
 
     name: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$", description="registered as vla_envs/<name>-v0")
     robosuite_env: str = Field(min_length=1, description="robosuite environment class name")

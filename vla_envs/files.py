@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from vla_envs.errors import VlaEnvsError
+
 
 def project_cache_dir() -> Path:
     """The project's cache folder (made on this machine, safe to delete): ``$VLA_ENVS_CACHE_DIR``,
@@ -96,7 +98,7 @@ BOOKKEEPING = frozenset({MANIFEST, LOCK})
 _OWNERS = {"eval": "an evaluation run", "finetune": "a fine-tuning run", "compare": "`vla-envs compare`"}
 
 
-class OutputFolderError(ValueError):
+class OutputFolderError(VlaEnvsError, ValueError):
     """An output folder a command may not write to (the message names it, the files in the way
     and what was expected)."""
 

@@ -41,6 +41,7 @@ from gymnasium import spaces
 from vla_envs.actions import check_action
 from vla_envs.config import TaskConfig, get_task_config
 from vla_envs.controllers import DEFAULT_CONTROLLER, check_controller, controller_config
+from vla_envs.errors import VlaEnvsError
 from vla_envs.lean_meshes import DEFAULT_FACE_BUDGET, check_face_budget
 from vla_envs.rendering import CameraRenderer, RenderQuality, check_render_quality
 from vla_envs.robots import check_robot
@@ -52,7 +53,7 @@ _PROPRIO_KEY = "robot0_proprio-state"
 _OBJECT_KEY = "object-state"
 
 
-class EnvClosedError(gym.error.ClosedEnvironmentError, RuntimeError):
+class EnvClosedError(VlaEnvsError, gym.error.ClosedEnvironmentError, RuntimeError):
     """``reset``, ``step`` or ``render`` after ``close()``: the simulation is gone."""
 
 

@@ -7,21 +7,22 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
+from vla_envs.strict_config import StrictConfig
 from wrappers.base import EmbodiedWrapper
 from wrappers.accounting import dict_builder
 from wrappers.metrics import STEP_TERM_KEYS
 
 
-class RewardConfig(BaseModel):
+class RewardConfig(StrictConfig):
     """Weights and normalisation scales per cost term (keys: ``STEP_TERM_KEYS``).
 
     Each step: ``reward = task_reward + success_bonus * [first success step]
     - sum_k weights[k] * term_k / scales[k]``, where term_k is that step's summand of cost k.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(strict=False)  # values from code: numpy numbers are numbers
 
     weights: dict[str, float] = Field(default_factory=dict)
     scales: dict[str, float] = Field(default_factory=dict)

@@ -29,12 +29,13 @@ import mujoco
 import numpy as np
 from gymnasium.envs.mujoco import MujocoEnv
 
+from vla_envs.errors import VlaEnvsError
 from wrappers.metrics import HINGE_ONLY_KEYS
 
 _ONE_DOF_JOINTS = (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE)
 
 
-class RobotNotFoundError(ValueError):
+class RobotNotFoundError(VlaEnvsError, ValueError):
     """The environment does not expose what the embodied wrappers need."""
 
 

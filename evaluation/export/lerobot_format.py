@@ -45,11 +45,12 @@ import pyarrow.parquet as pq
 
 from evaluation.export.replay import RUNNING_KEYS, ReplayedEpisode
 from evaluation.schema import EPISODE_SCHEMA
+from vla_envs.errors import VlaEnvsError
 
 RUNNING_NAMES = list(RUNNING_KEYS)
 
 
-class ExportError(RuntimeError):
+class ExportError(VlaEnvsError, RuntimeError):
     """An export that cannot be written (the message says what is missing)."""
 
 

@@ -23,11 +23,12 @@ import pyarrow.parquet as pq
 
 from evaluation.compare import read_run
 from evaluation.schema import RUNNING_COLUMNS
+from vla_envs.errors import VlaEnvsError
 
 RUNNING_KEYS: tuple[str, ...] = tuple(column.removeprefix("running_") for column in RUNNING_COLUMNS)
 
 
-class ReplayError(RuntimeError):
+class ReplayError(VlaEnvsError, RuntimeError):
     """The replay of an episode differs from its record (or the input lacks what a replay needs)."""
 
 

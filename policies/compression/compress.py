@@ -29,19 +29,16 @@ import copy
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from policies.base import Policy
 from policies.compression.action_codec import dct_compress, temporal_downsample
 from policies.compression.pruning import magnitude_prune, structured_prune_rows
 from policies.compression.quantization import dynamic_int8, fake_quantize
+from vla_envs.strict_config import StrictConfig
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class QuantizationSpec(_Strict):
+class QuantizationSpec(StrictConfig):
     method: Literal["fake", "dynamic_int8", "torchao", "quanto"] = "fake"
     bits: Literal[2, 4, 8] = 8  # fake and quanto
     torchao: Literal["int8_weight_only", "int8_dynamic", "int4_weight_only"] | None = None
@@ -58,17 +55,17 @@ class QuantizationSpec(_Strict):
         return self
 
 
-class PruningSpec(_Strict):
+class PruningSpec(StrictConfig):
     fraction: float = Field(ge=0.0, lt=1.0)
     structured: bool = False
 
 
-class TokenSpec(_Strict):
+class TokenSpec(StrictConfig):
     keep: float = Field(gt=0.0, le=1.0)
     method: Literal["attention", "norm", "random"] = "attention"
 
 
-class FastSpec(_Strict):
+class FastSpec(StrictConfig):
     """The chunk goes through FAST tokens (``policies.compression.fast``): ``tokenizer`` is a
     shipped vocabulary's name (``policies/compression/fast_<name>.json``) or a JSON file's path;
     ``max_tokens`` a decoder's token budget (None: all tokens); ``relaxed`` LeRobot's decoding
@@ -79,29 +76,29 @@ class FastSpec(_Strict):
     relaxed: bool = False
 
 
-class LayerSkipSpec(_Strict):
+class LayerSkipSpec(StrictConfig):
     blocks: list[int] = Field(min_length=1)
 
 
-class TokenCacheSpec(_Strict):
+class TokenCacheSpec(StrictConfig):
     """Reuse an image token's keys and values while its patch's cosine similarity to the pixels
     they were computed from stays >= ``similarity`` (``policies.tinyvla.token_cache``)."""
 
     similarity: float = Field(gt=0.0)
 
 
-class ActionCodecSpec(_Strict):
+class ActionCodecSpec(StrictConfig):
     fast: FastSpec | None = None
     dct_keep: int | None = Field(None, ge=1)
     quantization_scale: float | None = Field(None, gt=0.0)
     downsample: int | None = Field(None, ge=1)
 
 
-class ExecutionSpec(_Strict):
+class ExecutionSpec(StrictConfig):
     open_loop_steps: int = Field(ge=1)
 
 
-class CompressionSpec(_Strict):
+class CompressionSpec(StrictConfig):
     quantization: QuantizationSpec | None = None
     pruning: PruningSpec | None = None
     token_sparsification: TokenSpec | None = None

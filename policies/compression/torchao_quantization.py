@@ -27,11 +27,13 @@ import copy
 import torch
 from torch import nn
 
+from vla_envs.errors import VlaEnvsError
+
 TORCHAO_METHODS = ("int8_weight_only", "int8_dynamic", "int4_weight_only")
 INT4_GROUP_SIZES = (32, 64, 128)
 
 
-class QuantizationUnavailable(RuntimeError):
+class QuantizationUnavailable(VlaEnvsError, RuntimeError):
     """A quantization method cannot run here (a missing library, device or dtype)."""
 
 

@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 
 from policies.base import Policy
+from vla_envs.errors import VlaEnvsError
 
 log = logging.getLogger(__name__)
 
 STATS_WINDOW = 4096  # the p90 of queue waits is over this many of the latest requests
 
 
-class BatcherClosed(RuntimeError):
+class BatcherClosed(VlaEnvsError, RuntimeError):
     """The server is shutting down: no new requests are taken."""
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from policies.base import EPISODE_COUNTERS, Policy
 from policies.serving.wire import WireError, pack, unpack
+from vla_envs.errors import VlaEnvsError
 
 RELEASE_TIMEOUT_S = 5.0  # closing a session must not hold up a garbage collection or an exit for long
 
@@ -25,7 +26,7 @@ class _NoDelayConnection(http.client.HTTPConnection):
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class RemoteError(RuntimeError):
+class RemoteError(VlaEnvsError, RuntimeError):
     """The policy server answered with an error."""
 
 

@@ -61,6 +61,7 @@ from policies.base import Policy, check_chunk
 from policies.serving.batching import Batcher, BatcherClosed, ServingStats
 from policies.serving.sessions import SessionError, SessionPool, TooManySessions
 from policies.serving.wire import WireError, clip, describe, pack, unpack
+from vla_envs.errors import VlaEnvsError
 
 DEFAULT_HOST = "127.0.0.1"
 PROTOCOL = "vla-envs-http/2"
@@ -78,7 +79,7 @@ class _HungUp(Exception):
     """The client closed its connection mid-request: there is no one to answer."""
 
 
-class RequestError(Exception):
+class RequestError(VlaEnvsError):
     """A request the server refuses, with its HTTP status."""
 
     def __init__(self, status: int, message: str):

@@ -34,9 +34,10 @@ import numpy as np
 from policies.base import Policy
 from policies.conventions import convention as _convention
 from policies.serving.wire import describe, pack, unpack
+from vla_envs.errors import VlaEnvsError
 
 
-class OpenPIError(RuntimeError):
+class OpenPIError(VlaEnvsError, RuntimeError):
     """The server answered with an error (its traceback) or closed the connection."""
 
 

@@ -18,16 +18,17 @@ from dataclasses import dataclass, field
 
 from policies.base import Policy
 from policies.serving.wire import describe
+from vla_envs.errors import VlaEnvsError
 
 
-class SessionError(KeyError):
+class SessionError(VlaEnvsError, KeyError):
     """An unknown or expired session id."""
 
     def __str__(self) -> str:  # KeyError quotes its message
         return str(self.args[0])
 
 
-class TooManySessions(RuntimeError):
+class TooManySessions(VlaEnvsError, RuntimeError):
     """Every session slot is taken by a session that has not expired."""
 
 

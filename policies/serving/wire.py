@@ -26,6 +26,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from vla_envs.errors import VlaEnvsError
+
 _REFUSED_KINDS = ("V", "O", "c")  # what is never sent (openpi's rule)
 ACCEPTED_KINDS = {"b": "bool", "i": "int", "u": "unsigned int", "f": "float", "U": "unicode"}
 MAX_NDIM = 32  # numpy's own limit is 64
@@ -36,7 +38,7 @@ MAX_ERROR_CHARS = 500
 _SHOWN_CHARS = 40
 
 
-class WireError(ValueError):
+class WireError(VlaEnvsError, ValueError):
     """A message that is not valid msgpack-numpy."""
 
 

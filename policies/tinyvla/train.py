@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from rich.progress import Progress, TextColumn
 
 from policies.normalization import ActionNormalizer
@@ -41,10 +41,12 @@ from policies.tinyvla.model import TinyVLA, TinyVLAConfig
 from policies.tinyvla.tokenizer import ByteBPETokenizer, WordTokenizer
 from vla_envs.config import load_config
 from vla_envs.progress import progress_columns
+from vla_envs.strict_config import StrictConfig
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictConfig):
+    # training configs hold numbers written by hand and by scripts: 1e-3 as a float, not text
+    model_config = ConfigDict(strict=False)
 
 
 class DemosSection(_Strict):

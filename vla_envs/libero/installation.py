@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from vla_envs.errors import VlaEnvsError
 from vla_envs.files import atomic_path, project_cache_dir
 
 ASSETS_ENV = "VLA_ENVS_LIBERO_ASSETS"
@@ -39,7 +40,7 @@ _OBJECT_MODULES = ("hope_objects", "site_object", "turbosquid_objects", "articul
 _SCENE_MODULE = "libero.libero.envs.bddl_base_domain"
 
 
-class LiberoUnavailable(ImportError):
+class LiberoUnavailable(VlaEnvsError, ImportError):
     """LIBERO or its assets are not installed (the message says how to install them)."""
 
 

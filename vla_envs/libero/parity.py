@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from vla_envs.errors import VlaEnvsError
 from vla_envs.files import atomic_path, project_cache_dir
 from vla_envs.libero.suites import SETTLE_STEPS
 from vla_envs.robosuite_fixes import hold_orientation_on_zero_rotation, ramp_gripper_per_substep
@@ -62,7 +63,7 @@ ROT_RAD_PER_UNIT = 0.5
 GRIPPER_CLOSE, GRIPPER_OPEN = 1.0, -1.0  # LIBERO's convention (checked by the expert's test)
 
 
-class Libero14Unavailable(RuntimeError):
+class Libero14Unavailable(VlaEnvsError, RuntimeError):
     """The robosuite 1.4 LIBERO environment is not set up (the message says how)."""
 
 
