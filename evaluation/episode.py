@@ -119,9 +119,9 @@ class EpisodeRunner:
         execution = self.config.execution_for(variant)
         # a compression spec's `execution: {open_loop_steps: k}` wins over the config's k; the
         # config's k is capped at each policy's chunk size (an expert's chunks have one action)
-        execute_steps = getattr(policy, "execute_steps", None) or execution.execute_steps
+        execute_steps = policy.execute_steps or execution.execute_steps
         if execute_steps is not None:
-            execute_steps = min(execute_steps, int(getattr(policy, "chunk_size", 1)))
+            execute_steps = min(execute_steps, int(policy.chunk_size))
         kwargs = execution.executor_kwargs()
         chunk = TimedChunkExecutor(policy, kwargs["schedule"], execute_steps, execution.ensemble_coefficient)
         hold = None

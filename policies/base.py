@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vla_envs.errors import VlaEnvsError
+
 
 # per-episode event counts a policy reports (Policy.episode_counters), declared once: the
 # evaluation's episode rows and summary columns derive from this
@@ -18,16 +20,32 @@ EPISODE_COUNTERS: tuple[str, ...] = (
 )
 
 
+class UnsupportedCapability(VlaEnvsError, ValueError):
+    """A policy was asked for something it does not declare (a compression it cannot apply)."""
+
+
 class Policy(abc.ABC):
     """A policy maps an observation to a chunk of ``chunk_size`` actions, shape (H, action_dim).
 
     Single-step policies have ``chunk_size == 1``. ``reset`` starts an episode with its
     natural-language instruction (``info["instruction"]`` from the env's ``reset``).
+
+    What a policy may offer beyond ``act`` is declared here, with the default of a policy that
+    does not offer it, so callers read it instead of probing: ``execute_steps`` (its own open-loop
+    steps), ``observation_shapes`` (what a server checks requests against), ``batchable`` /
+    ``act_batch``, ``episode_counters``, ``torch_module``, and the compressions it can apply to
+    itself (``set_token_sparsification``, ``set_layer_skip``, ``set_token_cache``; by default
+    they raise ``UnsupportedCapability`` naming the policy).
     """
 
     action_dim: int
     chunk_size: int = 1
     instruction: str = ""  # the current episode's, set by reset
+    # open-loop steps per chunk that this policy asks for (a compressed variant's execution: {open_loop_steps});
+    # None: the evaluation config's execute_steps
+    execute_steps: int | None = None
+    # observation key -> shape a policy server refuses requests without; None: not checked
+    observation_shapes: dict[str, tuple[int, ...]] | None = None
 
     def reset(self, instruction: str = "") -> None:
         self.instruction = instruction
@@ -51,6 +69,22 @@ class Policy(abc.ABC):
         behaviour with its own instruction and per-episode state. The default deep-copies the
         policy; a policy whose weights are large and read-only can override it to share them."""
         return copy.deepcopy(self)
+
+    # -- compressions a policy applies to itself (policies.compression.compress) -----------------
+    def set_token_sparsification(self, keep: float, method: str = "attention") -> None:
+        """Keep ``keep`` of the image tokens after the ranking block (``method``: attention or random)."""
+        raise UnsupportedCapability(f"{type(self).__name__} does not support token sparsification (it does not "
+                                    "override Policy.set_token_sparsification)")
+
+    def set_layer_skip(self, blocks: list[int]) -> None:
+        """Skip these transformer blocks (early exit)."""
+        raise UnsupportedCapability(f"{type(self).__name__} does not support layer skipping (it does not override "
+                                    "Policy.set_layer_skip)")
+
+    def set_token_cache(self, similarity: float) -> None:
+        """Reuse image tokens whose patch stayed this similar (VLA-Cache)."""
+        raise UnsupportedCapability(f"{type(self).__name__} does not support token caching (it does not override "
+                                    "Policy.set_token_cache)")
 
     @abc.abstractmethod
     def act(self, obs) -> np.ndarray:

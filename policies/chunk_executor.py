@@ -37,7 +37,7 @@ class ChunkExecutor:
     ):
         if schedule not in ("open_loop", "temporal_ensemble"):
             raise ValueError(f"schedule={schedule!r}: expected 'open_loop' or 'temporal_ensemble'")
-        chunk_size = int(getattr(policy, "chunk_size", 1))
+        chunk_size = int(policy.chunk_size)
         execute_steps = chunk_size if execute_steps is None else int(execute_steps)
         if schedule == "open_loop" and not 1 <= execute_steps <= chunk_size:
             raise ValueError(f"execute_steps={execute_steps}: expected 1..{chunk_size} (the policy's chunk size)")

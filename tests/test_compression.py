@@ -374,7 +374,7 @@ def test_compress_applies_exactly_the_named_codec_and_settings(mlp):
     full.reset()
     assert full.instruction == "" and policy.instruction == ""
 
-    with pytest.raises(ValueError, match=r"^ModuleAdapter does not support token sparsification \(expected a set_token_sparsification\(keep, method\) method\)$"):
+    with pytest.raises(ValueError, match=r"^ModuleAdapter does not support token sparsification \(it does not override Policy.set_token_sparsification\)$"):
         compress(policy, {"token_sparsification": {"keep": 0.5}})
 
 

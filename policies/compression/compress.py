@@ -201,24 +201,13 @@ def compress(policy: Policy, spec: dict | str | Path | CompressionSpec, base_nam
             base.model = quanto_quantize(base.model, q.bits)
         else:
             base.model = dynamic_int8(base.model) if q.method == "dynamic_int8" else fake_quantize(base.model, q.bits)
+    # each raises UnsupportedCapability (a ValueError) naming the policy when it does not declare it
     if spec.token_sparsification is not None:
-        setter = getattr(base, "set_token_sparsification", None)
-        if setter is None:
-            raise ValueError(f"{type(policy).__name__} does not support token sparsification "
-                             "(expected a set_token_sparsification(keep, method) method)")
-        setter(spec.token_sparsification.keep, spec.token_sparsification.method)
+        base.set_token_sparsification(spec.token_sparsification.keep, spec.token_sparsification.method)
     if spec.layer_skip is not None:
-        setter = getattr(base, "set_layer_skip", None)
-        if setter is None:
-            raise ValueError(f"{type(policy).__name__} does not support layer skipping "
-                             "(expected a set_layer_skip(blocks) method)")
-        setter(list(spec.layer_skip.blocks))
+        base.set_layer_skip(list(spec.layer_skip.blocks))
     if spec.token_cache is not None:
-        setter = getattr(base, "set_token_cache", None)
-        if setter is None:
-            raise ValueError(f"{type(policy).__name__} does not support token caching "
-                             "(expected a set_token_cache(similarity) method)")
-        setter(spec.token_cache.similarity)
+        base.set_token_cache(spec.token_cache.similarity)
     card = {
         "base_model": base_name or type(policy).__name__,
         "methods": [name for name, value in spec.model_dump().items() if value is not None],

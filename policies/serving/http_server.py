@@ -190,7 +190,7 @@ class PolicyServer:
                  max_pending_bytes: int | None = None, max_batch: int = 1,
                  max_wait_ms: float = DEFAULT_MAX_WAIT_MS):
         self.policy = policy
-        self.observation_shapes = observation_shapes or getattr(policy, "observation_shapes", None)
+        self.observation_shapes = observation_shapes or policy.observation_shapes
         self.sessions = SessionPool(policy, max_sessions, idle_timeout_s)
         self.max_body_bytes = int(max_body_bytes)
         self.max_pending_bytes = int(max_pending_bytes if max_pending_bytes is not None
@@ -288,7 +288,7 @@ class PolicyServer:
                                   "protocol": PROTOCOL, "max_sessions": server.sessions.max_sessions,
                                   "sessions": len(server.sessions), "max_batch": server.max_batch,
                                   # a compressed policy's own open-loop steps (compression's execution)
-                                  "execute_steps": getattr(p, "execute_steps", None)})
+                                  "execute_steps": p.execute_steps})
 
             def _body(self) -> bytes:
                 """The request body, after strict checks of its length (the body is not read when
@@ -327,7 +327,8 @@ class PolicyServer:
             def do_POST(self):  # noqa: N802
                 try:
                     body = self._body()
-                    if self.path not in ("/reset", "/act", "/close"):
+                    endpoint = server.post_endpoints.get(self.path)
+                    if endpoint is None:
                         raise RequestError(404, f"unknown path {clip(self.path, _SHOWN_PATH_CHARS)!r}: "
                                                 "expected /reset, /act or /close")
                     try:
@@ -336,7 +337,7 @@ class PolicyServer:
                         raise RequestError(400, f"request body: {exc}") from None
                     if not isinstance(request, dict):
                         raise RequestError(400, f"request body is a {type(request).__name__}, expected a map")
-                    reply = getattr(server, "_" + self.path[1:])(request)
+                    reply = endpoint(request)
                 except _HungUp:
                     log.info("%s: the client hung up mid-request", self._request_line())
                     self.close_connection = True
@@ -353,6 +354,8 @@ class PolicyServer:
                     return self._reply(400, {"error": clip(f"{type(exc).__name__}: {exc}")})
                 self._reply(200, reply)
 
+        # the POST paths and what answers each (the protocol's requests, declared once)
+        self.post_endpoints = {"/reset": self._reset, "/act": self._act, "/close": self._close}
         self.httpd = _BoundedHTTPServer((host, port), Handler, int(max_connections))
         self.host, self.port = self.httpd.server_address[:2]
         if max_batch > 1:  # unbatched, each request runs in its connection's thread, as before batching

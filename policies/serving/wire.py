@@ -26,7 +26,11 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from vla_envs.errors import VlaEnvsError
+try:
+    from vla_envs.errors import VlaEnvsError
+except ImportError:  # loaded by its path in LeRobot's interpreter (evaluation/export/lerobot_writer.py), without this project
+    class VlaEnvsError(Exception):  # noqa: N818 - the project's base, stood in for
+        pass
 
 _REFUSED_KINDS = ("V", "O", "c")  # what is never sent (openpi's rule)
 ACCEPTED_KINDS = {"b": "bool", "i": "int", "u": "unsigned int", "f": "float", "U": "unicode"}
