@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import vla_envs  # noqa: F401  (first: sets MUJOCO_GL before mujoco picks a GL backend)
-from evaluation.config import EvalConfig
-from evaluation.runner import run_episodes
+from evaluation.run.config import EvalConfig
+from evaluation.run.runner import run_episodes
 
 BASE = {
     "name": "eval scaling benchmark",
@@ -29,7 +29,7 @@ BASE = {
     "variants": [
         {
             "name": "perturbed",
-            "policy": {"factory": "evaluation.demo_policies:perturbed_expert", "kwargs": {"chunk_size": 4, "scale": 0.2}},
+            "policy": {"factory": "policies.demo:perturbed_expert", "kwargs": {"chunk_size": 4, "scale": 0.2}},
             "execution": {"schedule": "open_loop", "execute_steps": 2},
         },
         {"name": "expert_100ms", "latency": {"fixed_ms": 100}},
@@ -101,7 +101,7 @@ def main() -> None:
 
 
 def _video_ok() -> bool:
-    from evaluation.video import check_video_support
+    from evaluation.pages.video import check_video_support
 
     try:
         check_video_support()

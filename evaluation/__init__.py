@@ -2,15 +2,27 @@
 reports, local and Ray scale-out. ``vla-envs eval CONFIG.yaml`` runs it; see
 ``docs/evaluation.md``.
 
-- ``config``: the YAML schema (``load_eval_config``).
-- ``units`` / ``episode``: one episode = one work unit, identical in any process.
-- ``latency``: frozen, measured or fixed inference latency in the closed loop.
-- ``workers`` / ``ray_backend``: sequential, N local processes, or Ray actors.
-- ``parts``: atomic per-episode files (interruption, ``--resume``), consolidated tables.
-- ``stats`` / ``summary`` / ``report`` / ``run_info``: what gets written.
+- ``schema``: the contract, declared once: every table's columns and the summary's.
+- ``run/``: running a config. ``config`` (the YAML schema, ``load_eval_config``), ``units`` and
+  ``episode`` (one episode = one work unit, identical in any process), ``policy_cache``,
+  ``latency`` / ``inference`` / ``devices`` (latency in the closed loop), ``workers`` /
+  ``ray_backend`` / ``serving`` (where episodes and models run), ``parts`` / ``run_info`` /
+  ``runner`` (what a run writes, resumably).
+- ``analysis/``: numbers from finished runs. ``stats`` (paired intervals), ``summary``,
+  ``findings``, ``compare`` / ``reproducibility`` / ``divergence``.
+- ``pages/``: what people look at. ``report`` (report.html), ``findings_markdown`` /
+  ``findings_figure`` (docs/findings.md), ``video``.
+- ``export/``: recorded episodes out to LeRobot and Minari datasets.
+
+The modules' old paths (``evaluation.config``, ...) still import, with a ``DeprecationWarning``
+(``evaluation._moved``).
 """
 
-from evaluation.config import EvalConfig, load_eval_config
-from evaluation.runner import EvalOutcome, run_eval
+from evaluation import _moved
+
+_moved.install()
+
+from evaluation.run.config import EvalConfig, load_eval_config  # noqa: E402 - after the finder, as a user's old import would be
+from evaluation.run.runner import EvalOutcome, run_eval  # noqa: E402
 
 __all__ = ["EvalConfig", "EvalOutcome", "load_eval_config", "run_eval"]

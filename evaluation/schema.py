@@ -1,7 +1,7 @@
 """The Parquet contracts of a run folder, declared once: ``episodes.parquet`` (one row per
 episode) and the columns ``steps.parquet`` adds to the recorder's per-step table.
 
-The episode writer (``evaluation.parts``), the readers (summary, report, compare) and the tests
+The episode writer (``evaluation.run.parts``), the readers (summary, report, compare) and the tests
 take their columns from here; ``episode_record`` refuses a row that does not match, naming the
 fields, so a renamed key fails when the first episode is written rather than at the end of a run.
 """
@@ -12,7 +12,7 @@ import dataclasses
 
 import pyarrow as pa
 
-from evaluation.latency import StepSource
+from evaluation.run.latency import StepSource
 from policies.base import EPISODE_COUNTERS
 from wrappers.metrics import METRIC_KEYS
 
@@ -28,7 +28,7 @@ KEY_FIELDS: tuple[pa.Field, ...] = (
 SEAM_COLUMNS: tuple[str, ...] = ("jerk_ms_seam", "jerk_ms_within", "action_rate_seam", "action_rate_within")
 
 # One entry per variant compared with this episode's variant: that variant's policy queried on this
-# episode's observations at this episode's query steps (evaluation.divergence).
+# episode's observations at this episode's query steps (evaluation.analysis.divergence).
 TEACHER_FORCED_TYPE = pa.list_(pa.struct([
     pa.field("variant", pa.string()),
     pa.field("queries", pa.int64()),
@@ -45,7 +45,7 @@ EPISODE_SCHEMA = pa.schema([
     *(pa.field(key, pa.float64()) for key in METRIC_KEYS),  # units: wrappers.metrics.METRIC_LABELS
     pa.field("episode_return", pa.float64()),
     pa.field("inference_calls", pa.int64()),
-    pa.field("waiting_steps", pa.int64()),  # control steps spent waiting for a chunk (evaluation.latency)
+    pa.field("waiting_steps", pa.int64()),  # control steps spent waiting for a chunk (evaluation.run.latency)
     pa.field("stale_actions", pa.int64()),  # async: actions of arrived chunks dropped as out of date
     *(pa.field(counter, pa.int64()) for counter in EPISODE_COUNTERS),  # the policy's (Policy.episode_counters)
     pa.field("latency_model", pa.string()),
@@ -66,7 +66,7 @@ RUNNING_COLUMNS: tuple[str, ...] = tuple(f"running_{key}" for key in METRIC_KEYS
 STEP_SOURCE_COLUMNS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(StepSource))
 # ... and last, short hashes (16 hex characters, string; null on the reset row) of what each step
 # acted on: the observation (all arrays, its camera arrays, the others), the simulator's qpos/qvel,
-# and the policy's chunk on the rows where it was queried (else null). evaluation.reproducibility
+# and the policy's chunk on the rows where it was queried (else null). evaluation.analysis.reproducibility
 # computes them and finds the first step where two runs part (`vla-envs compare`).
 HASH_COLUMNS: tuple[str, ...] = ("obs_hash", "image_hash", "state_hash", "sim_hash", "action_hash")
 

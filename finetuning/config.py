@@ -21,14 +21,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from evaluation.config import (
-    EnvConfig,
-    ExecutionConfig,
-    ExpertPolicySpec,
-    FactoryPolicySpec,
-    PolicySpec,
-    check_factory_importable,
-)
+from evaluation.run.config import EnvConfig, ExecutionConfig
+from policies.specs import ExpertPolicySpec, FactoryPolicySpec, PolicySpec, check_factory_importable
 from vla_envs.config import ConfigError, check_task_names, load_config
 from vla_envs.strict_config import StrictConfig
 from wrappers.efficiency_reward import RewardConfig, load_reward_config
@@ -204,7 +198,7 @@ class FinetuneConfig(StrictConfig):
 
     @model_validator(mode="after")
     def _cross_checks(self):
-        from evaluation.config import OBS_KEYS_BY_MODE
+        from evaluation.run.config import OBS_KEYS_BY_MODE
 
         available = OBS_KEYS_BY_MODE[self.env.obs_mode]
         missing = sorted(set(self.residual.obs_keys) - set(available))

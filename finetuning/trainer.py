@@ -72,7 +72,7 @@ class FinetuneError(VlaEnvsError, RuntimeError):
 def make_env(config: FinetuneConfig) -> gym.Env:
     """One training env: the task, the shaped reward, the residual action (no Monitor)."""
     import vla_envs  # noqa: F401  (registers the tasks)
-    from evaluation.policy_specs import build_policy, stable_seed
+    from policies.specs import build_policy, stable_seed
     from wrappers import EfficiencyReward
 
     env_id, kwargs = config.env.env_for(config.task)

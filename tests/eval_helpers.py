@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from evaluation.config import load_eval_config
+from evaluation.run.config import load_eval_config
 from evaluation.schema import TIMING_COLUMNS
 
 # Lift in state mode: the expert solves it in ~31 steps, the perturbed expert (a torch MLP on
@@ -18,7 +18,7 @@ seeds: [0, 1]
 env: {obs_mode: state, max_episode_steps: 80}
 base:
   name: perturbed
-  policy: {factory: "evaluation.demo_policies:perturbed_expert", kwargs: {chunk_size: 4, scale: 0.2}}
+  policy: {factory: "policies.demo:perturbed_expert", kwargs: {chunk_size: 4, scale: 0.2}}
 variants:
   - {name: int4_100ms, compression: {quantization: {method: fake, bits: 4}}, latency: {fixed_ms: 100}}
   - {name: expert, policy: {kind: expert}}

@@ -46,7 +46,7 @@ def test_task_and_eval_configs_refuse_it_at_load(tmp_path):
     with pytest.raises(ConfigError, match=r"lift30.yaml: field 'control_freq' = 30.*divides the 500 Hz physics rate"):
         load_task_config(task)
 
-    from evaluation.config import load_eval_config
+    from evaluation.run.config import load_eval_config
 
     for field, value, message in (
         ("control_freq", "30", r"field 'env.control_freq' = 30.*divides the 500 Hz physics rate"),

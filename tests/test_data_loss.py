@@ -20,8 +20,8 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from evaluation import run_eval
-from evaluation.findings_figure import FIGURE_MARKER, is_findings_figure
-from evaluation.findings_markdown import PAGE_MARKER
+from evaluation.pages.findings_figure import FIGURE_MARKER, is_findings_figure
+from evaluation.pages.findings_markdown import PAGE_MARKER
 from finetuning import checkpoints
 from vla_envs.cli import app
 from vla_envs.files import LOCK, MANIFEST, create_new, lock_output_folder, read_manifest

@@ -5,8 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 from eval_helpers import deterministic_episodes, small_config
 
-from evaluation.parts import PartStore
-from evaluation.runner import run_episodes
+from evaluation.run.parts import PartStore
+from evaluation.run.runner import run_episodes
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ seeds: [0, 1, 2]
 env: {obs_mode: state, max_episode_steps: 30}
 base:
   name: noisy
-  policy: {factory: "evaluation.demo_policies:noisy_expert", kwargs: {noise: 0.3}}
+  policy: {factory: "policies.demo:noisy_expert", kwargs: {noise: 0.3}}
 variants:
   - {name: expert, policy: {kind: expert}}
 recording: {record_steps: true}
@@ -61,9 +61,9 @@ def test_a_stochastic_policy_gives_the_same_episodes_in_any_process_and_order(tm
     in 2 worker processes that take the units in reverse order (other RNG histories)."""
     import numpy as np
 
+    from evaluation.run.units import plan_units
+    from evaluation.run.workers import run_processes, run_sequential
     from evaluation.schema import TIMING_COLUMNS
-    from evaluation.units import plan_units
-    from evaluation.workers import run_processes, run_sequential
 
     _, config = small_config(tmp_path, STOCHASTIC)
     units = plan_units(config)

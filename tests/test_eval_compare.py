@@ -13,8 +13,8 @@ import pytest
 from eval_helpers import small_config
 
 from evaluation import run_eval
-from evaluation.compare import RunFolderError, compare_runs, rebuild_report
-from evaluation.summary import SUMMARY_METRICS
+from evaluation.analysis.compare import RunFolderError, compare_runs, rebuild_report
+from evaluation.analysis.summary import SUMMARY_METRICS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,8 +89,8 @@ def test_compare_command_prints_the_paired_table_and_names_what_differs(two_runs
 
 def test_the_report_shows_the_base_models_own_success_and_means():
     """A run with a base and no variants (tinyvla_success.yaml) still shows success in the report."""
-    from evaluation.report import REPORT_METRICS, paired_table
-    from evaluation.summary import metric_column
+    from evaluation.analysis.summary import metric_column
+    from evaluation.pages.report import REPORT_METRICS, paired_table
 
     base = {"variant": "tinyvla", "is_base": True, "successes": 45, "episodes": 50,
             "success_ci_low": 0.786, "success_ci_high": 0.957}

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.config import load_eval_config
+from evaluation.run.config import load_eval_config
 from vla_envs.config import ConfigError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "eval"
@@ -138,7 +138,7 @@ def test_compare_to_names_another_variant(tmp_path):
 def test_summary_compares_a_variant_with_its_reference():
     """c is compared with b (compare_to), not with the base a: the paired difference and the
     % change are c - b, over the seeds both solved."""
-    from evaluation.summary import SUMMARY_METRICS, summarize
+    from evaluation.analysis.summary import SUMMARY_METRICS, summarize
 
     def episode(variant, seed, energy, success=True):
         row = {m: 1.0 for m in SUMMARY_METRICS}
@@ -197,7 +197,7 @@ def test_an_expert_on_a_task_without_one_fails_at_load(tmp_path, monkeypatch):
 def test_libero_tasks_by_name_or_suite_with_their_env_settings(tmp_path):
     from vla_envs.registration import task_env
 
-    base = "name: l\nepisodes: 2\nseeds: {start: 0}\nbase: {policy: {factory: 'evaluation.demo_policies:perturbed_expert'}}\n"
+    base = "name: l\nepisodes: 2\nseeds: {start: 0}\nbase: {policy: {factory: 'policies.demo:perturbed_expert'}}\n"
     path = tmp_path / "l.yaml"
     path.write_text(base + "tasks: [LIBERO-10, LIBERO-Goal-9]\nenv: {obs_mode: rgb, libero: {settle_steps: 3}}\n")
     config = load_eval_config(path)

@@ -1,10 +1,10 @@
-"""Teacher-forced divergence (evaluation.divergence): per-step error apart from closed-loop drift."""
+"""Teacher-forced divergence (evaluation.analysis.divergence): per-step error apart from closed-loop drift."""
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from evaluation.divergence import plan_distance
+from evaluation.analysis.divergence import plan_distance
 
 
 def test_plan_distance_in_closed_form():
@@ -56,8 +56,8 @@ def test_teacher_forced_distance_is_zero_for_the_base_itself_and_positive_for_in
     assert np.isnan(summary["perturbed"]["tf_action_distance_mean"])
     assert "per-step error" in (tmp_path / "run" / "summary.md").read_text()
     # the declared contracts are what the files hold
+    from evaluation.analysis.summary import SUMMARY_COLUMNS
     from evaluation.schema import EPISODE_SCHEMA, STEP_SOURCE_COLUMNS
-    from evaluation.summary import SUMMARY_COLUMNS
 
     assert pq.read_schema(tmp_path / "run" / "episodes.parquet").remove_metadata().equals(EPISODE_SCHEMA)
     assert set(STEP_SOURCE_COLUMNS) <= set(pq.read_schema(tmp_path / "run" / "steps.parquet").names)

@@ -1,10 +1,10 @@
-"""evaluation.latency: what the simulation executes while a chunk is being computed."""
+"""evaluation.run.latency: what the simulation executes while a chunk is being computed."""
 
 import numpy as np
 import pytest
 
-from evaluation.config import DeviceLatency, FixedLatency
-from evaluation.latency import (
+from evaluation.run.config import DeviceLatency, FixedLatency
+from evaluation.run.latency import (
     AsyncChunkExecutor,
     LatencyAwareExecutor,
     TimedChunkExecutor,
@@ -84,7 +84,7 @@ def test_temporal_ensemble_continues_the_previous_chunk():
 
 
 def test_measured_latency_uses_each_querys_own_time(monkeypatch):
-    import evaluation.latency as latency
+    import evaluation.run.latency as latency
 
     # query i starts at i s and takes durations[i]: 0.15 s = 3 steps at 20 Hz, 0.05 s = 1, 0.10 s = 2
     # (the first query is free whatever it takes)
@@ -139,7 +139,7 @@ def test_a_fixed_latency_of_half_a_step_waits_one_step():
 
 
 def test_frozen_ignores_how_long_a_query_takes(monkeypatch):
-    import evaluation.latency as latency
+    import evaluation.run.latency as latency
 
     clock = iter(np.arange(0.0, 100.0, 0.5))  # every query takes 500 ms of wall clock
     monkeypatch.setattr(latency.time, "perf_counter", lambda: next(clock))
@@ -149,7 +149,7 @@ def test_frozen_ignores_how_long_a_query_takes(monkeypatch):
 
 
 def test_a_measured_latency_under_half_a_step_costs_no_step(monkeypatch):
-    import evaluation.latency as latency
+    import evaluation.run.latency as latency
 
     clock = iter(np.arange(0.0, 100.0, 0.01))  # 10 ms per query: 0.2 steps
     monkeypatch.setattr(latency.time, "perf_counter", lambda: next(clock))
@@ -241,7 +241,7 @@ def test_hold_position_zeroes_each_controllers_arm_dimensions():
 
 
 def test_chunk_starts_mark_where_a_new_plan_begins():
-    from evaluation.latency import StepSource, seam_mask
+    from evaluation.run.latency import StepSource, seam_mask
 
     def seams(latency, steps):
         executor = LatencyAwareExecutor(TimedChunkExecutor(Counting(4), "open_loop", 2), latency, 20.0)
@@ -340,7 +340,7 @@ def test_async_checks_its_settings():
 def test_async_config_needs_query_when_remaining_and_only_with_async():
     from pydantic import ValidationError
 
-    from evaluation.config import ExecutionConfig
+    from evaluation.run.config import ExecutionConfig
 
     with pytest.raises(ValidationError, match="schedule 'async' needs 'query_when_remaining'"):
         ExecutionConfig(schedule="async")
@@ -351,7 +351,7 @@ def test_async_config_needs_query_when_remaining_and_only_with_async():
 
 # -- device models -------------------------------------------------------------------------------
 def test_device_latency_is_flops_over_throughput_plus_overhead():
-    from evaluation.devices import DeviceModel, device_latency_ms, shipped_devices
+    from evaluation.run.devices import DeviceModel, device_latency_ms, shipped_devices
 
     device = DeviceModel(effective_tflops=2.0, overhead_ms=1.5)
     assert device_latency_ms(0, device) == 1.5
@@ -384,7 +384,7 @@ def test_device_latency_is_resolved_before_the_episodes_and_deterministic(tmp_pa
     from eval_helpers import SMALL, deterministic_episodes, small_config
 
     from evaluation import run_eval
-    from evaluation.devices import device_latency_ms
+    from evaluation.run.devices import device_latency_ms
 
     text = SMALL.replace("latency: {fixed_ms: 100}}", "latency: {device: slow_chip}}") + (
         "devices: {slow_chip: {effective_tflops: 0.0000001, overhead_ms: 40}}\n")
@@ -418,7 +418,6 @@ def test_async_episodes_count_stale_actions_and_waits(tmp_path):
     """An async variant in a real run: steps.parquet's flags add up to the episode's counts,
     and the seam columns follow the chunk_start flags."""
     import pandas as pd
-
     from eval_helpers import SMALL, small_config
 
     from evaluation import run_eval

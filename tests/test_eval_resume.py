@@ -9,10 +9,10 @@ import pytest
 from eval_helpers import deterministic_episodes, small_config
 
 from evaluation import run_eval
-from evaluation.episode import EpisodeRunner
-from evaluation.parts import PartStore
-from evaluation.runner import OutputExistsError, run_episodes
-from evaluation.units import plan_units
+from evaluation.run.episode import EpisodeRunner
+from evaluation.run.parts import PartStore
+from evaluation.run.runner import OutputExistsError, run_episodes
+from evaluation.run.units import plan_units
 
 PROFILE_COLUMNS = ["latency_per_call_mean_ms", "inference_time_per_episode_ms"]
 
@@ -176,7 +176,7 @@ def test_ctrl_c_while_an_episode_is_being_written_keeps_that_episode(tmp_path, m
     import os
     import signal
 
-    from evaluation import parts
+    from evaluation.run import parts
 
     _, config = small_config(tmp_path)
     original = parts.PartStore.write
@@ -197,7 +197,7 @@ def test_parts_from_before_a_column_existed_merge_with_nulls(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from evaluation.parts import _concat_parquet
+    from evaluation.run.parts import _concat_parquet
 
     old = pa.table({"step": pa.array([0, 1], pa.int64()), "time_s": [0.0, 0.05]})
     new = pa.table({"step": pa.array([0, 1], pa.int64()), "time_s": [0.0, 0.05],

@@ -11,8 +11,8 @@ from eval_helpers import SMALL, small_config
 from scipy.stats import binomtest
 from typer.testing import CliRunner
 
-from evaluation.stats import bootstrap_ci
-from evaluation.summary import SUMMARY_METRICS
+from evaluation.analysis.stats import bootstrap_ci
+from evaluation.analysis.summary import SUMMARY_METRICS
 from vla_envs.cli import app
 
 VARIANTS = ["perturbed", "int4_100ms", "expert"]
@@ -138,7 +138,7 @@ def test_a_second_run_into_the_same_folder_needs_resume(run_dir, tmp_path):
 def test_seam_and_within_parts_sum_to_each_episodes_metrics(run_dir):
     """Recomputed from steps.parquet: the parts sum to jerk_ms and action_rate, and the seam
     part is the jerk on the steps where a new chunk started (chunks of 4, k = 2)."""
-    from evaluation.latency import StepSource, seam_mask
+    from evaluation.run.latency import StepSource, seam_mask
     from wrappers.metrics import jerk_ms_parts
 
     episodes = pd.read_parquet(run_dir / "episodes.parquet")

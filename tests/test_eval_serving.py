@@ -1,4 +1,4 @@
-"""Many simulators, one model (``serving`` in an eval config, ``evaluation.serving``): the
+"""Many simulators, one model (``serving`` in an eval config, ``evaluation.run.serving``): the
 episodes of a run whose models answer from policy servers, locally and on a two-node Ray
 cluster, equal the in-process run's, and the servers' statistics land in run.json."""
 
@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from eval_helpers import deterministic_episodes
 
-from evaluation.config import EvalConfig
-from evaluation.parts import PartStore
-from evaluation.runner import run_episodes
-from evaluation.serving import ServingError, plan_servers
+from evaluation.run.config import EvalConfig
+from evaluation.run.parts import PartStore
+from evaluation.run.runner import run_episodes
+from evaluation.run.serving import ServingError, plan_servers
 
 # TinyVLA on short Lift episodes. `cached` is compressed in its server and reports per-episode
 # counters and its own open-loop steps through the protocol; `slow` only retimes the base, so it
@@ -127,7 +127,7 @@ def test_what_cannot_be_served_is_refused_naming_it():
         _config(serving={"variants": ["expert"]})
     with pytest.raises(ValueError, match=r"'serving.variants' names 'nope', expected some of"):
         _config(serving={"variants": ["nope"]})
-    perturbed = {"name": "perturbed", "policy": {"factory": "evaluation.demo_policies:perturbed_expert"}}
+    perturbed = {"name": "perturbed", "policy": {"factory": "policies.demo:perturbed_expert"}}
     config = EvalConfig.model_validate({**CONFIG, "env": {"obs_mode": "state"}, "base": perturbed, "variants": [],
                                         "serving": {}})
     with pytest.raises(ServingError, match=r"'perturbed': its policy factory takes `env`"):

@@ -1,4 +1,4 @@
-"""evaluation.stats: Wilson intervals, seeded bootstrap, % change, paired comparison."""
+"""evaluation.analysis.stats: Wilson intervals, seeded bootstrap, % change, paired comparison."""
 
 import math
 from statistics import NormalDist
@@ -6,7 +6,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from evaluation.stats import bootstrap_ci, paired_comparison, percent_change, wilson_interval
+from evaluation.analysis.stats import bootstrap_ci, paired_comparison, percent_change, wilson_interval
 
 
 def test_wilson_known_values():
@@ -167,7 +167,7 @@ def test_paired_comparison_is_seeded_and_empty_is_all_nan():
 
 
 def test_minimum_detectable_effect_matches_the_normal_formula():
-    from evaluation.stats import minimum_detectable_effect
+    from evaluation.analysis.stats import minimum_detectable_effect
 
     differences = np.array([1.0, -1.0, 3.0, -3.0, 0.0])  # sd (ddof 1) = sqrt(5), n = 5
     expected = (1.959963984540054 + 0.8416212335729143) * math.sqrt(5.0) / math.sqrt(5.0)
@@ -179,7 +179,7 @@ def test_minimum_detectable_effect_matches_the_normal_formula():
 
 
 def test_expanded_confidence_is_hesterbergs_level():
-    from evaluation.stats import expanded_confidence
+    from evaluation.analysis.stats import expanded_confidence
 
     # n = 5: 2 Phi(sqrt(5/4) t_4(0.975)) - 1, t_4(0.975) = 2.7764451
     assert expanded_confidence(0.95, 5) == pytest.approx(2 * NormalDist().cdf(math.sqrt(1.25) * 2.7764451) - 1, abs=1e-7)

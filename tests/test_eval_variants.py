@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from eval_helpers import small_config
 
-from evaluation.latency import delay_steps
-from evaluation.parts import PartStore
-from evaluation.runner import run_episodes
+from evaluation.run.latency import delay_steps
+from evaluation.run.parts import PartStore
+from evaluation.run.runner import run_episodes
 
 # Lift, state mode: the perturbed expert (expert + a small torch MLP, chunks of 4) solves it in
 # ~35 steps. Every variant changes exactly one thing against the base.
@@ -23,7 +23,7 @@ seeds: [0, 1]
 env: {obs_mode: state, max_episode_steps: 60}
 base:
   name: base
-  policy: {factory: "evaluation.demo_policies:perturbed_expert", kwargs: {chunk_size: 4, scale: 0.2}}
+  policy: {factory: "policies.demo:perturbed_expert", kwargs: {chunk_size: 4, scale: 0.2}}
 variants:
   - {name: wait_100ms, latency: {fixed_ms: 100}}
   - {name: int4, compression: {quantization: {method: fake, bits: 4}}}

@@ -20,7 +20,7 @@ base:
   name: expert
   policy: {kind: expert}
 variants:
-  - {name: noisy, policy: {factory: "evaluation.demo_policies:noisy_expert", kwargs: {noise: 0.3}}}
+  - {name: noisy, policy: {factory: "policies.demo:noisy_expert", kwargs: {noise: 0.3}}}
 profile: {enabled: false}
 stats: {bootstrap_resamples: 200}
 """

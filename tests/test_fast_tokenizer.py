@@ -127,7 +127,7 @@ seeds: [0]
 env: {{obs_mode: state, max_episode_steps: 40}}
 base:
   name: perturbed
-  policy: {{factory: "evaluation.demo_policies:perturbed_expert", kwargs: {{chunk_size: 4, scale: 0.2}}}}
+  policy: {{factory: "policies.demo:perturbed_expert", kwargs: {{chunk_size: 4, scale: 0.2}}}}
 variants:
   - {{name: fast2, compression: {{action_codec: {{fast: {{tokenizer: "{vocabulary}", max_tokens: 2}}}}}}}}
 execution: {{schedule: open_loop, execute_steps: 2}}

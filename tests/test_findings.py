@@ -13,10 +13,10 @@ import pytest
 from eval_helpers import small_config
 from typer.testing import CliRunner
 
-from evaluation import findings_markdown, run_eval
-from evaluation.compare import read_run
-from evaluation.config import StatsConfig
-from evaluation.findings import (
+from evaluation import run_eval
+from evaluation.pages import findings_markdown
+from evaluation.analysis.compare import read_run
+from evaluation.analysis.findings import (
     FINDINGS,
     JERK,
     MIN_PAIRS,
@@ -34,9 +34,10 @@ from evaluation.findings import (
     trend_statements,
     verdict,
 )
-from evaluation.findings_figure import findings_figure, is_findings_figure, paper_range
+from evaluation.analysis.summary import metric_column
+from evaluation.pages.findings_figure import findings_figure, is_findings_figure, paper_range
+from evaluation.run.config import StatsConfig
 from evaluation.schema import SEAM_COLUMNS
-from evaluation.summary import metric_column
 from vla_envs.cli import app
 
 # -- the verdict rule ---------------------------------------------------------------------------
@@ -112,7 +113,7 @@ seeds: [0, 1, 2, 3, 4]
 env: {obs_mode: state, max_episode_steps: 80}
 base:
   name: perturbed
-  policy: {factory: "evaluation.demo_policies:perturbed_expert", kwargs: {chunk_size: 4, scale: 0.2}}
+  policy: {factory: "policies.demo:perturbed_expert", kwargs: {chunk_size: 4, scale: 0.2}}
 variants:
   - {name: int4, compression: {quantization: {method: fake, bits: 4}}}
   - {name: prune10, compression: {pruning: {fraction: 0.1}}}
@@ -323,8 +324,8 @@ def test_the_trend_follows_the_declared_levels():
 def test_the_study_subset_tests_every_finding_the_full_study_tests():
     """docs/findings.md comes from paper_study_subset.yaml: it may drop levels and ablations, never
     a whole finding of paper_study.yaml."""
-    from evaluation.config import load_eval_config
-    from evaluation.findings import finding_variants
+    from evaluation.analysis.findings import finding_variants
+    from evaluation.run.config import load_eval_config
 
     configs = Path(__file__).resolve().parents[1] / "configs" / "eval"
     full = load_eval_config(configs / "paper_study.yaml")
@@ -340,13 +341,13 @@ def test_the_study_subset_tests_every_finding_the_full_study_tests():
     (0, 0, "undecided (too few successes)"), (3, 3, "reproduced"), (2, 3, "mostly reproduced"),
     (1, 2, "partly reproduced"), (1, 4, "partly reproduced"), (0, 4, "not reproduced")])
 def test_conclusion_wording(agreeing, decided, word):
-    from evaluation.findings import conclude
+    from evaluation.analysis.findings import conclude
 
     assert conclude(agreeing, decided) == word
 
 
 def test_conclusion_refuses_more_agreeing_than_decided():
-    from evaluation.findings import conclude
+    from evaluation.analysis.findings import conclude
 
     with pytest.raises(ValueError, match="agreeing=3, decided=2"):
         conclude(3, 2)

@@ -101,9 +101,8 @@ def _openpi_elements(actions: np.ndarray, init_state: int, instruction: str, fra
     from openpi_client import image_tools
 
     import vla_envs  # noqa: F401
-    from vla_envs.robosuite_fixes import step_like_robosuite_14
-
     from vla_envs.libero.suites import load_init_states, task
+    from vla_envs.robosuite_fixes import step_like_robosuite_14
 
     libero_task = task("libero_spatial", 0)
     # LIBERO draws its fixtures' places (the cabinet, the stove: bodies without joints, so not in
@@ -173,7 +172,7 @@ def test_an_openpi_libero_eval_sends_what_openpis_client_sends(tmp_path):
         local, served = rows["local"][key], rows["served"][key]
         assert local == served or (local != local and served != served), key  # NaN equals NaN here
     # the served policy was also queried on the local episode's observations (teacher forcing,
-    # evaluation.divergence): the same episode, so the same three maps
+    # evaluation.analysis.divergence): the same episode, so the same three maps
     assert rows["served"]["n_steps"] == 11 and rows["served"]["inference_calls"] == 3 and len(received) == 6
     for forced, own in zip(received[:3], received[3:]):
         assert all(np.array_equal(forced[k], own[k]) for k in own)

@@ -71,7 +71,7 @@ def test_a_flat_box_beside_a_taller_can_is_grasped_turned_and_put_in_the_basket(
 
 
 def test_an_eval_config_takes_the_expert_on_pick_and_place_libero_tasks_and_refuses_the_others(tmp_path):
-    from evaluation.config import load_eval_config
+    from evaluation.run.config import load_eval_config
     from vla_envs.config import ConfigError
 
     text = "tasks: [{tasks}]\nepisodes: 2\nenv: {{obs_mode: state}}\nbase: {{name: expert, policy: {{kind: expert}}}}\n"

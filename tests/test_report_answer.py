@@ -5,9 +5,16 @@ import math
 import numpy as np
 import pytest
 
-from evaluation.report import (REPORT_METRICS, answer_sentence, label_groups, most_changed_variant, paired_table,
-                               pareto_plot, significant_changes)
-from evaluation.summary import metric_column
+from evaluation.analysis.summary import metric_column
+from evaluation.pages.report import (
+    REPORT_METRICS,
+    answer_sentence,
+    label_groups,
+    most_changed_variant,
+    paired_table,
+    pareto_plot,
+    significant_changes,
+)
 
 
 def row(variant, paired_n=50, successes=50, changes=None, base=False, compared_to="tinyvla", ci=(0.93, 1.0)):
@@ -74,7 +81,7 @@ def test_coincident_points_share_one_label():
 
 
 def test_pareto_labels_do_not_overlap_and_flops_read_in_mflop(monkeypatch):
-    import evaluation.report as report
+    import evaluation.pages.report as report
 
     rows = [dict(r, profile_flops_per_call=f, profile_latency_median_ms=lat)
             for r, f, lat in zip(ROWS, [172e6, 172e6, 172e6, 172e6, 172e6, 60e6], [3.0, 3.1, 3.2, 3.0, 2.9, 2.0])]

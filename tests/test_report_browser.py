@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from evaluation.report import write_report
+from evaluation.pages.report import write_report
 from tests.test_report_answer import ROWS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

@@ -1,4 +1,4 @@
-"""Reproducibility you can diff (evaluation.reproducibility): per-step hashes in steps.parquet and
+"""Reproducibility you can diff (evaluation.analysis.reproducibility): per-step hashes in steps.parquet and
 `vla-envs compare`'s first divergent step, on real runs that differ in one known way."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 from eval_helpers import small_config
 
 from evaluation import run_eval
-from evaluation.compare import compare_runs
-from evaluation.reproducibility import array_hash, first_divergence, obs_hashes
+from evaluation.analysis.compare import compare_runs
+from evaluation.analysis.reproducibility import array_hash, first_divergence, obs_hashes
 from evaluation.schema import HASH_COLUMNS, STEP_SOURCE_COLUMNS
 
 # -- the hash -------------------------------------------------------------------------------------
@@ -85,10 +85,10 @@ seeds: [0]
 env: {obs_mode: state, max_episode_steps: 60}
 base:
   name: perturbed
-  policy: {factory: "evaluation.demo_policies:perturbed_expert", kwargs: {chunk_size: 4, scale: 0.2}}
+  policy: {factory: "policies.demo:perturbed_expert", kwargs: {chunk_size: 4, scale: 0.2}}
 variants:
   - {name: expert, policy: {kind: expert}}
-  - {name: tuned, policy: {factory: "evaluation.demo_policies:perturbed_expert", kwargs: {chunk_size: 4, scale: 0.2}}}
+  - {name: tuned, policy: {factory: "policies.demo:perturbed_expert", kwargs: {chunk_size: 4, scale: 0.2}}}
   - {name: timed, latency: {fixed_ms: 100}}
 execution: {schedule: open_loop, execute_steps: 2}
 profile: {enabled: false}
@@ -117,7 +117,7 @@ def _run(directory, name: str, text: str):
 def _no_report_html():
     """report.html (plots, seconds per run) is not what these tests check."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("evaluation.report.write_report", lambda path, *args, **kwargs: None)
+        patch.setattr("evaluation.pages.report.write_report", lambda path, *args, **kwargs: None)
         yield
 
 

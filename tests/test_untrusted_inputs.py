@@ -18,8 +18,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from evaluation.compare import RunFolderError, read_run
-from evaluation.config import ExpertPolicySpec, FactoryPolicySpec, load_eval_config
+from evaluation.analysis.compare import RunFolderError, read_run
+from evaluation.run.config import ExpertPolicySpec, FactoryPolicySpec, load_eval_config
 from policies.residual import RESIDUAL_METADATA_KEY
 from vla_envs.cli import app
 from vla_envs.config import ConfigError
@@ -90,7 +90,7 @@ def test_the_configs_base_is_used_and_the_headers_is_not(tmp_path):
     # a path in the header would point the loader anywhere; the shipped names only
     ({"factory": "policies.tinyvla:load_reference", "kwargs": {"directory": "/tmp"}}, False),
     ({"factory": "policies.tinyvla:load_reference", "kwargs": {"name": "../../x"}}, False),
-    ({"factory": "evaluation.demo_policies:perturbed_expert", "kwargs": {}}, False),
+    ({"factory": "policies.demo:perturbed_expert", "kwargs": {}}, False),
     ({"kind": "expert", "extra": 1}, False),
     ("expert", False),
 ])
@@ -200,7 +200,7 @@ seeds: [0, 1, 2]
 env: {obs_mode: state, max_episode_steps: 40}
 base: {name: expert, policy: {kind: expert}}
 variants:
-  - {name: noisy, policy: {factory: "evaluation.demo_policies:noisy_expert", kwargs: {noise: 0.3}}}
+  - {name: noisy, policy: {factory: "policies.demo:noisy_expert", kwargs: {noise: 0.3}}}
 profile: {enabled: false}
 stats: {bootstrap_resamples: 200}
 """

@@ -169,9 +169,9 @@ def eval_command(
     from pathlib import Path
 
     from evaluation import load_eval_config, run_eval
-    from evaluation.config import ServingConfig
-    from evaluation.runner import OutputExistsError
-    from evaluation.serving import ServingError
+    from evaluation.run.config import ServingConfig
+    from evaluation.run.runner import OutputExistsError
+    from evaluation.run.serving import ServingError
     from vla_envs.config import ConfigError
 
     if backend not in ("local", "ray"):
@@ -201,7 +201,7 @@ def eval_command(
     for column in ("task", "variant", "success", "completion (s)", "jerk", "energy (J)", "latency per call (ms)",
                    "latency model"):
         table.add_column(column, justify="right")
-    from evaluation.summary import metric_column
+    from evaluation.analysis.summary import metric_column
 
     def fmt(value, spec: str) -> str:
         return "–" if value is None or value != value else format(value, spec)  # None or nan
@@ -255,7 +255,7 @@ def export_command(
     """Re-render recorded episodes from seed + actions (checked bit for bit) into datasets, one per task."""
     from pathlib import Path
 
-    from evaluation.compare import RunFolderError
+    from evaluation.analysis.compare import RunFolderError
     from evaluation.export.lerobot_format import ExportError
     from evaluation.export.replay import ReplayError
     from evaluation.export.run import export_run
@@ -281,7 +281,7 @@ def report_command(
     run: str = typer.Argument(..., help="a finished run folder (holds run.json and episodes.parquet)"),
 ) -> None:
     """Rebuild a run's summary.md, summary.csv and report.html from its files (nothing re-runs)."""
-    from evaluation.compare import RunFolderError, rebuild_report
+    from evaluation.analysis.compare import RunFolderError, rebuild_report
 
     with _exit_on(RunFolderError):
         rows = rebuild_report(run)
@@ -298,8 +298,8 @@ def compare_command(
     and step by step: the first step where each episode's hashes differ, and why (divergence.csv)."""
     from pathlib import Path
 
-    from evaluation.compare import RunFolderError, compare_runs
-    from evaluation.summary import metric_column
+    from evaluation.analysis.compare import RunFolderError, compare_runs
+    from evaluation.analysis.summary import metric_column
     from vla_envs.files import OutputFolderError
 
     out_dir = Path(out) if out is not None else Path("runs") / "compare" / f"{Path(run_a).name}_vs_{Path(run_b).name}"
@@ -327,7 +327,7 @@ DIVERGENCE_SHOWN = 40  # episodes listed on screen; divergence.csv has them all
 def _print_divergence(divergence, name_a: str, name_b: str) -> None:
     """The step-by-step comparison: one line per episode (the divergent ones first when there
     are many), then the count per kind."""
-    from evaluation.reproducibility import counts
+    from evaluation.analysis.reproducibility import counts
 
     if not divergence.rows:
         console.print(f"note: {divergence.message}", style="yellow", markup=False, soft_wrap=True)
@@ -361,8 +361,8 @@ def findings_command(
     output: str = typer.Option("docs/findings.md", "--output", help="the Markdown file to write"),
 ) -> None:
     """Re-test the paper's headline findings on a run's variants: a Markdown page with verdicts."""
-    from evaluation.compare import RunFolderError
-    from evaluation.findings_markdown import FindingsOutputError, write_findings
+    from evaluation.analysis.compare import RunFolderError
+    from evaluation.pages.findings_markdown import FindingsOutputError, write_findings
 
     with _exit_on(RunFolderError, FindingsOutputError):
         path, results = write_findings(run, output)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from evaluation.compare import read_run
+from evaluation.analysis.compare import read_run
 from evaluation.schema import RUNNING_COLUMNS
 from vla_envs.errors import VlaEnvsError
 
@@ -79,7 +79,7 @@ def _replay_env(env_id: str, kwargs: dict):
 
 
 def _replay(env, recorded: _Recorded, group: str, record: dict) -> ReplayedEpisode:
-    from evaluation.episode import state_fingerprint
+    from evaluation.run.episode import state_fingerprint
 
     key = recorded.label
     obs, info = env.reset(seed=recorded.seed)

@@ -7,11 +7,11 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal
 
-from evaluation.compare import read_run
-from vla_envs.progress import episode_progress
+from evaluation.analysis.compare import read_run
 from evaluation.export.lerobot_format import ExportError, write_lerobot
 from evaluation.export.minari_format import write_minari
 from evaluation.export.replay import recording_files, replay_recordings, replay_run
+from vla_envs.progress import episode_progress
 
 Format = Literal["lerobot", "minari"]
 

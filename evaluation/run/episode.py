@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from evaluation.config import EvalConfig
-from evaluation.latency import (
+from evaluation.analysis.reproducibility import StepHasher
+from evaluation.run.config import EvalConfig
+from evaluation.run.latency import (
     AsyncChunkExecutor,
     LatencyAwareExecutor,
     StepSource,
@@ -30,19 +31,19 @@ from evaluation.latency import (
     needs_resolved_latency,
     seam_mask,
 )
-from evaluation.policy_specs import PolicyCache, seed_everything
-from evaluation.reproducibility import StepHasher
+from evaluation.run.policy_cache import PolicyCache
+from evaluation.run.units import WorkUnit
 from evaluation.schema import (
     HASH_COLUMNS,
     RUNNING_COLUMNS,
     SEAM_COLUMNS,
     STEP_SOURCE_COLUMNS,
 )
-from evaluation.units import WorkUnit
+from policies.specs import seed_everything
 from wrappers.metrics import METRIC_KEYS
 
 if TYPE_CHECKING:
-    from evaluation.serving import Endpoints
+    from evaluation.run.serving import Endpoints
 
 
 
@@ -64,7 +65,7 @@ def state_fingerprint(env) -> str:
 
 def seam_columns(episode, sources: list[StepSource], control_freq_hz: float) -> dict[str, float]:
     """The episode's ``SEAM_COLUMNS`` from its recorded velocities and actions and where each
-    chunk started (``evaluation.latency.seam_mask``; ``sources[0]`` stands for the reset row)."""
+    chunk started (``evaluation.run.latency.seam_mask``; ``sources[0]`` stands for the reset row)."""
     from wrappers.metrics import action_rate_parts, jerk_ms_parts
 
     starts = seam_mask(sources)
@@ -78,7 +79,7 @@ class EpisodeRunner:
 
     def __init__(self, config: EvalConfig, endpoints: Endpoints | None = None):
         self.config = config
-        self.endpoints = endpoints  # the run's policy servers (evaluation.serving), reached as clients
+        self.endpoints = endpoints  # the run's policy servers (evaluation.run.serving), reached as clients
         self._envs: dict[str, object] = {}
         self._policies: dict[str, PolicyCache] = {}
 
@@ -148,8 +149,8 @@ class EpisodeRunner:
 
     def teacher_forcing(self, task: str, variant: str):
         """The variants compared with ``variant`` (its followers), to be queried on its episodes'
-        observations (``evaluation.divergence``); ``None`` when no variant is compared with it."""
-        from evaluation.divergence import TeacherForcing
+        observations (``evaluation.analysis.divergence``); ``None`` when no variant is compared with it."""
+        from evaluation.analysis.divergence import TeacherForcing
 
         config = self.config
         followers = [v for v in config.variant_names if v != variant and config.reference_of(v) == variant]
@@ -179,7 +180,7 @@ class EpisodeRunner:
         running = [info["embodied"]]
         sources = [StepSource(queried=False, waiting=False)]  # the reset row
         frames = [env.render()] if film else []
-        # per-step hashes of what each step acted on (evaluation.reproducibility), for steps.parquet
+        # per-step hashes of what each step acted on (evaluation.analysis.reproducibility), for steps.parquet
         hasher = StepHasher() if self.config.recording.record_steps else None
         total_reward, success, terminated, truncated = 0.0, bool(info.get("is_success", False)), False, False
         while not (terminated or truncated):
@@ -221,7 +222,7 @@ class EpisodeRunner:
         steps = self._steps_table(env, unit, running, sources, hasher) if hasher is not None else None
         video = None
         if film:
-            from evaluation.video import encode_mp4
+            from evaluation.pages.video import encode_mp4
 
             video = encode_mp4(frames, fps=env.unwrapped.control_freq)
         return EpisodeResult(row, steps, video)

@@ -13,7 +13,7 @@ runs solved, so two runs of the same config give zero paired differences. Its ``
 new, empty or an earlier comparison's (``vla_envs.files.claim_output_folder``): ``--out A``,
 which would replace A's own summary and report, is refused.
 
-It also compares the runs step by step (``evaluation.reproducibility``): for every episode
+It also compares the runs step by step (``evaluation.analysis.reproducibility``): for every episode
 (task, variant, seed) in both runs, the first step where their per-step hashes differ and what
 differed first (physics, render, execution, policy, length, or identical), in
 ``divergence.csv``. Runs recorded without hashes get a message instead.
@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 
-from evaluation.config import EvalConfig
+from evaluation.run.config import EvalConfig
 from vla_envs.errors import VlaEnvsError
 from vla_envs.files import claim_output_folder, lock_output_folder
 
 if TYPE_CHECKING:
-    from evaluation.reproducibility import Divergence
+    from evaluation.analysis.reproducibility import Divergence
 
 # what `vla-envs compare` writes into its --out
 COMPARE_FILES = ("summary.csv", "summary.md", "report.html", "divergence.csv")
@@ -114,7 +114,7 @@ def _read_episode_rows(path: Path) -> list[dict]:
 
 def rebuild_report(run_dir: str | Path) -> list[dict]:
     """Rewrite a run's summary.csv, summary.md and report.html from its files."""
-    from evaluation.runner import write_summary_and_report
+    from evaluation.run.runner import write_summary_and_report
 
     config, info, episodes, profiles = read_run(run_dir)
     return write_summary_and_report(config, Path(run_dir), episodes, profiles, info)
@@ -128,11 +128,11 @@ def _labels(run_a: Path, run_b: Path) -> tuple[str, str]:
 def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path) -> tuple[list[dict], list[str], Divergence]:
     """Write summary.csv, summary.md, report.html and divergence.csv comparing two runs into
     ``out``; returns the summary rows, warnings (episode settings that differ between the runs)
-    and the step-by-step comparison (``evaluation.reproducibility.compare_step_hashes``: its rows,
+    and the step-by-step comparison (``evaluation.analysis.reproducibility.compare_step_hashes``: its rows,
     or a message saying why there are none)."""
-    from evaluation.report import write_report
-    from evaluation.reproducibility import compare_step_hashes, write_divergence_csv
-    from evaluation.summary import markdown, summarize, write_csv
+    from evaluation.analysis.reproducibility import compare_step_hashes, write_divergence_csv
+    from evaluation.analysis.summary import markdown, summarize, write_csv
+    from evaluation.pages.report import write_report
 
     run_a, run_b, out = Path(run_a), Path(run_b), Path(out)
     config_a, info_a, episodes_a, profiles_a = read_run(run_a)

@@ -11,7 +11,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from evaluation.config import EvalConfig
+from evaluation.run.config import EvalConfig
 
 _PACKAGES = ("vla-envs", "mujoco", "robosuite", "torch", "gymnasium", "numpy", "pyarrow", "ray")
 

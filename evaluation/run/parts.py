@@ -23,9 +23,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from evaluation.episode import EpisodeResult
+from evaluation.run.episode import EpisodeResult
+from evaluation.run.units import WorkUnit
 from evaluation.schema import episode_record
-from evaluation.units import WorkUnit
 from vla_envs.files import atomic_path
 
 

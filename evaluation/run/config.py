@@ -21,13 +21,22 @@ expected before any episode runs. Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from evaluation.devices import DeviceModel
-from evaluation.stats import INTERVAL_METHODS
-from policies.conventions import ConventionName
+from evaluation.analysis.stats import INTERVAL_METHODS
+from evaluation.run.devices import DeviceModel
+from policies.specs import (  # noqa: F401 - re-exported: configs' policy specs were declared here
+    ExpertPolicySpec,
+    FactoryPolicySpec,
+    HttpPolicySpec,
+    OpenPIPolicySpec,
+    PolicySpec,
+    ResidualPolicySpec,
+    check_factory_importable,
+    header_base_spec,
+)
 from vla_envs.config import ConfigError, load_config
 from vla_envs.libero.suites import SETTLE_STEPS
 from vla_envs.strict_config import StrictConfig
@@ -38,156 +47,6 @@ MAX_SEED = 2**32 - 1
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
 
-class ExpertPolicySpec(StrictConfig):
-    """The task's scripted expert (``policies.experts``); it reads privileged simulator state."""
-
-    kind: Literal["expert"]
-
-
-class FactoryPolicySpec(StrictConfig):
-    """``module:callable`` returning a ``Policy``; called with ``kwargs`` (and ``env=`` and/or
-    ``task=`` when the callable takes parameters of those names)."""
-
-    factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="module.path:callable")
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-
-
-class ResidualPolicySpec(StrictConfig):
-    """A base policy plus a residual trained by ``vla-envs finetune`` (``policies.residual``).
-
-    ``checkpoint`` is the residual's safetensors file; ``base`` defaults to the base policy the
-    residual was trained on, as recorded in the file, when that is one of the declared bases a
-    checkpoint may name (``RESIDUAL_HEADER_BASES``): a weights file is data and never names code,
-    so a residual trained on any other base needs ``base`` in the config."""
-
-    kind: Literal["residual"]
-    checkpoint: str
-    base: "PolicySpec | None" = None
-
-    @field_validator("checkpoint")
-    @classmethod
-    def _readable_residual(cls, value: str) -> str:
-        from safetensors import SafetensorError
-
-        from policies.residual import read_residual_spec
-
-        try:
-            read_residual_spec(value)
-        except SafetensorError as exc:
-            raise ValueError(f"{value} is not a safetensors file ({exc}): expected a residual written by "
-                             "`vla-envs finetune`") from None
-        except (OSError, ValueError) as exc:  # CheckpointError is a ValueError
-            raise ValueError(str(exc)) from None
-        return value
-
-    @model_validator(mode="after")
-    def _base_known(self):
-        if self.base is None:
-            self.base_spec()  # a header naming an undeclared base fails when the config loads
-        return self
-
-    def base_spec(self) -> "PolicySpec":
-        """The base policy: ``base`` when given, else the declared base the residual's header names."""
-        if self.base is not None:
-            return self.base
-        from policies.residual import read_residual_spec
-
-        return header_base_spec(read_residual_spec(self.checkpoint).base_policy, self.checkpoint)
-
-
-# The bases a residual checkpoint's header may name (the header is data: whatever else it names is
-# never imported or called): the scripted expert, and the shipped TinyVLA weights by name.
-_EXPERT_BASE = {"kind": "expert"}
-_SHIPPED_FACTORY = "policies.tinyvla:load_reference"
-_SHIPPED_FACTORY_KWARGS = frozenset({"name", "token_seed"})
-
-
-def _shipped_reference_names() -> list[str]:
-    from policies.tinyvla.checkpoint import REFERENCE_DIR
-
-    return sorted(p.stem for p in REFERENCE_DIR.glob("*.safetensors"))
-
-
-def _describe(value: Any, limit: int = 120) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "...'"
-
-
-def header_base_spec(base_policy: Any, checkpoint: str) -> "PolicySpec":
-    """The base policy a residual's header records, if it is a declared one (``{kind: expert}`` or
-    ``{factory: policies.tinyvla:load_reference, kwargs: {name: <shipped weights>}}``); any other
-    value is a ``ValueError`` that says to give the base in the config."""
-    if base_policy == _EXPERT_BASE:
-        return ExpertPolicySpec(kind="expert")
-    shipped = _shipped_reference_names()
-    if isinstance(base_policy, dict) and set(base_policy) <= {"factory", "kwargs"} \
-            and base_policy.get("factory") == _SHIPPED_FACTORY:
-        kwargs = base_policy.get("kwargs") or {}
-        if isinstance(kwargs, dict) and set(kwargs) <= _SHIPPED_FACTORY_KWARGS \
-                and kwargs.get("name", "tinyvla") in shipped \
-                and type(kwargs.get("token_seed", 0)) is int:
-            return FactoryPolicySpec(factory=_SHIPPED_FACTORY, kwargs=kwargs)
-    raise ValueError(
-        f"residual checkpoint {checkpoint}: its header names the base policy {_describe(base_policy)}, which is not "
-        f"one a checkpoint may name ({{kind: expert}} or {{factory: {_SHIPPED_FACTORY}, kwargs: {{name: one of "
-        f"{shipped}}}}}); a weights file never names code: give the base in the config "
-        "(policy: {kind: residual, checkpoint: ..., base: {factory: ...}})"
-    )
-
-
-class OpenPIPolicySpec(StrictConfig):
-    """A policy served over openpi's websocket protocol (``policies.serving.openpi_client``): pi0
-    served by openpi, a LeRobot policy, or ``python -m policies.remote serve --protocol openpi``."""
-
-    kind: Literal["openpi"]
-    url: str = Field(pattern=r"^wss?://[^\s/]+", description="ws://host:port")
-    keys: dict[str, str] = Field(default_factory=dict, description="this suite's observation key -> the server's")
-    prompt_key: str = "prompt"
-    actions_key: str = "actions"
-    chunk_size: int | None = Field(None, ge=1, description="when the server's metadata does not say")
-    timeout_s: float = Field(60.0, gt=0.0)
-    convention: ConventionName | None = Field(
-        None, description="send observations as that ecosystem's LIBERO client does (policies.conventions) "
-        "instead of renaming them with 'keys'")
-
-    @model_validator(mode="after")
-    def _keys_or_convention(self):
-        if self.convention is not None and self.keys:
-            raise ValueError(f"'keys' = {self.keys} with 'convention' = {self.convention!r}: the convention names "
-                             "every key, expected one of them")
-        return self
-
-
-class HttpPolicySpec(StrictConfig):
-    """A policy served over this suite's HTTP protocol at ``url`` (``policies.serving.http_server``:
-    ``python -m policies.remote serve``, a LeRobot policy served by ``python -m
-    policies.serving.lerobot_policy serve``, or a server another evaluation started). The server
-    must be up when the evaluation starts; every simulator worker opens its own sessions."""
-
-    kind: Literal["http"]
-    url: str = Field(pattern=r"^http://[^\s/]+(:\d+)?/?$", description="http://host:port")
-    timeout_s: float = Field(60.0, gt=0.0, description="per request")
-
-
-def _policy_kind(value: Any) -> str | None:
-    """Which spec a policy entry is, from its ``kind`` (a factory has none), so a mistake is
-    reported against that spec alone rather than against every member of the union."""
-    if isinstance(value, dict):
-        return value.get("kind", "factory" if "factory" in value else None)
-    if isinstance(value, BaseModel):
-        return getattr(value, "kind", "factory")
-    return None
-
-
-PolicySpec = Annotated[
-    Annotated[ExpertPolicySpec, Tag("expert")] | Annotated[FactoryPolicySpec, Tag("factory")]
-    | Annotated[ResidualPolicySpec, Tag("residual")] | Annotated[OpenPIPolicySpec, Tag("openpi")]
-    | Annotated[HttpPolicySpec, Tag("http")],
-    Discriminator(_policy_kind, custom_error_type="policy_kind",
-                  custom_error_message="a policy: {kind: expert}, {kind: residual, checkpoint: ...}, "
-                  "{kind: openpi, url: ...}, {kind: http, url: ...} or {factory: module:callable}"),
-]
-ResidualPolicySpec.model_rebuild()
 
 
 class FixedLatency(StrictConfig):
@@ -197,7 +56,7 @@ class FixedLatency(StrictConfig):
 
 
 class DeviceLatency(StrictConfig):
-    """A device model (``evaluation.devices``): FLOPs per call / effective throughput + overhead."""
+    """A device model (``evaluation.run.devices``): FLOPs per call / effective throughput + overhead."""
 
     device: str = Field(description="a name in configs/latency/devices.yaml or in the config's 'devices'")
 
@@ -381,7 +240,7 @@ class StatsConfig(StrictConfig):
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
     bootstrap_resamples: int = Field(2000, ge=100)
     bootstrap_seed: int = 0
-    # with few paired successes the percentile interval is too narrow (evaluation.stats):
+    # with few paired successes the percentile interval is too narrow (evaluation.analysis.stats):
     # "percentile" reproduces runs summarized before expanded_bca was the default
     interval: Literal[tuple(INTERVAL_METHODS)] = "expanded_bca"  # type: ignore[valid-type]
 
@@ -402,7 +261,7 @@ class RayConfig(StrictConfig):
 
 class ServingConfig(StrictConfig):
     """Run the models in policy servers that the evaluation starts, and the simulators in the
-    workers as the servers' clients (``evaluation.serving``): one server per served variant holds
+    workers as the servers' clients (``evaluation.run.serving``): one server per served variant holds
     the model once, however many workers there are, and with ``max_batch`` > 1 stacks concurrent
     workers' queries into one forward pass (for a policy that declares ``Policy.batchable``)."""
 
@@ -597,7 +456,7 @@ class EvalConfig(StrictConfig):
 
     def device_table(self) -> dict[str, DeviceModel]:
         """The shipped device models with the config's own ``devices`` over them."""
-        from evaluation.devices import shipped_devices
+        from evaluation.run.devices import shipped_devices
 
         return {**shipped_devices(), **self.devices}
 
@@ -635,16 +494,6 @@ class EvalConfig(StrictConfig):
     def latency_for(self, name: str) -> LatencySpec:
         variant = self.variant(name)
         return variant.latency if variant is not None and variant.latency is not None else self.latency
-
-
-def check_factory_importable(spec: FactoryPolicySpec) -> None:
-    """Resolve ``module:callable`` now (``ConfigError`` naming it otherwise)."""
-    from policies.factories import resolve_factory
-
-    try:
-        resolve_factory(spec.factory)
-    except ValueError as exc:
-        raise ConfigError(f"policy factory {exc}") from None
 
 
 def load_eval_config(path: str | Path, check_imports: bool = True) -> EvalConfig:
@@ -694,7 +543,7 @@ def validate_runtime(config: EvalConfig, check_imports: bool = True) -> None:
                 except ConfigError as exc:
                     raise ConfigError(f"field '{field}': {exc}") from None
     if config.recording.videos is not None:
-        from evaluation.video import check_video_support
+        from evaluation.pages.video import check_video_support
 
         try:
             check_video_support()

@@ -3,7 +3,7 @@
 The output folder::
 
     run.json           config, seeds, package versions, git commit, renderer, machine, status
-    parts/             one file per finished episode (see evaluation.parts)
+    parts/             one file per finished episode (see evaluation.run.parts)
     episodes.parquet   one row per episode          } consolidated from parts/ once every
     steps.parquet      one row per control step     } episode has finished
     summary.md/.csv    per task and variant
@@ -28,9 +28,9 @@ from typing import Literal
 
 import pyarrow.parquet as pq
 
-from evaluation.config import EvalConfig
-from evaluation.parts import PartStore, atomic_write_bytes
-from evaluation.units import WorkUnit, plan_units
+from evaluation.run.config import EvalConfig
+from evaluation.run.parts import PartStore, atomic_write_bytes
+from evaluation.run.units import WorkUnit, plan_units
 from vla_envs.errors import VlaEnvsError
 from vla_envs.files import OutputFolderError, claim_output_folder, folder_entries, lock_output_folder
 
@@ -108,35 +108,35 @@ def _locked(out_dir: str | Path):
 def _iterate(config: EvalConfig, units: list[WorkUnit], backend: Backend, workers: int, ray_address: str | None,
              endpoints=None):
     if backend == "ray":
-        from evaluation.ray_backend import run_ray
+        from evaluation.run.ray_backend import run_ray
 
         return run_ray(config, units, workers, ray_address, endpoints)
     if backend != "local":
         raise ValueError(f"backend={backend!r}: expected 'local' or 'ray'")
     if workers == 1:
-        from evaluation.workers import run_sequential
+        from evaluation.run.workers import run_sequential
 
         return run_sequential(config, units, endpoints)
-    from evaluation.workers import run_processes
+    from evaluation.run.workers import run_processes
 
     return run_processes(config, units, workers, endpoints)
 
 
 @contextmanager
 def _policy_servers(config: EvalConfig, backend: Backend, workers: int, ray_address: str | None, record: dict):
-    """The run's policy servers (``evaluation.serving``) while the block runs: ``None`` without
+    """The run's policy servers (``evaluation.run.serving``) while the block runs: ``None`` without
     ``serving``, else their ``Endpoints``; ``record`` receives their URLs and final statistics."""
     if config.serving is None:
         yield None
         return
-    from evaluation import serving
+    from evaluation.run import serving
 
     record.update(max_batch=config.serving.max_batch, max_wait_ms=config.serving.max_wait_ms, backend=backend)
     if backend != "ray":
         with serving.local_servers(config, record) as endpoints:
             yield endpoints
         return
-    from evaluation.ray_backend import import_ray, init_ray
+    from evaluation.run.ray_backend import import_ray, init_ray
 
     cpus = config.serving.ray_resources.get("CPU", 1) * len(serving.plan_servers(config))
     started_here = init_ray(config, workers, ray_address, extra_cpus=cpus)
@@ -151,7 +151,7 @@ def _policy_servers(config: EvalConfig, backend: Backend, workers: int, ray_addr
 def resolve_latencies(config: EvalConfig, previous_run_json: Path | None = None) -> EvalConfig:
     """The config with ``resolved_latency_ms`` filled in for its ``latency: profiled`` and
     ``{device: NAME}`` variants: the values of the run being resumed, else those the config
-    pins, else computed now (``evaluation.inference.resolve_latency_ms``: ``profile()`` on the
+    pins, else computed now (``evaluation.run.inference.resolve_latency_ms``: ``profile()`` on the
     first seed's observation with the config's torch threads). Episodes then apply them
     deterministically."""
     names = config.resolved_variants()
@@ -165,7 +165,7 @@ def resolve_latencies(config: EvalConfig, previous_run_json: Path | None = None)
     pinned = config.resolved_latency_ms or {}
     if all(key in pinned for key in wanted):
         return config
-    from evaluation.inference import resolve_latency_ms
+    from evaluation.run.inference import resolve_latency_ms
 
     missing = sorted({key.split("/", 1)[1] for key in wanted if key not in pinned}, key=names.index)
     computed = resolve_latency_ms(config, missing)
@@ -177,7 +177,7 @@ def check_policies(config: EvalConfig, endpoints=None) -> None:
     that returns something other than a ``Policy`` or execution settings a policy's chunk size
     cannot take (``execute_steps``, ``query_when_remaining``) fail before any episode runs
     (``ConfigError`` naming the variant). Needs the resolved latencies (``resolve_latencies``)."""
-    from evaluation.episode import EpisodeRunner
+    from evaluation.run.episode import EpisodeRunner
     from vla_envs.config import ConfigError
 
     runner = EpisodeRunner(config, endpoints)
@@ -210,7 +210,7 @@ def run_episodes(
 
     ``max_episodes`` stops after that many (an interruption, for tests and for trying a config).
     With ``serving`` in the config, the policy servers run while the episodes do
-    (``evaluation.serving``), and each call's entry in run.json records their statistics.
+    (``evaluation.run.serving``), and each call's entry in run.json records their statistics.
     """
     store = PartStore(out_dir)
     store.out_dir.mkdir(parents=True, exist_ok=True)
@@ -230,7 +230,7 @@ def _run_units(config: EvalConfig, store: PartStore, servers: ExitStack, serving
                console, max_episodes: int | None) -> tuple[list[WorkUnit], int]:
     """``run_episodes`` once the policy servers run (``servers`` stops them; ``serving`` then
     holds their statistics, which run.json records)."""
-    from evaluation.run_info import run_info
+    from evaluation.run.run_info import run_info
     from vla_envs.progress import episode_progress
 
     units = plan_units(config)
@@ -301,7 +301,7 @@ def _previous_calls(run_json: Path, resume: bool) -> list[dict]:
 
 def finalize(config: EvalConfig, out_dir: str | Path, units: list[WorkUnit]) -> tuple[list[dict], int]:
     """Consolidate the parts and write the summary, the report and the final run.json."""
-    from evaluation.inference import profile_variants
+    from evaluation.run.inference import profile_variants
 
     store = PartStore(out_dir)
     missing = [u.key for u in units if u.key not in store.done_keys()]
@@ -321,8 +321,8 @@ def finalize(config: EvalConfig, out_dir: str | Path, units: list[WorkUnit]) -> 
 def write_summary_and_report(config: EvalConfig, out: Path, episodes: list[dict], profiles: dict, info: dict) -> list[dict]:
     """summary.csv, summary.md and report.html of a run folder, from its episode rows and
     profiles (the same for a fresh run and for ``vla-envs report``)."""
-    from evaluation.report import write_report
-    from evaluation.summary import markdown, summarize, write_csv
+    from evaluation.analysis.summary import markdown, summarize, write_csv
+    from evaluation.pages.report import write_report
 
     stats = config.stats
     rows = summarize(
@@ -347,7 +347,7 @@ def _traces(config: EvalConfig, out: Path, episodes: list[dict], rows: list[dict
     """task -> (base steps, variant steps, titles) of one seed: ``report.trace_variant`` (default:
     per task, the variant with the largest significant paired change, else the first variant)
     and ``report.trace_seed`` (default: the first seed both solved)."""
-    from evaluation.report import most_changed_variant
+    from evaluation.pages.report import most_changed_variant
 
     if not config.recording.record_steps:
         return {}

@@ -1,4 +1,4 @@
-"""``docs/findings.md``: the Markdown of ``vla-envs findings RUN`` (``evaluation.findings`` has
+"""``docs/findings.md``: the Markdown of ``vla-envs findings RUN`` (``evaluation.analysis.findings`` has
 the declared findings, the numbers and the verdict rule; this module lays them out).
 
 Sections: a header (what run, how long, on what machine, the command that regenerates the page),
@@ -8,7 +8,7 @@ paper's metrics with its interval, the verdicts, the trend across levels), then 
 could not measure (energy, effort, the actuator ledger, chunk seams, per-step error against
 closed-loop change).
 
-Beside the page, ``<stem>.png`` (``evaluation.findings_figure``), linked near the top of the summary.
+Beside the page, ``<stem>.png`` (``evaluation.pages.findings_figure``), linked near the top of the summary.
 Both are marked as this command's (``PAGE_MARKER``, ``FIGURE_MARKER``): a file at either path that
 `vla-envs findings` did not write is never replaced or deleted.
 """
@@ -20,9 +20,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from evaluation.compare import RunFolderError, read_run
-from evaluation.config import EvalConfig
-from evaluation.findings import (
+from evaluation.analysis.compare import RunFolderError, read_run
+from evaluation.analysis.findings import (
     ACTION_RATE,
     DIRECTION_WORDS,
     FINDINGS,
@@ -51,10 +50,11 @@ from evaluation.findings import (
     teacher_forced_error,
     trend_statements,
 )
-from evaluation.findings_figure import FIGURE_MARKER, figure_link, findings_figure, is_findings_figure
+from evaluation.analysis.stats import INTERVAL_METHODS
+from evaluation.analysis.summary import format_number
+from evaluation.pages.findings_figure import FIGURE_MARKER, figure_link, findings_figure, is_findings_figure
+from evaluation.run.config import EvalConfig
 from evaluation.schema import SEAM_COLUMNS
-from evaluation.stats import INTERVAL_METHODS
-from evaluation.summary import format_number
 from vla_envs.errors import VlaEnvsError
 from vla_envs.files import atomic_path
 from wrappers.metrics import METRIC_LABELS
@@ -76,7 +76,7 @@ _VERDICT_RULE = (
     f"solved: **{Verdict.TOO_FEW.value}**; interval includes 0 (touching counts): **{Verdict.NO_CHANGE.value}**; "
     f"excludes 0 on the paper's side: **{Verdict.REPRODUCED.value}**; on the other side: **{Verdict.OPPOSITE.value}**; "
     f"where the paper saw no change, an interval that excludes 0 is a **{Verdict.CHANGED.value}** "
-    "(`evaluation.findings.verdict`)."
+    "(`evaluation.analysis.findings.verdict`)."
 )
 _SUITE_INTRO = (
     "The same variants, paired the same way; cells are the mean paired difference (variant - reference) in the "
@@ -86,7 +86,7 @@ _SUITE_INTRO = (
     "torque and speed limits (the peak fraction; the share of substeps at >= 98 % of the torque limit). Chunk seams "
     "split jerk and action change into the steps where a new chunk's first action ran and the rest. Drift: the "
     "per-step error is the variant queried on its reference's observations (teacher forcing, "
-    "`evaluation.divergence`); a large closed-loop change with a small per-step error is drift, a per-step error "
+    "`evaluation.analysis.divergence`); a large closed-loop change with a small per-step error is drift, a per-step error "
     "that explains the change is the compression itself."
 )
 
@@ -291,7 +291,7 @@ def _in_short(results: list[FindingResult]) -> list[str]:
                  for c in found]
         lines.append(f"- **{finding.study}**, {found[0].variant} vs {result.results[0].reference if result.results else 'base'}: "
                      + "; ".join(parts) + ".")
-    lines += ["", ("Wording (`evaluation.findings.conclude`), per expected metric, over the tasks with enough pairs: all "
+    lines += ["", ("Wording (`evaluation.analysis.findings.conclude`), per expected metric, over the tasks with enough pairs: all "
                    "agree with the paper: reproduced; more than half: mostly; some: partly; none: not reproduced. Other "
                    "variants and levels: the sections below.")]
     return lines
@@ -409,7 +409,7 @@ def render(run_dir: Path, config: EvalConfig, info: dict, episodes: list[dict], 
         "reference (the base, or the variant's `compare_to`) solved, paired. % change = 100 · mean(v - b) / "
         f"|mean(b)|; the {level} interval is the seeded {INTERVAL_METHODS[config.stats.interval]} bootstrap of the mean "
         "paired difference "
-        "(`evaluation.stats.paired_comparison`: the numbers `summary.csv` calls `*_paired_*`) divided by |mean(b)|. "
+        "(`evaluation.analysis.stats.paired_comparison`: the numbers `summary.csv` calls `*_paired_*`) divided by |mean(b)|. "
         f"Success: successes / episodes with a Wilson {level} interval, over every episode."
     )
     intro = (f"The headline findings of {PAPER} (and the Speedup Paradox of {SPEEDUP_PAPER}), re-tested on the "

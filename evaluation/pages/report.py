@@ -3,7 +3,7 @@ that answers the suite's question first: which variant moves worse than its refe
 how much.
 
 It opens with **the answer**: per task, one sentence naming each variant's significant paired
-changes (the rule ``vla-envs findings`` reads intervals by, ``evaluation.findings.verdict``
+changes (the rule ``vla-envs findings`` reads intervals by, ``evaluation.analysis.findings.verdict``
 with no expected direction: an interval that excludes 0 over at least ``MIN_PAIRS`` pairs),
 the variants whose success differs (Wilson intervals apart), and those with too few pairs.
 
@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.findings import MIN_PAIRS, Verdict, metric_words, verdict
-from evaluation.summary import SUMMARY_METRICS, metric_column
+from evaluation.analysis.findings import MIN_PAIRS, Verdict, metric_words, verdict
+from evaluation.analysis.summary import SUMMARY_METRICS, metric_column
 from policies.base import EPISODE_COUNTERS
 from wrappers.metrics import METRIC_LABELS
 

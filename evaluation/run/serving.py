@@ -4,7 +4,7 @@ With ``serving``, the driver starts one policy server (``policies.serving.http_s
 served policy before the episodes, and every simulator worker reaches it as a ``RemotePolicy``
 client: the model is loaded once, not once per worker, and with ``max_batch`` > 1 concurrent
 workers' queries are stacked into one forward pass. Locally a server is a child process
-(``python -m evaluation.serving``); on Ray it is an actor (``ray_resources`` places it, e.g. on
+(``python -m evaluation.run.serving``); on Ray it is an actor (``ray_resources`` places it, e.g. on
 the GPU node) and the workers are actors on the CPU nodes.
 
 Which servers: one per *policy*, not per variant. A variant that only changes execution or
@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
-from evaluation.config import EvalConfig, FactoryPolicySpec, ResidualPolicySpec
+from evaluation.run.config import EvalConfig, FactoryPolicySpec, ResidualPolicySpec
 from vla_envs.errors import VlaEnvsError
 
 STATS_TIMEOUT_S = 10.0
@@ -136,7 +136,7 @@ def plan_servers(config: EvalConfig) -> list[ServedPolicy]:
 
 def build_served_policy(config: EvalConfig, served: ServedPolicy):
     """The policy a server holds: built as the in-process run builds it on ``served.tasks[0]``."""
-    from evaluation.policy_specs import PolicyCache
+    from evaluation.run.policy_cache import PolicyCache
 
     return PolicyCache(config, served.tasks[0], env=None).build_local(served.variant)
 
@@ -173,7 +173,7 @@ def local_servers(config: EvalConfig, record: dict | None = None) -> Iterator[En
         for served in plan_servers(config):
             try:
                 proc, url = start_server_process(
-                    _server_args(config, served), f"the policy server for {served.name}", module="evaluation.serving",
+                    _server_args(config, served), f"the policy server for {served.name}", module="evaluation.run.serving",
                     stdin_text=config.model_dump_json(), timeout_s=serving.start_timeout_s, new_session=True)
             except RuntimeError as exc:
                 raise ServingError(str(exc)) from None
@@ -199,7 +199,7 @@ class _ServerActor:
     """A policy server inside a Ray actor, placed by ``serving.ray_resources``."""
 
     def __init__(self, config_json: str, served: dict):
-        from evaluation.workers import set_threads
+        from evaluation.run.workers import set_threads
         from policies.serving.http_server import PolicyServer
 
         config = EvalConfig.model_validate_json(config_json)
@@ -264,7 +264,7 @@ def ray_servers(config: EvalConfig, record: dict | None = None) -> Iterator[Endp
 
 # -- the server process --------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
-    """``python -m evaluation.serving --variant V --variants A,B --tasks T1,T2 ...`` with the
+    """``python -m evaluation.run.serving --variant V --variants A,B --tasks T1,T2 ...`` with the
     evaluation config's JSON on stdin: build the variant's policy and serve it until stopped."""
     parser = argparse.ArgumentParser(description="Serve one variant's policy of an evaluation config (read from stdin).")
     parser.add_argument("--variant", required=True)
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--torch-threads", type=int, default=1)
     args = parser.parse_args(argv)
     import vla_envs  # noqa: F401  (first: sets MUJOCO_GL before anything imports mujoco)
-    from evaluation.workers import set_threads
+    from evaluation.run.workers import set_threads
     from policies.serving.launch import serve
 
     config = EvalConfig.model_validate_json(sys.stdin.read())

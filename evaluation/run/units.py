@@ -1,11 +1,11 @@
 """Work units: one episode = (task, variant, seed). Units are independent of each other, so they
-run in any order and any process with identical results (``evaluation.episode``)."""
+run in any order and any process with identical results (``evaluation.run.episode``)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from evaluation.config import EvalConfig
+from evaluation.run.config import EvalConfig
 
 
 @dataclass(frozen=True, order=True)

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from evaluation.config import EvalConfig
-from evaluation.episode import EpisodeRunner
+from evaluation.run.config import EvalConfig
+from evaluation.run.episode import EpisodeRunner
 
 
 def _profile_each(config: EvalConfig, variants: list[str]) -> Iterator[tuple[str, str, object]]:
     """(task, variant, InferenceProfile) on the first seed's initial observation."""
+    from evaluation.run.workers import set_threads
     from policies.profiling import profile
-
-    from evaluation.workers import set_threads
 
     settings = config.profile
     set_threads(config.torch_threads)  # the episodes' setting, so the latencies are comparable
@@ -45,8 +44,8 @@ def resolve_latency_ms(config: EvalConfig, variants: list[str]) -> dict[str, flo
     """'<task>/<variant>' -> the latency per call (ms) that ``variants`` apply, from one
     ``profile()`` each (whatever ``profile.enabled`` says): the median for ``profiled``, the
     device model of the FLOPs per call for ``{device: NAME}``."""
-    from evaluation.config import DeviceLatency
-    from evaluation.devices import device_latency_ms
+    from evaluation.run.config import DeviceLatency
+    from evaluation.run.devices import device_latency_ms
     from vla_envs.config import ConfigError
 
     devices = config.device_table()

@@ -15,10 +15,10 @@ import signal
 import threading
 from collections.abc import Iterator
 
-from evaluation.config import EvalConfig
-from evaluation.episode import EpisodeResult, EpisodeRunner
-from evaluation.serving import Endpoints
-from evaluation.units import WorkUnit
+from evaluation.run.config import EvalConfig
+from evaluation.run.episode import EpisodeResult, EpisodeRunner
+from evaluation.run.serving import Endpoints
+from evaluation.run.units import WorkUnit
 
 _RUNNER: EpisodeRunner | None = None
 

@@ -56,7 +56,7 @@ class PerturbedExpert(Policy):
 
 
 def perturbed_expert(env, task: str, chunk_size: int = 1, hidden: int = 64, scale: float = 0.1) -> PerturbedExpert:
-    """Factory for configs: ``{factory: "evaluation.demo_policies:perturbed_expert", kwargs: {...}}``.
+    """Factory for configs: ``{factory: "policies.demo:perturbed_expert", kwargs: {...}}``.
     Weights come from torch's RNG, which the evaluation seeds before calling a factory."""
     import torch
 
@@ -96,7 +96,7 @@ class NoisyExpert(Policy):
 
 
 def noisy_expert(env, task: str, noise: float = 0.2) -> NoisyExpert:
-    """Factory for configs: ``{factory: "evaluation.demo_policies:noisy_expert", kwargs: {noise: 0.2}}``."""
+    """Factory for configs: ``{factory: "policies.demo:noisy_expert", kwargs: {noise: 0.2}}``."""
     from policies.experts import expert_for_task
 
     return NoisyExpert(expert_for_task(task, env), noise)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.analysis.stats import bootstrap_ci, paired_comparison, percent_change, wilson_interval
 from evaluation.schema import SEAM_COLUMNS
 from policies.base import EPISODE_COUNTERS
-from evaluation.stats import bootstrap_ci, paired_comparison, percent_change, wilson_interval
 from wrappers.metrics import METRIC_KEYS
 
 # n_steps is completion_time_s times the control frequency: one of them is enough
@@ -32,7 +32,7 @@ PROFILE_FIELDS = ("params", "nonzero_params", "weight_memory_mb", "weight_alloca
 ROW_COLUMNS: tuple[str, ...] = ("task", "variant", "is_base", "compared_to", "latency_model", "episodes", "successes",
                                 "success_rate", "success_ci_low", "success_ci_high", "paired_n")
 # per metric: mean and bootstrap interval over successes, % change of the mean vs the reference,
-# and the paired comparison over the seeds both solved (evaluation.stats.paired_comparison)
+# and the paired comparison over the seeds both solved (evaluation.analysis.stats.paired_comparison)
 METRIC_STATS: tuple[str, ...] = ("mean", "ci_low", "ci_high", "pct_vs_base", "paired_diff", "paired_ci_low",
                                  "paired_ci_high", "paired_pct", "paired_base_mean", "paired_mde_pct")
 EPISODE_COLUMNS: tuple[str, ...] = (
@@ -123,7 +123,7 @@ def summarize(
                 row.update({metric_column(metric, stat): value for stat, value in zip(METRIC_STATS, values, strict=True)})
             for column in SEAM_COLUMNS:  # means over successful episodes, like the metrics
                 row[f"{column}_mean"] = _mean([e.get(column) for e in solved.values()])
-            # teacher-forced: this variant queried on its reference's episodes (evaluation.divergence)
+            # teacher-forced: this variant queried on its reference's episodes (evaluation.analysis.divergence)
             forced = [t for e in by_variant.get(reference, []) if variant != reference
                       for t in (e.get("teacher_forced") or []) if t["variant"] == variant]
             row["tf_action_distance_mean"] = _mean([t["action_distance"] for t in forced])

@@ -1,6 +1,6 @@
 """The figure beside ``docs/findings.md`` (``vla-envs findings``): per tested finding and expected
 metric, each variant's paired % change per task with its interval, against the paper's reported
-value or range (``paper_range``). ``evaluation.findings`` has the numbers; this module draws them.
+value or range (``paper_range``). ``evaluation.analysis.findings`` has the numbers; this module draws them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.findings import (
+from evaluation.analysis.findings import (
     DIRECTION_WORDS,
     MIN_PAIRS,
     Expectation,
@@ -116,7 +116,7 @@ def findings_figure(results: list[FindingResult], tasks: list[str], base: str, c
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    from evaluation.report import _pyplot
+    from evaluation.pages.report import _pyplot
 
     panels = [(result, expectation, [(variant, *_figure_row(result, variant, expectation.metric, tasks))
                                      for variant in variants])

@@ -5,8 +5,8 @@ the uncompressed model, averaged over successful episodes. ``FINDINGS`` declares
 the paper's numbers, the direction of each effect, and which of this suite's variants test it.
 ``evaluate`` compares each such variant with its reference (the run's base, or the variant's
 ``compare_to``) per task, paired over the seeds both solved, the way the summary does
-(``evaluation.stats.paired_comparison`` with the run's ``stats`` settings), and ``verdict`` reads
-the interval by a declared rule. ``evaluation.findings_markdown`` writes the page (``docs/findings.md``).
+(``evaluation.analysis.stats.paired_comparison`` with the run's ``stats`` settings), and ``verdict`` reads
+the interval by a declared rule. ``evaluation.pages.findings_markdown`` writes the page (``docs/findings.md``).
 
 The % change and its interval, over the n seeds both the reference and the variant solved, with
 b_s and v_s their values on seed s (in the metric's units)::
@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
-from evaluation.config import EvalConfig, StatsConfig
+from evaluation.analysis.stats import bootstrap_ci, paired_comparison, wilson_interval
+from evaluation.analysis.summary import SUMMARY_METRICS, solved_by_seed
+from evaluation.run.config import EvalConfig, StatsConfig
 from evaluation.schema import EPISODE_SCHEMA, TEACHER_FORCED_TYPE
-from evaluation.stats import bootstrap_ci, paired_comparison, wilson_interval
-from evaluation.summary import SUMMARY_METRICS, solved_by_seed
 from wrappers.metrics import LEDGER_KEYS, METRIC_LABELS
 
 PAPER = "arXiv:2603.19131"
@@ -50,18 +50,18 @@ COMPLETION_TIME, EE_PATH, JOINT_PATH, JERK, ACTION_RATE = PAPER_METRICS
 # what the paper could not measure: true mechanical energy and effort, then the actuator ledger
 ENERGY_METRICS: tuple[str, ...] = ("energy_j", "effort_nm2s")
 SUITE_METRICS: tuple[str, ...] = ENERGY_METRICS + LEDGER_KEYS
-# teacher-forced per-step error (evaluation.divergence), in action units
+# teacher-forced per-step error (evaluation.analysis.divergence), in action units
 TEACHER_FORCED_DISTANCES: tuple[str, ...] = ("action_distance", "first_action_distance")
 
 
 def _check_declared(names: Iterable[str], declared: Iterable[str], where: str) -> None:
     unknown = sorted(set(names) - set(declared))
     if unknown:
-        raise RuntimeError(f"evaluation.findings names columns {unknown} that {where} does not declare; "
+        raise RuntimeError(f"evaluation.analysis.findings names columns {unknown} that {where} does not declare; "
                            "expected names from it (a column was renamed?)")
 
 
-_check_declared(PAPER_METRICS + SUITE_METRICS, SUMMARY_METRICS, "evaluation.summary.SUMMARY_METRICS")
+_check_declared(PAPER_METRICS + SUITE_METRICS, SUMMARY_METRICS, "evaluation.analysis.summary.SUMMARY_METRICS")
 _check_declared((SUCCESS_FIELD, TEACHER_FORCED_FIELD), EPISODE_SCHEMA.names, "evaluation.schema.EPISODE_SCHEMA")
 _check_declared(TEACHER_FORCED_DISTANCES, [f.name for f in TEACHER_FORCED_TYPE.value_type],
                 "evaluation.schema.TEACHER_FORCED_TYPE")
@@ -208,9 +208,9 @@ FINDINGS: tuple[Finding, ...] = (
 def _check_findings(findings: tuple[Finding, ...]) -> None:
     keys = [f.key for f in findings]
     if len(set(keys)) != len(keys):
-        raise RuntimeError(f"evaluation.findings.FINDINGS repeats keys {sorted({k for k in keys if keys.count(k) > 1})}")
+        raise RuntimeError(f"evaluation.analysis.findings.FINDINGS repeats keys {sorted({k for k in keys if keys.count(k) > 1})}")
     for finding in findings:
-        _check_declared([e.metric for e in finding.expectations], PAPER_METRICS, "evaluation.findings.PAPER_METRICS")
+        _check_declared([e.metric for e in finding.expectations], PAPER_METRICS, "evaluation.analysis.findings.PAPER_METRICS")
         bad = [e.direction for e in finding.expectations if e.direction not in _SIGN]
         if bad:
             raise RuntimeError(f"finding {finding.key!r}: directions {bad}, expected one of {sorted(_SIGN)}")
@@ -459,7 +459,7 @@ def trend_statements(result: FindingResult, min_pairs: int = MIN_PAIRS) -> list[
 # -- what the paper could not measure -----------------------------------------------------------
 @dataclass(frozen=True)
 class TeacherForcedError:
-    """The variant queried on its reference's episodes (evaluation.divergence), action units."""
+    """The variant queried on its reference's episodes (evaluation.analysis.divergence), action units."""
 
     episodes: int  # reference episodes with an entry for the variant
     queries_mean: float

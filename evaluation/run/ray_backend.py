@@ -11,18 +11,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from evaluation.config import EvalConfig
-from evaluation.episode import EpisodeResult, EpisodeRunner
-from evaluation.units import WorkUnit
+from evaluation.run.config import EvalConfig
+from evaluation.run.episode import EpisodeResult, EpisodeRunner
+from evaluation.run.units import WorkUnit
 
 if TYPE_CHECKING:
-    from evaluation.serving import Endpoints
+    from evaluation.run.serving import Endpoints
 
 
 class _EpisodeActor:
     def __init__(self, config_json: str, endpoints_json: str | None = None):
-        from evaluation.serving import Endpoints
-        from evaluation.workers import set_threads
+        from evaluation.run.serving import Endpoints
+        from evaluation.run.workers import set_threads
 
         config = EvalConfig.model_validate_json(config_json)
         set_threads(config.torch_threads)
@@ -65,7 +65,7 @@ def run_ray(
 ) -> Iterator[tuple[WorkUnit, EpisodeResult]]:
     """Units on ``workers`` Ray actors, yielded in completion order. ``address``: ``ray.init``'s
     (``"auto"`` or ``"ray://head:10001"`` for a cluster; ``None`` starts a local instance);
-    ``endpoints``: the run's policy servers (``evaluation.serving``), which the actors reach as clients."""
+    ``endpoints``: the run's policy servers (``evaluation.run.serving``), which the actors reach as clients."""
     if workers < 1:
         raise ValueError(f"workers={workers}: expected >= 1")
     if not units:

@@ -9,7 +9,7 @@ Latency models (``docs/evaluation.md`` has worked examples):
 - ``profiled``: ``t_inf`` = the variant's median latency per call from ``profile()`` on this
   machine, measured once before the episodes and recorded in run.json.
 - ``{device: NAME}``: ``t_inf`` = FLOPs per call / the device's effective throughput + its
-  overhead (``evaluation.devices``), computed once before the episodes and recorded.
+  overhead (``evaluation.run.devices``), computed once before the episodes and recorded.
 
 Two ways to spend that time (``execution.schedule``):
 
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evaluation.config import DeviceLatency, FixedLatency, LatencySpec
+from evaluation.run.config import DeviceLatency, FixedLatency, LatencySpec
 from policies.chunk_executor import ChunkExecutor
 
 
