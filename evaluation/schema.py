@@ -12,9 +12,19 @@ import dataclasses
 
 import pyarrow as pa
 
-from evaluation.run.latency import StepSource
 from policies.base import EPISODE_COUNTERS
 from wrappers.metrics import METRIC_KEYS
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSource:
+    """Where a control step's action came from (one row of ``steps.parquet``: its
+    ``STEP_SOURCE_COLUMNS``); the latency executors (``evaluation.run.latency``) return one per step."""
+
+    queried: bool  # a policy query started on this step's observation
+    waiting: bool  # synchronous: a query was in flight; async: no planned action was left (on_empty)
+    chunk_start: bool = False  # the step executed the first action run from a newly arrived chunk
+
 
 # (task, variant, seed) names an episode; ``episode`` is the seed's index in the config's list
 KEY_FIELDS: tuple[pa.Field, ...] = (

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vla_envs.errors import VlaEnvsError
-
+from policies.error_base import VlaEnvsError
 
 # per-episode event counts a policy reports (Policy.episode_counters), declared once: the
 # evaluation's episode rows and summary columns derive from this

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vla_envs.errors import VlaEnvsError
+from policies.error_base import VlaEnvsError
 
 
 class CheckpointError(VlaEnvsError, ValueError):

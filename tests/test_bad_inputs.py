@@ -280,7 +280,7 @@ def test_a_missing_lerobot_python_skips_the_lerobot_tests_naming_it(tmp_path):
 def test_export_names_the_lerobot_python_it_tried(tmp_path, monkeypatch, from_env):
     from typer.testing import CliRunner
 
-    from vla_envs.cli import app
+    from cli.app import app
 
     missing = tmp_path / "no-venv" / "bin" / "python"
     monkeypatch.setenv("VLA_ENVS_LEROBOT_PYTHON", str(missing)) if from_env else monkeypatch.delenv(

@@ -1,6 +1,6 @@
 """The vla-envs command line, run as a real process on this checkout's code.
 
-``python -m vla_envs.cli`` with the checkout first on ``PYTHONPATH``: the installed console
+``python -m cli`` with the checkout first on ``PYTHONPATH``: the installed console
 script could belong to another checkout (or an older install) and would test that code instead.
 """
 
@@ -16,13 +16,13 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 def _vla_envs(*args: str, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
     environment = {**os.environ, "PYTHONPATH": str(CHECKOUT), **env}
     return subprocess.run(
-        [sys.executable, "-m", "vla_envs.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         capture_output=True, text=True, timeout=timeout, env=environment, cwd=CHECKOUT,
     )
 
 
 def test_the_subprocess_runs_this_checkout():
-    code = "import vla_envs, wrappers, policies, evaluation; print(vla_envs.__file__, evaluation.__file__)"
+    code = "import vla_envs, wrappers, policies, evaluation, cli; print(vla_envs.__file__, evaluation.__file__, cli.__file__)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
         env={**os.environ, "PYTHONPATH": str(CHECKOUT)}, cwd="/",
@@ -34,7 +34,7 @@ def test_the_subprocess_runs_this_checkout():
 
 def test_the_console_script_is_declared_for_the_same_entry_point():
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "vla-envs"]
-    assert script.value == "vla_envs.cli:app"
+    assert script.value == "cli.app:app"
 
 
 def test_rollout_prints_a_table_per_episode():

@@ -23,7 +23,7 @@ from evaluation import run_eval
 from evaluation.pages.findings_figure import FIGURE_MARKER, is_findings_figure
 from evaluation.pages.findings_markdown import PAGE_MARKER
 from finetuning import checkpoints
-from vla_envs.cli import app
+from cli.app import app
 from vla_envs.files import LOCK, MANIFEST, create_new, lock_output_folder, read_manifest
 from wrappers import JointStateRecorder
 from wrappers.parquet_io import read_metadata

@@ -69,7 +69,7 @@ def test_compare_command_prints_the_paired_table_and_names_what_differs(two_runs
     _, other = small_config(tmp_path, text, "other.yaml")
     run_eval(other, tmp_path / "shorter", progress=False)
     result = subprocess.run(
-        [sys.executable, "-m", "vla_envs.cli", "compare", str(two_runs / "first"), str(tmp_path / "shorter"),
+        [sys.executable, "-m", "cli", "compare", str(two_runs / "first"), str(tmp_path / "shorter"),
          "--out", str(tmp_path / "cmp")],
         check=False, capture_output=True, text=True, cwd=REPO, env={**os.environ, "COLUMNS": "200"},
     )
@@ -82,7 +82,7 @@ def test_compare_command_prints_the_paired_table_and_names_what_differs(two_runs
     divergence = pd.read_csv(tmp_path / "cmp" / "divergence.csv")
     failed = divergence[divergence["variant"] == "int4_100ms"]
     assert failed["kind"].eq("length").all() and failed["first_divergent_step"].eq(71).all()
-    missing = subprocess.run([sys.executable, "-m", "vla_envs.cli", "report", str(tmp_path)], check=False,
+    missing = subprocess.run([sys.executable, "-m", "cli", "report", str(tmp_path)], check=False,
                              capture_output=True, text=True, cwd=REPO, env={**os.environ, "COLUMNS": "200"})
     assert missing.returncode == 2 and "has no run.json" in missing.stdout
 

@@ -93,7 +93,7 @@ def test_unimportable_factory_is_named(tmp_path):
 def test_cli_reports_a_bad_config(tmp_path):
     from typer.testing import CliRunner
 
-    from vla_envs.cli import app
+    from cli.app import app
 
     path = write(tmp_path, GOOD.replace("episodes: 2", "episodes: -1"))
     result = CliRunner().invoke(app, ["eval", str(path), "--out", str(tmp_path / "out")])

@@ -439,3 +439,36 @@ def test_async_episodes_count_stale_actions_and_waits(tmp_path):
         assert row["waiting_steps"] == int(rows["waiting"].sum()) > 0
         assert row["stale_actions"] == 2 * (arrivals - 1) > 0
     assert (episodes.loc["perturbed", "stale_actions"] == 0).all()
+
+
+def test_a_resolved_latency_is_one_typed_object_per_task_and_variant():
+    """``ResolvedLatency.of`` turns each latency model into what the executor applies; the run
+    plan carries one per (task, variant) to the workers, unchanged through JSON."""
+    from evaluation.run.latency import ResolvedLatency
+    from evaluation.run.plan import RunPlan
+
+    assert ResolvedLatency.of("frozen") == ResolvedLatency("frozen", "frozen")
+    assert ResolvedLatency.of("measured") == ResolvedLatency("measured", "measured")
+    assert ResolvedLatency.of(FixedLatency(fixed_ms=100)) == ResolvedLatency("fixed", "fixed_100ms", 100.0)
+    assert ResolvedLatency.of("profiled", 3.62) == ResolvedLatency("fixed", "profiled_3.62ms", 3.62)
+    assert ResolvedLatency.of(DeviceLatency(device="rtx_4090"), 2.1) == ResolvedLatency("fixed", "rtx_4090_2.1ms", 2.1)
+    plan = RunPlan({("Lift", "base"): ResolvedLatency.of("frozen"),
+                    ("Lift", "slow"): ResolvedLatency.of("profiled", 3.62)})
+    assert RunPlan.from_json(plan.to_json()) == plan
+    with pytest.raises(KeyError, match="no latency for variant 'other' on Lift"):
+        plan.latency("Lift", "other")
+
+
+def test_run_eval_resolves_the_latencies_once(tmp_path, monkeypatch):
+    """The driver resolves every latency once per run_eval and hands the plan to the workers (it
+    used to resolve them again before the summary, reading run.json back)."""
+    from eval_helpers import SMALL, small_config
+
+    import evaluation.run.runner as runner
+
+    calls = []
+    original = runner.resolve_latencies
+    monkeypatch.setattr(runner, "resolve_latencies", lambda *a, **k: calls.append(1) or original(*a, **k))
+    _, config = small_config(tmp_path, SMALL.replace("latency: {fixed_ms: 100}}", "latency: profiled}"))
+    runner.run_eval(config, tmp_path / "out", progress=False)
+    assert len(calls) == 1

@@ -149,7 +149,7 @@ def test_ctrl_c_right_after_an_episode_exits_130_keeps_everything_and_resumes(tm
     path, config = small_config(tmp_path)
     out = tmp_path / "run"
     repo = Path(__file__).resolve().parents[1]
-    command = [sys.executable, "-m", "vla_envs.cli", "eval", str(path), "--out", str(out)]
+    command = [sys.executable, "-m", "cli", "eval", str(path), "--out", str(out)]
     process = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "COLUMNS": "200"})
     episodes = out / "parts" / "episodes"

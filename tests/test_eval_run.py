@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from evaluation.analysis.stats import bootstrap_ci
 from evaluation.analysis.summary import SUMMARY_METRICS
-from vla_envs.cli import app
+from cli.app import app
 
 VARIANTS = ["perturbed", "int4_100ms", "expert"]
 

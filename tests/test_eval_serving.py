@@ -83,7 +83,7 @@ def test_the_command_line_serves_with_batching_and_records_the_batches(tmp_path)
     import yaml
     from typer.testing import CliRunner
 
-    from vla_envs.cli import app
+    from cli.app import app
 
     config = tmp_path / "served.yaml"
     config.write_text(yaml.safe_dump({**CONFIG, "seeds": [0], "variants": []}))

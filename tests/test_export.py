@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from vla_envs.cli import app
+from cli.app import app
 
 RUN = """\
 name: export test

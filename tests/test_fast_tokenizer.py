@@ -116,7 +116,7 @@ def test_vla_envs_eval_writes_each_episodes_decode_failures(tmp_path):
     from eval_helpers import small_config
     from typer.testing import CliRunner
 
-    from vla_envs.cli import app
+    from cli.app import app
 
     rng = np.random.default_rng(0)
     chunks = np.clip(rng.normal(0, 0.4, (800, 1, 7)) * np.ones((1, 4, 1)), -1, 1)  # the perturbed expert: chunks of 4

@@ -38,7 +38,7 @@ from evaluation.analysis.summary import metric_column
 from evaluation.pages.findings_figure import findings_figure, is_findings_figure, paper_range
 from evaluation.run.config import StatsConfig
 from evaluation.schema import SEAM_COLUMNS
-from vla_envs.cli import app
+from cli.app import app
 
 # -- the verdict rule ---------------------------------------------------------------------------
 N = MIN_PAIRS

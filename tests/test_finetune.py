@@ -336,7 +336,7 @@ def _assert_state_equal(a, b, name):
 # -- the command --------------------------------------------------------------------------------
 def _cli(*args, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "vla_envs.cli", *args], check=False, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli", *args], check=False, capture_output=True, text=True,
                           cwd=REPO, env=env, timeout=600, **kwargs)
 
 
@@ -380,7 +380,7 @@ def test_finetune_then_eval_the_residual_against_its_base(tmp_path):
 def test_an_interrupted_finetune_resumes_from_its_last_checkpoint(tmp_path):
     config_path = _write(tmp_path, _tiny_config(total_steps=100_000, checkpoint_every=64))
     out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "vla_envs.cli", "finetune", str(config_path), "--out", str(out)],
+    process = subprocess.Popen([sys.executable, "-m", "cli", "finetune", str(config_path), "--out", str(out)],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     latest = out / "checkpoints" / "latest"
     deadline = time.time() + 300

@@ -149,7 +149,7 @@ def test_an_openpi_libero_eval_sends_what_openpis_client_sends(tmp_path):
 
     from tests.libero_policies import ObservationEcho
     from tests.test_serving_openpi import _openpi_style_server
-    from vla_envs.cli import app
+    from cli.app import app
 
     received, replies, ports, stop = [], [], [], threading.Event()
     thread = threading.Thread(target=_openpi_style_server, args=(ObservationEcho(), ports, stop, received, replies),

@@ -1,4 +1,4 @@
-"""``python -m vla_envs.libero.expert_success``: its record survives an interrupted run, resumes
+"""``python -m policies.libero_expert_success``: its record survives an interrupted run, resumes
 without redoing an episode, and its table counts what the record holds."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("libero", reason='LIBERO is not installed: pip install -e ".[libero]"')
 
-from vla_envs.libero import expert_success  # noqa: E402
+from policies import libero_expert_success as expert_success  # noqa: E402
 
 
 def _row(task: int, state: int, success: bool, step: int | None = None) -> dict:

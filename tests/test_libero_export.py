@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from evaluation.export.lerobot_format import observation_frame
 from tests.lerobot_env import LEROBOT_PYTHON
 from tests.test_export import NEEDS_LEROBOT_DATASETS
-from vla_envs.cli import app
+from cli.app import app
 
 LIBERO_FEATURES = ["observation.images.image", "observation.images.image2", "observation.state"]
 

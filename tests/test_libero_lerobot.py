@@ -134,7 +134,7 @@ def test_a_served_lerobot_policy_is_evaluated_on_libero(tmp_path):
 
     from typer.testing import CliRunner
 
-    from vla_envs.cli import app
+    from cli.app import app
 
     folder = tmp_path / "act"
     made = subprocess.run([LEROBOT_PYTHON, "-c", MAKE_ACT, str(folder)], capture_output=True, text=True, timeout=600)

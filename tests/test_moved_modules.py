@@ -1,5 +1,6 @@
-"""The evaluation wing's old module paths still import for one release, as the very module at
-its new path, with a DeprecationWarning naming both (``evaluation._moved``)."""
+"""Old module paths still import for one release, with a DeprecationWarning naming both: the
+evaluation wing's, as the very module at its new path (``evaluation._moved``), and the command
+line's (``vla_envs.cli`` -> ``cli.app``)."""
 
 import importlib
 import sys
@@ -32,3 +33,21 @@ def test_the_old_paths_are_gone_from_the_folder():
 
     root = Path(__file__).resolve().parents[1]
     assert [old for old in MOVED if (root / (old.replace(".", "/") + ".py")).exists()] == []
+
+
+def test_the_command_line_module_keeps_its_old_path_for_a_release():
+    import vla_envs.cli
+    from cli.app import app
+
+    with pytest.warns(DeprecationWarning, match=r"^vla_envs.cli moved to cli.app"):
+        assert vla_envs.cli.app is app
+
+
+def test_the_expert_success_script_keeps_its_old_path_for_a_release():
+    import vla_envs.libero.expert_success as old
+
+    pytest.importorskip("libero", reason="LIBERO is not installed")
+    from policies.libero_expert_success import main
+
+    with pytest.warns(DeprecationWarning, match=r"^vla_envs.libero.expert_success moved to policies.libero_expert_success"):
+        assert old.main is main

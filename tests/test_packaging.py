@@ -64,6 +64,6 @@ def test_the_built_wheel_imports_and_runs_outside_the_checkout(tmp_path):
                          timeout=600, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "wheel ok" in out.stdout
-    cli = subprocess.run([sys.executable, "-m", "vla_envs.cli", "tasks"], capture_output=True, text=True,
+    cli = subprocess.run([sys.executable, "-m", "cli", "tasks"], capture_output=True, text=True,
                          timeout=300, cwd=tmp_path, env={**env, "COLUMNS": "200"})
     assert cli.returncode == 0 and "vla_envs/Lift-v0" in cli.stdout, cli.stderr[-3000:]

@@ -95,7 +95,7 @@ def test_a_served_lerobot_policy_is_evaluated_end_to_end(server, tmp_path):
     import pyarrow.parquet as pq
     from typer.testing import CliRunner
 
-    from vla_envs.cli import app
+    from cli.app import app
 
     config = tmp_path / "lerobot.yaml"
     config.write_text(textwrap.dedent(f"""\

@@ -236,7 +236,7 @@ def test_a_served_tinyvla_is_evaluated_end_to_end_and_matches_the_local_one(tmp_
     import pyarrow.parquet as pq
     from typer.testing import CliRunner
 
-    from vla_envs.cli import app
+    from cli.app import app
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "policies.remote", "serve", "--protocol", "openpi", "--policy",

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from evaluation.analysis.compare import RunFolderError, read_run
 from evaluation.run.config import ExpertPolicySpec, FactoryPolicySpec, load_eval_config
 from policies.residual import RESIDUAL_METADATA_KEY
-from vla_envs.cli import app
+from cli.app import app
 from vla_envs.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,10 +11,10 @@ import os
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, PositiveFloat, PositiveInt, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, Field, PositiveFloat, PositiveInt, ValidationError
 
 from vla_envs.errors import VlaEnvsError
 from vla_envs.strict_config import StrictConfig
@@ -39,6 +39,25 @@ class ConfigError(VlaEnvsError, ValueError):
     """A configuration file is missing, unreadable or invalid."""
 
 
+def _check_control_freq(value: float) -> float:
+    from vla_envs.timing import substeps_per_control_step
+
+    substeps_per_control_step(value)  # a ValueError unless it divides the physics rate
+    return value
+
+
+def _check_robot(value: str) -> str:
+    from vla_envs.robots import check_robot
+
+    return check_robot(value)
+
+
+# The field types every config that sets an arm or a control rate uses (task YAMLs, eval and
+# fine-tuning configs), so each rule is written once.
+ControlFreqHz = Annotated[PositiveFloat, AfterValidator(_check_control_freq)]  # divides the physics rate
+RobotName = Annotated[str, AfterValidator(_check_robot)]  # one of vla_envs.robots.SUPPORTED_ROBOTS
+
+
 class CameraConfig(StrictConfig):
     """Which robosuite cameras feed the image observations."""
 
@@ -55,30 +74,15 @@ class TaskConfig(StrictConfig):
 
     name: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$", description="registered as vla_envs/<name>-v0")
     robosuite_env: str = Field(min_length=1, description="robosuite environment class name")
-    robot: str = Field("Panda", description="the default arm (vla_envs.robots.SUPPORTED_ROBOTS); gym.make(robot=) overrides it")
+    robot: RobotName = Field("Panda", description="the default arm (vla_envs.robots.SUPPORTED_ROBOTS); gym.make(robot=) overrides it")
     instruction: str = Field(min_length=1, description="natural-language instruction for the task")
     max_episode_steps: PositiveInt = Field(description="time limit in control steps")
-    control_freq: PositiveFloat = Field(20.0, description="control frequency in Hz")
+    control_freq: ControlFreqHz = Field(20.0, description="control frequency in Hz")
     cameras: CameraConfig = CameraConfig()
     render_camera: str = Field("frontview", min_length=1, description="camera used by render()")
     env_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="extra keyword arguments for robosuite.make"
     )
-
-    @field_validator("control_freq")
-    @classmethod
-    def _divides_the_physics_rate(cls, value: float) -> float:
-        from vla_envs.timing import substeps_per_control_step
-
-        substeps_per_control_step(value)
-        return value
-
-    @field_validator("robot")
-    @classmethod
-    def _supported_robot(cls, value: str) -> str:
-        from vla_envs.robots import check_robot
-
-        return check_robot(value)
 
     @property
     def env_id(self) -> str:

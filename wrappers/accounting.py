@@ -26,6 +26,7 @@ import math
 import numba
 import numpy as np
 
+from wrappers.episode_buffer import ROW_FIELDS
 from wrappers.metrics import LEDGER_KEYS, METRIC_KEYS, SATURATION_THRESHOLD, STEP_TERM_KEYS
 
 K = len(STEP_TERM_KEYS)
@@ -41,6 +42,20 @@ V_POSITIVE, V_NEGATIVE, V_PEAK_TORQUE, V_SATURATION, V_PEAK_SPEED = (_V[key] for
 _T = {key: i for i, key in enumerate(STEP_TERM_KEYS)}
 T_TIME, T_EE, T_JOINT, T_ROTATION, T_JERK, T_ACTION, T_ENERGY, T_EFFORT = (_T[key] for key in STEP_TERM_KEYS)
 
+# The episode's counts (the "counts" field below), by name: substep torque samples at or above
+# SATURATION_THRESHOLD of their limit, torque samples of joints with a limit, speed samples of
+# joints with a limit, control steps, and MuJoCo's warning total at the last sample.
+COUNT_FIELDS: tuple[str, ...] = ("saturated_samples", "torque_samples", "speed_samples", "steps", "warnings")
+C_SATURATED, C_TORQUE_SAMPLES, C_SPEED_SAMPLES, C_STEPS, C_WARNINGS = range(len(COUNT_FIELDS))
+
+# The columns of a recording row (episode_buffer.ROW_FIELDS): record_row's ``starts[R_...]`` is
+# where each begins.
+_R = {name: i for i, (name, _) in enumerate(ROW_FIELDS)}
+R_TIME, R_QPOS, R_QVEL, R_QACC, R_TORQUE, R_EE, R_ACTION, R_REWARD, R_SUB_TAU, R_SUB_QD = (
+    _R["time_s"], _R["qpos"], _R["qvel"], _R["qacc"], _R["torque"], _R["ee_pos"], _R["action"], _R["reward"],
+    _R["substep_torque"], _R["substep_qvel"],
+)
+
 # The running state of one episode: (name, size) with n arm joints and m action dimensions.
 # EpisodeState lays them out in one float64 buffer, in this order, and names a view of each; the
 # compiled functions take the buffer and the offsets (one argument each, not one per array,
@@ -50,7 +65,7 @@ EPISODE_FIELDS: tuple[tuple[str, int | str], ...] = (
     ("terms", K),  # this step's terms
     ("penalties", K + 1),  # terms times the coefficients, then their total
     ("values", len(METRIC_KEYS)),  # the episode-so-far metrics (METRIC_KEYS order)
-    ("counts", 5),  # saturated torque samples, torque-limited samples, speed-limited samples, steps, warnings
+    ("counts", len(COUNT_FIELDS)),  # the episode's counts, COUNT_FIELDS
     ("q_prev", "n"),  # the previous sample of the arm
     ("qd_prev", "n"),
     ("qd_prev2", "n"),
@@ -123,7 +138,7 @@ def start_episode(qpos, qvel, ee_pos, qidx, didx, warnings, buffer, offsets):  #
     for k in range(3):
         p_prev[k] = ee_pos[k]
     counts = _field(buffer, offsets, F_COUNTS)
-    counts[4] = _warning_total(warnings)
+    counts[C_WARNINGS] = _warning_total(warnings)
     # fractions of a limit start at 0.0 like every metric, and stay NaN where no joint has one
     torque_limit, velocity_limit = _field(buffer, offsets, F_TORQUE_LIMIT), _field(buffer, offsets, F_VELOCITY_LIMIT)
     torque_limited = False
@@ -171,17 +186,17 @@ def account_step(qpos, qvel, qacc, qfrc, ee_pos, warnings, qidx, didx, sub, coun
         return TOO_MANY_SUBSTEPS
     n = qidx.shape[0]
     m = action.shape[0]
-    first = counts[3] == 0.0
+    first = counts[C_STEPS] == 0.0
     if row.shape[0] > 0:
-        record_row(row, starts, (counts[3] + 1.0) / f, qpos, qvel, qacc, qfrc, ee_pos, qidx, didx, action, math.nan, sub, n_sub, stored)
+        record_row(row, starts, (counts[C_STEPS] + 1.0) / f, qpos, qvel, qacc, qfrc, ee_pos, qidx, didx, action, math.nan, sub, n_sub, stored)
 
     # the substeps: energy, effort and the actuator ledger
     energy = 0.0
     effort = 0.0
     positive = 0.0
     negative = 0.0
-    peak_torque = values[V_PEAK_TORQUE] if counts[1] > 0.0 else 0.0
-    peak_speed = values[V_PEAK_SPEED] if counts[2] > 0.0 else 0.0
+    peak_torque = values[V_PEAK_TORQUE] if counts[C_TORQUE_SAMPLES] > 0.0 else 0.0
+    peak_speed = values[V_PEAK_SPEED] if counts[C_SPEED_SAMPLES] > 0.0 else 0.0
     for i in range(n_sub):
         for k in range(n):
             tau = sub[i, k]
@@ -196,11 +211,11 @@ def account_step(qpos, qvel, qacc, qfrc, ee_pos, warnings, qidx, didx, sub, coun
             if math.isfinite(torque_limit[k]):
                 fraction = abs(tau) / torque_limit[k]
                 peak_torque = max(peak_torque, fraction)
-                counts[0] += 1.0 if fraction >= SATURATION_THRESHOLD else 0.0
-                counts[1] += 1.0
+                counts[C_SATURATED] += 1.0 if fraction >= SATURATION_THRESHOLD else 0.0
+                counts[C_TORQUE_SAMPLES] += 1.0
             if math.isfinite(velocity_limit[k]):
                 peak_speed = max(peak_speed, abs(qd) / velocity_limit[k])
-                counts[2] += 1.0
+                counts[C_SPEED_SAMPLES] += 1.0
 
     # the sample after the step: paths, jerk, action change
     ee_sq = 0.0
@@ -247,8 +262,8 @@ def account_step(qpos, qvel, qacc, qfrc, ee_pos, warnings, qidx, didx, sub, coun
     penalties[terms.shape[0]] = total
 
     # the metrics so far
-    steps = counts[3] + 1.0
-    counts[3] = steps
+    steps = counts[C_STEPS] + 1.0
+    counts[C_STEPS] = steps
     values[V_TIME] = steps / f
     values[V_EE] = sums[T_EE]
     values[V_JOINT] = sums[T_JOINT]
@@ -260,15 +275,15 @@ def account_step(qpos, qvel, qacc, qfrc, ee_pos, warnings, qidx, didx, sub, coun
     values[V_STEPS] = steps
     values[V_POSITIVE] += positive * dt
     values[V_NEGATIVE] += negative * dt
-    if counts[1] > 0.0:
+    if counts[C_TORQUE_SAMPLES] > 0.0:
         values[V_PEAK_TORQUE] = peak_torque
-        values[V_SATURATION] = counts[0] / counts[1]
-    if counts[2] > 0.0:
+        values[V_SATURATION] = counts[C_SATURATED] / counts[C_TORQUE_SAMPLES]
+    if counts[C_SPEED_SAMPLES] > 0.0:
         values[V_PEAK_SPEED] = peak_speed
 
     warned = _warning_total(warnings)
-    unstable = warned > counts[4] or not finite  # MuJoCo warned (and may have reset its data)
-    counts[4] = warned
+    unstable = warned > counts[C_WARNINGS] or not finite  # MuJoCo warned (and may have reset its data)
+    counts[C_WARNINGS] = warned
     return UNSTABLE if unstable else STABLE
 
 
@@ -278,7 +293,8 @@ def record_row(row, starts, time_s, qpos, qvel, qacc, qfrc, ee_pos, qidx, didx, 
     ``ROW_FIELDS`` order); NaN where a value does not exist (the reset row's action and reward,
     substeps the step did not run)."""
     time_col, qpos_col, qvel_col, qacc_col, torque_col, ee_col, action_col, reward_col, sub_tau_col, sub_qd_col = (
-        starts[0], starts[1], starts[2], starts[3], starts[4], starts[5], starts[6], starts[7], starts[8], starts[9]
+        starts[R_TIME], starts[R_QPOS], starts[R_QVEL], starts[R_QACC], starts[R_TORQUE], starts[R_EE],
+        starts[R_ACTION], starts[R_REWARD], starts[R_SUB_TAU], starts[R_SUB_QD]
     )
     n = qidx.shape[0]
     row[time_col] = time_s
@@ -332,7 +348,7 @@ class RunningMetrics:
         qvel = np.asarray(qvel, np.float64)
         self._account(np.asarray(qpos, np.float64), qvel, qvel, qvel, np.asarray(ee_pos, np.float64),
                       self._no_warnings, self.index, self.index, sub, self._count, self.state.buffer,
-                      self.state.offsets, np.zeros(0), np.zeros(10, dtype=np.int64), 0)
+                      self.state.offsets, np.zeros(0), np.zeros(len(ROW_FIELDS), dtype=np.int64), 0)
         return dict(zip(STEP_TERM_KEYS, self.state.terms.tolist()))
 
     def values(self) -> dict[str, float]:

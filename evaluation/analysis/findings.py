@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
-from evaluation.analysis.stats import bootstrap_ci, paired_comparison, wilson_interval
+from evaluation.analysis.stats import bootstrap_ci, is_finite, paired_comparison, wilson_interval
 from evaluation.analysis.summary import SUMMARY_METRICS, solved_by_seed
 from evaluation.run.config import EvalConfig, StatsConfig
 from evaluation.schema import EPISODE_SCHEMA, TEACHER_FORCED_TYPE
@@ -245,10 +245,6 @@ class PairedChange:
     @property
     def percent_interval(self) -> tuple[float, float]:
         return (self.ci_low * self._scale, self.ci_high * self._scale)
-
-
-def is_finite(value) -> bool:
-    return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def paired_change(reference: list[dict], variant: list[dict], column: str, stats: StatsConfig) -> PairedChange:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -117,6 +118,12 @@ def percent_change(value: float, reference: float) -> float:
         return math.nan
     return 100.0 * (value - reference) / abs(reference)
 
+
+
+def is_finite(value) -> bool:
+    """A real number that is neither NaN nor infinite (``None``, text and NaN are not): the one
+    test of "has a value" for episode rows, summaries, findings and pages."""
+    return isinstance(value, numbers.Real) and math.isfinite(value)
 
 @dataclass(frozen=True)
 class PairedComparison:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.analysis.stats import bootstrap_ci, paired_comparison, percent_change, wilson_interval
+from evaluation.analysis.stats import bootstrap_ci, is_finite, paired_comparison, percent_change, wilson_interval
 from evaluation.schema import SEAM_COLUMNS
 from policies.base import EPISODE_COUNTERS
 from wrappers.metrics import METRIC_KEYS
@@ -178,10 +178,6 @@ def format_number(value, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
-def _finite_pair(a, b) -> bool:
-    return all(v is not None and math.isfinite(v) for v in (a, b))
-
-
 def _pct(value: float) -> str:
     return "" if value is None or not math.isfinite(value) else f" ({value:+.1f}%)"
 
@@ -248,7 +244,7 @@ def markdown(rows: list[dict], confidence: float = 0.95, title: str = "Evaluatio
         lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
         for r in task_rows:
             seam, within = r["jerk_ms_seam_mean"], r["jerk_ms_within_mean"]
-            share = seam / (seam + within) if _finite_pair(seam, within) and seam + within > 0 else math.nan
+            share = seam / (seam + within) if is_finite(seam) and is_finite(within) and seam + within > 0 else math.nan
             cells = [r["variant"], format_number(seam), format_number(within), "–" if not math.isfinite(share) else f"{share:.0%}",
                      format_number(r["action_rate_seam_mean"]), format_number(r["action_rate_within_mean"])]
             lines.append("| " + " | ".join(cells) + " |")

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.analysis.findings import MIN_PAIRS, Verdict, metric_words, verdict
+from evaluation.analysis.stats import is_finite
 from evaluation.analysis.summary import SUMMARY_METRICS, metric_column
 from policies.base import EPISODE_COUNTERS
 from wrappers.metrics import METRIC_LABELS
@@ -66,10 +67,6 @@ def _png(fig) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _finite(value) -> bool:
-    return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
-
-
 def _name(row: dict, base: str) -> str:
     return row["variant"] if row["compared_to"] in (base, row["variant"]) else f"{row['variant']} (vs {row['compared_to']})"
 
@@ -87,7 +84,7 @@ def paired_percent(row: dict, metric: str) -> Change | None:
     """A summary row's paired change of ``metric`` as % of the reference's paired mean, or None
     where there is none (no pairs, a zero reference mean)."""
     pct, reference = row.get(metric_column(metric, "paired_pct")), row.get(metric_column(metric, "paired_base_mean"))
-    if not (_finite(pct) and _finite(reference) and reference != 0):
+    if not (is_finite(pct) and is_finite(reference) and reference != 0):
         return None
     low, high = (100 * row[metric_column(metric, f"paired_ci_{side}")] / abs(reference) for side in ("low", "high"))
     return Change(metric, pct, low, high)
@@ -180,7 +177,7 @@ def forest_plot(rows: list[dict]) -> str | None:
     for ax, metric in zip(axes[1:], REPORT_METRICS):
         for yi, row in zip(y, others):
             mde = row[metric_column(metric, "paired_mde_pct")]
-            if _finite(mde):
+            if is_finite(mde):
                 ax.fill_betweenx([yi - 0.3, yi + 0.3], -mde, mde, color="0.85", linewidth=0)
             change = paired_percent(row, metric)
             if change is not None:
@@ -220,12 +217,12 @@ def pareto_front(costs: np.ndarray, success: np.ndarray) -> np.ndarray:
 
 def pareto_plot(rows: list[dict]) -> str | None:
     plt = _pyplot()
-    panels = [(field, label) for field, label in COSTS if sum(_finite(r.get(field)) for r in rows) >= 2]
+    panels = [(field, label) for field, label in COSTS if sum(is_finite(r.get(field)) for r in rows) >= 2]
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False, layout="constrained")
     for ax, (field, label) in zip(axes[0], panels):
-        points = [r for r in rows if _finite(r.get(field))]
+        points = [r for r in rows if is_finite(r.get(field))]
         cost = np.array([r[field] for r in points], dtype=float)
         success = np.array([r["success_rate"] for r in points]) * 100
         front = pareto_front(cost, success)
@@ -391,7 +388,7 @@ def paired_table(rows: list[dict]) -> str:
 
 
 def _percent(fraction) -> str:
-    return f"{100 * fraction:.1f}" if _finite(fraction) else "–"
+    return f"{100 * fraction:.1f}" if is_finite(fraction) else "–"
 
 
 def inference_table(rows: list[dict]) -> str:

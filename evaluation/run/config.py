@@ -37,7 +37,7 @@ from policies.specs import (  # noqa: F401 - re-exported: configs' policy specs 
     check_factory_importable,
     header_base_spec,
 )
-from vla_envs.config import ConfigError, load_config
+from vla_envs.config import ConfigError, ControlFreqHz, RobotName, load_config
 from vla_envs.libero.suites import SETTLE_STEPS
 from vla_envs.strict_config import StrictConfig
 
@@ -65,6 +65,12 @@ class DeviceLatency(StrictConfig):
 # {device: NAME} are resolved once before the episodes (EvalConfig.resolved_latency_ms) and then
 # applied like a fixed latency
 LatencySpec = Literal["frozen", "measured", "profiled"] | FixedLatency | DeviceLatency
+
+
+def needs_resolved_latency(latency: LatencySpec) -> bool:
+    """Whether the latency model's value is resolved once before the episodes (``profiled``,
+    ``{device: NAME}``; recorded in run.json as ``config.resolved_latency_ms``)."""
+    return latency == "profiled" or isinstance(latency, DeviceLatency)
 
 
 class ExecutionConfig(StrictConfig):
@@ -157,9 +163,9 @@ class EnvConfig(StrictConfig):
 
     obs_mode: Literal["state", "rgb", "state+rgb"] = "state"
     image_size: int = Field(128, ge=8, le=1024)
-    robot: str | None = Field(None, description="the arm (vla_envs.robots.SUPPORTED_ROBOTS); default: each task's (Panda)")
+    robot: RobotName | None = Field(None, description="the arm (vla_envs.robots.SUPPORTED_ROBOTS); default: each task's (Panda)")
     controller: str = "OSC_POSE"
-    control_freq: float | None = Field(None, gt=0.0)
+    control_freq: ControlFreqHz | None = None
     max_episode_steps: int | None = Field(None, ge=1, description="override every task's time limit")
     render_quality: Literal["lean", "full"] = "lean"
     libero: LiberoEnvConfig = LiberoEnvConfig()
@@ -186,15 +192,6 @@ class EnvConfig(StrictConfig):
             kwargs.update(self.libero.model_dump())
         return env_id, {**kwargs, **self.make_kwargs(obs_mode)}
 
-    @field_validator("control_freq")
-    @classmethod
-    def _divides_the_physics_rate(cls, value: float | None) -> float | None:
-        if value is not None:
-            from vla_envs.timing import substeps_per_control_step
-
-            substeps_per_control_step(value)
-        return value
-
     @field_validator("controller")
     @classmethod
     def _known_controller(cls, value: str) -> str:
@@ -202,12 +199,6 @@ class EnvConfig(StrictConfig):
 
         return check_controller(value)
 
-    @field_validator("robot")
-    @classmethod
-    def _supported_robot(cls, value: str | None) -> str | None:
-        from vla_envs.robots import check_robot
-
-        return None if value is None else check_robot(value)
 
 
 class SeedStart(StrictConfig):
@@ -462,8 +453,7 @@ class EvalConfig(StrictConfig):
 
     def resolved_variants(self) -> list[str]:
         """The variants whose latency is resolved once before the episodes (``profiled``, ``{device: NAME}``)."""
-        return [name for name in self.variant_names
-                if self.latency_for(name) == "profiled" or isinstance(self.latency_for(name), DeviceLatency)]
+        return [name for name in self.variant_names if needs_resolved_latency(self.latency_for(name))]
 
     def policy_spec_of(self, name: str) -> PolicySpec:
         """The spec the variant's policy is built from (the base's, for a compressed variant or one

@@ -27,10 +27,9 @@ from evaluation.run.latency import (
     LatencyAwareExecutor,
     StepSource,
     TimedChunkExecutor,
-    latency_label,
-    needs_resolved_latency,
     seam_mask,
 )
+from evaluation.run.plan import resolved_latency
 from evaluation.run.policy_cache import PolicyCache
 from evaluation.run.units import WorkUnit
 from evaluation.schema import (
@@ -43,7 +42,7 @@ from policies.specs import seed_everything
 from wrappers.metrics import METRIC_KEYS
 
 if TYPE_CHECKING:
-    from evaluation.run.serving import Endpoints
+    from evaluation.run.plan import RunPlan
 
 
 
@@ -77,9 +76,11 @@ def seam_columns(episode, sources: list[StepSource], control_freq_hz: float) -> 
 class EpisodeRunner:
     """Runs work units of one config; keeps one env per task and the policies built on it."""
 
-    def __init__(self, config: EvalConfig, endpoints: Endpoints | None = None):
+    def __init__(self, config: EvalConfig, plan: RunPlan | None = None):
+        """``plan``: the latencies and policy servers the driver resolved (``evaluation.run.plan``);
+        without one, each variant's latency is read from the config (resolved or needing no value)."""
         self.config = config
-        self.endpoints = endpoints  # the run's policy servers (evaluation.run.serving), reached as clients
+        self.plan = plan
         self._envs: dict[str, object] = {}
         self._policies: dict[str, PolicyCache] = {}
 
@@ -108,7 +109,7 @@ class EpisodeRunner:
             # actions; steps.parquet is written only with recording.record_steps
             env = JointStateRecorder(env, record_substeps=self.config.recording.record_substeps)
             self._envs[task] = env
-            self._policies[task] = PolicyCache(self.config, task, env, self.endpoints)
+            self._policies[task] = PolicyCache(self.config, task, env, self.plan.endpoints if self.plan else None)
         return self._envs[task]
 
     def policy(self, task: str, variant: str):
@@ -133,19 +134,12 @@ class EpisodeRunner:
 
             # the arm's own dims: joint-space commands are one per joint (6 on the UR5e)
             hold = partial(hold_position_action, self.config.env.controller, robot=self.env(task).unwrapped.robot)
-        latency = self.config.latency_for(variant)
-        resolved = None
-        if needs_resolved_latency(latency):
-            table = self.config.resolved_latency_ms or {}
-            key = f"{task}/{variant}"
-            if key not in table:
-                raise RuntimeError(f"latency {latency_label(latency)!r} for {key}: no resolved latency in the config "
-                                   "(run_episodes resolves it before the episodes)")
-            resolved = table[key]
+        latency = self.plan.latency(task, variant) if self.plan is not None else \
+            resolved_latency(self.config, task, variant)
         control_freq = self.env(task).unwrapped.control_freq
         if execution.schedule == "async":
-            return AsyncChunkExecutor(chunk, latency, control_freq, execution.query_when_remaining, hold, resolved)
-        return LatencyAwareExecutor(chunk, latency, control_freq, hold, resolved)
+            return AsyncChunkExecutor(chunk, latency, control_freq, execution.query_when_remaining, hold)
+        return LatencyAwareExecutor(chunk, latency, control_freq, hold)
 
     def teacher_forcing(self, task: str, variant: str):
         """The variants compared with ``variant`` (its followers), to be queried on its episodes'
@@ -211,7 +205,7 @@ class EpisodeRunner:
             "waiting_steps": int(executor.waiting_steps),
             "stale_actions": int(executor.stale_actions),
             **executor.executor.policy.episode_counters(),
-            "latency_model": latency_label(executor.latency, executor.resolved_ms),
+            "latency_model": executor.latency.label,
             "latency_mean_ms": float(latencies_ms.mean()) if len(latencies_ms) else float("nan"),
             "latency_p90_ms": float(np.percentile(latencies_ms, 90)) if len(latencies_ms) else float("nan"),
             "initial_state": fingerprint,

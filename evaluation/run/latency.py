@@ -34,10 +34,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from evaluation.run.config import DeviceLatency, FixedLatency, LatencySpec
+from evaluation.schema import StepSource  # noqa: F401 - where each step's action came from, also read from here
 from policies.chunk_executor import ChunkExecutor
 
 
@@ -60,10 +62,38 @@ def latency_label(latency: LatencySpec, resolved_ms: float | None = None) -> str
     return str(latency)
 
 
-def needs_resolved_latency(latency: LatencySpec) -> bool:
-    """Whether the latency model's value is resolved once before the episodes (``profiled``,
-    ``{device: NAME}``) and read from ``EvalConfig.resolved_latency_ms``."""
-    return latency == "profiled" or isinstance(latency, DeviceLatency)
+@dataclass(frozen=True)
+class ResolvedLatency:
+    """What one variant's latency model is on one task, resolved once before the episodes: the
+    one object the executor applies. ``kind``: ``frozen`` (no simulated time passes),
+    ``measured`` (each query's wall-clock time) or ``fixed`` (``ms`` per query: ``{fixed_ms}``,
+    and ``profiled`` and ``{device}`` once resolved); ``label`` names it in tables."""
+
+    kind: Literal["frozen", "measured", "fixed"]
+    label: str
+    ms: float | None = None
+
+    @classmethod
+    def of(cls, latency: LatencySpec, resolved_ms: float | None = None) -> ResolvedLatency:
+        """From a config's latency model; ``resolved_ms`` is the value of ``profiled`` and
+        ``{device: NAME}`` (a ``ValueError`` naming the model when it is missing or not a time)."""
+        if isinstance(latency, ResolvedLatency):
+            return latency
+        valid = latency in ("frozen", "measured", "profiled") or isinstance(latency, (FixedLatency, DeviceLatency))
+        if not valid:
+            raise ValueError(f"latency={latency!r}: expected 'frozen', 'measured', 'profiled', {{fixed_ms: X}} "
+                             "or {device: NAME}")
+        if latency in ("frozen", "measured"):
+            return cls(latency, latency)
+        if isinstance(latency, FixedLatency):
+            return cls("fixed", latency_label(latency), float(latency.fixed_ms))
+        if resolved_ms is None or not math.isfinite(resolved_ms) or resolved_ms < 0:
+            raise ValueError(f"latency {latency_label(latency)!r} needs its resolved latency in ms "
+                             f"(resolved before the episodes, recorded as resolved_latency_ms), got {resolved_ms!r}")
+        return cls("fixed", latency_label(latency, resolved_ms), float(resolved_ms))
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "label": self.label, "ms": self.ms}
 
 
 class TimedChunkExecutor(ChunkExecutor):
@@ -82,15 +112,6 @@ class TimedChunkExecutor(ChunkExecutor):
         return chunk
 
 
-@dataclass(frozen=True)
-class StepSource:
-    """Where a control step's action came from (one row of ``steps.parquet``)."""
-
-    queried: bool  # a policy query started on this step's observation
-    waiting: bool  # synchronous: a query was in flight; async: no planned action was left (on_empty)
-    chunk_start: bool = False  # the step executed the first action run from a newly arrived chunk
-
-
 def seam_mask(sources: list[StepSource]) -> np.ndarray:
     """Per step, whether a new chunk started there, the episode's first chunk excepted: the
     chunk seams that ``wrappers.metrics.jerk_ms_parts`` splits at."""
@@ -102,21 +123,16 @@ def seam_mask(sources: list[StepSource]) -> np.ndarray:
 
 
 class _LatencyModel:
-    """The latency model's delay per query and the on_empty action, shared by both schedules."""
+    """The latency model's delay per query and the on_empty action, shared by both schedules.
 
-    def __init__(self, executor: TimedChunkExecutor, latency: LatencySpec, control_freq_hz: float,
+    ``latency``: a ``ResolvedLatency``, or a config's latency model (with ``resolved_ms`` for
+    ``profiled`` and ``{device: NAME}``), resolved here once."""
+
+    def __init__(self, executor: TimedChunkExecutor, latency: ResolvedLatency | LatencySpec, control_freq_hz: float,
                  hold_action: Callable[[np.ndarray], np.ndarray] | None, resolved_ms: float | None):
-        valid = latency in ("frozen", "measured", "profiled") or isinstance(latency, (FixedLatency, DeviceLatency))
-        if not valid:
-            raise ValueError(f"latency={latency!r}: expected 'frozen', 'measured', 'profiled', {{fixed_ms: X}} "
-                             "or {device: NAME}")
-        if needs_resolved_latency(latency) and (resolved_ms is None or not math.isfinite(resolved_ms) or resolved_ms < 0):
-            raise ValueError(f"latency {latency_label(latency)!r} needs its resolved latency in ms "
-                             f"(EvalConfig.resolved_latency_ms), got {resolved_ms!r}")
-        self.resolved_ms = resolved_ms
+        self.latency = ResolvedLatency.of(latency, resolved_ms)
         self.hold_action = hold_action
         self.executor = executor
-        self.latency = latency
         self.control_freq_hz = float(control_freq_hz)
 
     @property
@@ -129,14 +145,9 @@ class _LatencyModel:
 
     def _delay_steps(self) -> int:
         """Control steps the query just made takes (0 for the episode's first query and when frozen)."""
-        if self.latency == "frozen" or self.executor.inference_calls == 1:
+        if self.latency.kind == "frozen" or self.executor.inference_calls == 1:
             return 0
-        if isinstance(self.latency, FixedLatency):
-            seconds = self.latency.fixed_ms / 1e3
-        elif needs_resolved_latency(self.latency):
-            seconds = self.resolved_ms / 1e3
-        else:
-            seconds = self.executor.latencies_s[-1]
+        seconds = self.latency.ms / 1e3 if self.latency.kind == "fixed" else self.executor.latencies_s[-1]
         return delay_steps(seconds, self.control_freq_hz)
 
     def _hold(self, last: np.ndarray | None) -> np.ndarray:
@@ -153,7 +164,7 @@ class LatencyAwareExecutor(_LatencyModel):
 
     stale_actions = 0  # a synchronous chunk always starts from its first action
 
-    def __init__(self, executor: TimedChunkExecutor, latency: LatencySpec, control_freq_hz: float,
+    def __init__(self, executor: TimedChunkExecutor, latency: ResolvedLatency | LatencySpec, control_freq_hz: float,
                  hold_action: Callable[[np.ndarray], np.ndarray] | None = None, resolved_ms: float | None = None):
         """``hold_action(last_action)``: what to execute while waiting once the previous chunk is
         used up; ``None`` repeats the last action. ``resolved_ms``: the latency ``profiled`` and
@@ -211,7 +222,7 @@ class AsyncChunkExecutor(_LatencyModel):
     ``waiting_steps``. With ``frozen`` latency a chunk arrives on the step it was asked for.
     """
 
-    def __init__(self, executor: TimedChunkExecutor, latency: LatencySpec, control_freq_hz: float,
+    def __init__(self, executor: TimedChunkExecutor, latency: ResolvedLatency | LatencySpec, control_freq_hz: float,
                  query_when_remaining: int, hold_action: Callable[[np.ndarray], np.ndarray] | None = None,
                  resolved_ms: float | None = None):
         if executor.schedule != "open_loop":

@@ -16,17 +16,17 @@ from evaluation.run.episode import EpisodeResult, EpisodeRunner
 from evaluation.run.units import WorkUnit
 
 if TYPE_CHECKING:
-    from evaluation.run.serving import Endpoints
+    from evaluation.run.plan import RunPlan
 
 
 class _EpisodeActor:
-    def __init__(self, config_json: str, endpoints_json: str | None = None):
-        from evaluation.run.serving import Endpoints
+    def __init__(self, config_json: str, plan_json: str | None = None):
+        from evaluation.run.plan import RunPlan
         from evaluation.run.workers import set_threads
 
         config = EvalConfig.model_validate_json(config_json)
         set_threads(config.torch_threads)
-        self.runner = EpisodeRunner(config, Endpoints.from_json(endpoints_json) if endpoints_json else None)
+        self.runner = EpisodeRunner(config, RunPlan.from_json(plan_json) if plan_json else None)
 
     def run(self, unit: WorkUnit) -> tuple[WorkUnit, EpisodeResult]:
         return unit, self.runner.run(unit)
@@ -61,11 +61,11 @@ def init_ray(config: EvalConfig, workers: int, address: str | None = None, extra
 
 def run_ray(
     config: EvalConfig, units: list[WorkUnit], workers: int, address: str | None = None,
-    endpoints: Endpoints | None = None,
+    plan: RunPlan | None = None,
 ) -> Iterator[tuple[WorkUnit, EpisodeResult]]:
     """Units on ``workers`` Ray actors, yielded in completion order. ``address``: ``ray.init``'s
     (``"auto"`` or ``"ray://head:10001"`` for a cluster; ``None`` starts a local instance);
-    ``endpoints``: the run's policy servers (``evaluation.run.serving``), which the actors reach as clients."""
+    ``plan``: the run's resolved latencies and policy servers (``evaluation.run.plan``)."""
     if workers < 1:
         raise ValueError(f"workers={workers}: expected >= 1")
     if not units:
@@ -76,8 +76,8 @@ def run_ray(
     started_here = init_ray(config, workers, address)
     actor_class = ray.remote(num_cpus=config.ray.num_cpus_per_worker)(_EpisodeActor)
     config_json = config.model_dump_json()
-    endpoints_json = endpoints.to_json() if endpoints is not None else None
-    actors = [actor_class.remote(config_json, endpoints_json) for _ in range(min(workers, len(units)))]
+    plan_json = plan.to_json() if plan is not None else None
+    actors = [actor_class.remote(config_json, plan_json) for _ in range(min(workers, len(units)))]
     try:
         pool = ActorPool(actors)
         yield from pool.map_unordered(lambda actor, unit: actor.run.remote(unit), units)

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from evaluation.run.config import EvalConfig
 from evaluation.run.parts import PartStore, atomic_write_bytes
+from evaluation.run.plan import RunPlan
 from evaluation.run.units import WorkUnit, plan_units
 from vla_envs.errors import VlaEnvsError
 from vla_envs.files import OutputFolderError, claim_output_folder, folder_entries, lock_output_folder
@@ -106,20 +107,20 @@ def _locked(out_dir: str | Path):
 
 
 def _iterate(config: EvalConfig, units: list[WorkUnit], backend: Backend, workers: int, ray_address: str | None,
-             endpoints=None):
+             plan: RunPlan):
     if backend == "ray":
         from evaluation.run.ray_backend import run_ray
 
-        return run_ray(config, units, workers, ray_address, endpoints)
+        return run_ray(config, units, workers, ray_address, plan)
     if backend != "local":
         raise ValueError(f"backend={backend!r}: expected 'local' or 'ray'")
     if workers == 1:
         from evaluation.run.workers import run_sequential
 
-        return run_sequential(config, units, endpoints)
+        return run_sequential(config, units, plan)
     from evaluation.run.workers import run_processes
 
-    return run_processes(config, units, workers, endpoints)
+    return run_processes(config, units, workers, plan)
 
 
 @contextmanager
@@ -172,15 +173,16 @@ def resolve_latencies(config: EvalConfig, previous_run_json: Path | None = None)
     return config.model_copy(update={"resolved_latency_ms": {**computed, **pinned}})
 
 
-def check_policies(config: EvalConfig, endpoints=None) -> None:
+def check_policies(config: EvalConfig, plan: RunPlan | None = None) -> None:
     """Build every (task, variant) policy and its executor once, here in the driver, so a factory
     that returns something other than a ``Policy`` or execution settings a policy's chunk size
     cannot take (``execute_steps``, ``query_when_remaining``) fail before any episode runs
-    (``ConfigError`` naming the variant). Needs the resolved latencies (``resolve_latencies``)."""
+    (``ConfigError`` naming the variant). ``plan``: the run's (``RunPlan``); without one, the
+    config's latencies must be resolved (``resolve_latencies``)."""
     from evaluation.run.episode import EpisodeRunner
     from vla_envs.config import ConfigError
 
-    runner = EpisodeRunner(config, endpoints)
+    runner = EpisodeRunner(config, plan)
     try:
         for task in config.tasks:
             for variant in config.variant_names:
@@ -219,13 +221,15 @@ def run_episodes(
     with ExitStack() as stack:
         serving: dict = {}
         endpoints = stack.enter_context(_policy_servers(config, backend, workers, ray_address, serving))
-        check_policies(config, endpoints)
-        return _run_units(config, store, stack, serving, endpoints, workers=workers, backend=backend, resume=resume,
+        # every variant's latency and server, resolved once here; the workers receive them as they are
+        plan = RunPlan.for_config(config, endpoints)
+        check_policies(config, plan)
+        return _run_units(config, store, stack, serving, plan, workers=workers, backend=backend, resume=resume,
                           ray_address=ray_address, config_path=config_path, progress=progress, console=console,
                           max_episodes=max_episodes)
 
 
-def _run_units(config: EvalConfig, store: PartStore, servers: ExitStack, serving: dict, endpoints, *, workers: int,
+def _run_units(config: EvalConfig, store: PartStore, servers: ExitStack, serving: dict, plan: RunPlan, *, workers: int,
                backend: Backend, resume: bool, ray_address: str | None, config_path: str | None, progress: bool,
                console, max_episodes: int | None) -> tuple[list[WorkUnit], int]:
     """``run_episodes`` once the policy servers run (``servers`` stops them; ``serving`` then
@@ -260,7 +264,7 @@ def _run_units(config: EvalConfig, store: PartStore, servers: ExitStack, serving
             if bar is not None:
                 already = sum(u.key in done for u in units)
                 task_id = bar.add_task("eval", total=len(units), completed=already, last="")
-            for unit, result in _iterate(config, todo, backend, workers, ray_address, endpoints):
+            for unit, result in _iterate(config, todo, backend, workers, ray_address, plan):
                 store.write(unit, result)
                 ran += 1
                 if bar is not None:
@@ -405,5 +409,5 @@ def run_eval(
             progress=progress,
             console=console,
         )
-        rows, step_rows = finalize(resolve_latencies(config, Path(out_dir) / "run.json"), out_dir, units)
+        rows, step_rows = finalize(config, out_dir, units)  # the summary and report need no latency values
     return EvalOutcome(Path(out_dir), len(units), ran, step_rows, rows)

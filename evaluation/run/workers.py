@@ -17,19 +17,19 @@ from collections.abc import Iterator
 
 from evaluation.run.config import EvalConfig
 from evaluation.run.episode import EpisodeResult, EpisodeRunner
-from evaluation.run.serving import Endpoints
+from evaluation.run.plan import RunPlan
 from evaluation.run.units import WorkUnit
 
 _RUNNER: EpisodeRunner | None = None
 
 
 def run_sequential(config: EvalConfig, units: list[WorkUnit],
-                   endpoints: Endpoints | None = None) -> Iterator[tuple[WorkUnit, EpisodeResult]]:
+                   plan: RunPlan | None = None) -> Iterator[tuple[WorkUnit, EpisodeResult]]:
     """Units in this process. Ctrl-C during an episode, or while the caller writes it, lets it
     finish and be written, and then stops; a second Ctrl-C stops at once. The simulator is so never interrupted
     inside a step or a reset, where robosuite cannot be closed cleanly any more."""
     set_threads(config.torch_threads)
-    runner = EpisodeRunner(config, endpoints)
+    runner = EpisodeRunner(config, plan)
     try:
         for unit in units:
             with _deferred_interrupt() as interrupt:
@@ -79,14 +79,14 @@ def set_threads(threads: int) -> None:
         pass
 
 
-def _init_worker(config_json: str, endpoints_json: str | None) -> None:
+def _init_worker(config_json: str, plan_json: str | None) -> None:
     global _RUNNER
     # Ctrl-C goes to the whole process group; the parent decides (it terminates the pool), so a
     # worker must not die half-way through returning a result.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     config = EvalConfig.model_validate_json(config_json)
     set_threads(config.torch_threads)
-    _RUNNER = EpisodeRunner(config, Endpoints.from_json(endpoints_json) if endpoints_json else None)
+    _RUNNER = EpisodeRunner(config, RunPlan.from_json(plan_json) if plan_json else None)
 
 
 def _run_unit(unit: WorkUnit) -> tuple[WorkUnit, EpisodeResult]:
@@ -95,7 +95,7 @@ def _run_unit(unit: WorkUnit) -> tuple[WorkUnit, EpisodeResult]:
 
 
 def run_processes(
-    config: EvalConfig, units: list[WorkUnit], workers: int, endpoints: Endpoints | None = None
+    config: EvalConfig, units: list[WorkUnit], workers: int, plan: RunPlan | None = None
 ) -> Iterator[tuple[WorkUnit, EpisodeResult]]:
     """Units in ``workers`` spawned processes, yielded in completion order."""
     if workers < 1:
@@ -106,7 +106,7 @@ def run_processes(
     pool = context.Pool(
         processes=min(workers, len(units)),
         initializer=_init_worker,
-        initargs=(config.model_dump_json(), endpoints.to_json() if endpoints is not None else None),
+        initargs=(config.model_dump_json(), plan.to_json() if plan is not None else None),
     )
     try:
         # chunksize 1: an episode lasts seconds, so dispatch overhead is negligible and the

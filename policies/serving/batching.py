@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from policies.base import Policy
-from vla_envs.errors import VlaEnvsError
+from policies.error_base import VlaEnvsError
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from urllib.parse import urlparse
 import numpy as np
 
 from policies.base import EPISODE_COUNTERS, Policy
+from policies.error_base import VlaEnvsError
 from policies.serving.wire import WireError, pack, unpack
-from vla_envs.errors import VlaEnvsError
 
 RELEASE_TIMEOUT_S = 5.0  # closing a session must not hold up a garbage collection or an exit for long
 

@@ -58,10 +58,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 from policies.base import Policy, check_chunk
+from policies.error_base import VlaEnvsError
 from policies.serving.batching import Batcher, BatcherClosed, ServingStats
 from policies.serving.sessions import SessionError, SessionPool, TooManySessions
 from policies.serving.wire import WireError, clip, describe, pack, unpack
-from vla_envs.errors import VlaEnvsError
 
 DEFAULT_HOST = "127.0.0.1"
 PROTOCOL = "vla-envs-http/2"

@@ -33,8 +33,8 @@ import numpy as np
 
 from policies.base import Policy
 from policies.conventions import convention as _convention
+from policies.error_base import VlaEnvsError
 from policies.serving.wire import describe, pack, unpack
-from vla_envs.errors import VlaEnvsError
 
 
 class OpenPIError(VlaEnvsError, RuntimeError):

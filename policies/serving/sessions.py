@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from policies.base import Policy
+from policies.error_base import VlaEnvsError
 from policies.serving.wire import describe
-from vla_envs.errors import VlaEnvsError
 
 
 class SessionError(VlaEnvsError, KeyError):
