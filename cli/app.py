@@ -169,9 +169,9 @@ def eval_command(
     from pathlib import Path
 
     from evaluation import load_eval_config, run_eval
+    from evaluation.backends.serving import ServingError
     from evaluation.run.config import ServingConfig
     from evaluation.run.runner import OutputExistsError
-    from evaluation.run.serving import ServingError
     from vla_envs.config import ConfigError
 
     if backend not in ("local", "ray"):

@@ -5,9 +5,11 @@ reports, local and Ray scale-out. ``vla-envs eval CONFIG.yaml`` runs it; see
 - ``schema``: the contract, declared once: every table's columns and the summary's.
 - ``run/``: running a config. ``config`` (the YAML schema, ``load_eval_config``), ``units`` and
   ``episode`` (one episode = one work unit, identical in any process), ``policy_cache``,
-  ``latency`` / ``inference`` / ``devices`` (latency in the closed loop), ``workers`` /
-  ``ray_backend`` / ``serving`` (where episodes and models run), ``parts`` / ``run_info`` /
-  ``runner`` (what a run writes, resumably).
+  ``plan`` (what the driver resolves once for the workers), ``latency`` / ``inference`` /
+  ``devices`` (latency in the closed loop), ``parts`` / ``run_info`` / ``runner`` (what a run
+  writes, resumably).
+- ``backends/``: where episodes and models run. ``workers`` (this process, N local processes),
+  ``ray_backend`` (Ray actors), ``serving`` (the policy servers a run starts).
 - ``analysis/``: numbers from finished runs. ``stats`` (paired intervals), ``summary``,
   ``findings``, ``compare`` / ``reproducibility`` / ``divergence``.
 - ``pages/``: what people look at. ``report`` (report.html), ``findings_markdown`` /

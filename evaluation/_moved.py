@@ -17,8 +17,8 @@ import warnings
 
 MOVED: dict[str, str] = {
     **{f"evaluation.{name}": f"evaluation.run.{name}" for name in (
-        "config", "units", "runner", "workers", "ray_backend", "parts", "run_info", "serving", "episode", "latency",
-        "devices", "inference")},
+        "config", "units", "runner", "parts", "run_info", "episode", "latency", "devices", "inference")},
+    **{f"evaluation.{name}": f"evaluation.backends.{name}" for name in ("workers", "ray_backend", "serving")},
     **{f"evaluation.{name}": f"evaluation.analysis.{name}" for name in (
         "stats", "summary", "findings", "compare", "divergence", "reproducibility")},
     **{f"evaluation.{name}": f"evaluation.pages.{name}" for name in (

@@ -61,8 +61,8 @@ def test_a_stochastic_policy_gives_the_same_episodes_in_any_process_and_order(tm
     in 2 worker processes that take the units in reverse order (other RNG histories)."""
     import numpy as np
 
+    from evaluation.backends.workers import run_processes, run_sequential
     from evaluation.run.units import plan_units
-    from evaluation.run.workers import run_processes, run_sequential
     from evaluation.schema import TIMING_COLUMNS
 
     _, config = small_config(tmp_path, STOCHASTIC)

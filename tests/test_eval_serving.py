@@ -1,4 +1,4 @@
-"""Many simulators, one model (``serving`` in an eval config, ``evaluation.run.serving``): the
+"""Many simulators, one model (``serving`` in an eval config, ``evaluation.backends.serving``): the
 episodes of a run whose models answer from policy servers, locally and on a two-node Ray
 cluster, equal the in-process run's, and the servers' statistics land in run.json."""
 
@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from eval_helpers import deterministic_episodes
 
+from evaluation.backends.serving import ServingError, plan_servers
 from evaluation.run.config import EvalConfig
 from evaluation.run.parts import PartStore
 from evaluation.run.runner import run_episodes
-from evaluation.run.serving import ServingError, plan_servers
 
 # TinyVLA on short Lift episodes. `cached` is compressed in its server and reports per-episode
 # counters and its own open-loop steps through the protocol; `slow` only retimes the base, so it

@@ -252,7 +252,7 @@ class RayConfig(StrictConfig):
 
 class ServingConfig(StrictConfig):
     """Run the models in policy servers that the evaluation starts, and the simulators in the
-    workers as the servers' clients (``evaluation.run.serving``): one server per served variant holds
+    workers as the servers' clients (``evaluation.backends.serving``): one server per served variant holds
     the model once, however many workers there are, and with ``max_batch`` > 1 stacks concurrent
     workers' queries into one forward pass (for a policy that declares ``Policy.batchable``)."""
 

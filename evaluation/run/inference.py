@@ -13,7 +13,7 @@ from evaluation.run.episode import EpisodeRunner
 
 def _profile_each(config: EvalConfig, variants: list[str]) -> Iterator[tuple[str, str, object]]:
     """(task, variant, InferenceProfile) on the first seed's initial observation."""
-    from evaluation.run.workers import set_threads
+    from evaluation.backends.workers import set_threads
     from policies.profiling import profile
 
     settings = config.profile

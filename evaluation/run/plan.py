@@ -1,6 +1,6 @@
 """``RunPlan``: what the driver resolves once for a run and hands, with the config, to every
 worker: each (task, variant)'s latency model (``ResolvedLatency``) and where the run's policy
-servers answer (``Endpoints``).
+servers answer (``Endpoints``, which ``evaluation.backends.serving`` fills in as it starts them).
 
 The path of a variant's latency, in full: the config's ``latency`` (or the variant's) ->
 ``runner.resolve_latencies`` (``profiled`` and ``{device: NAME}`` measured or computed once, or
@@ -12,11 +12,58 @@ variant) -> the workers -> ``EpisodeRunner.executor``, which hands it to the exe
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from evaluation.run.config import EvalConfig
 from evaluation.run.latency import ResolvedLatency
-from evaluation.run.serving import Endpoints
+
+
+@dataclass(frozen=True)
+class ServedPolicy:
+    """One server: the policy of ``variant`` (its owner, the variant it is built for), answering
+    for the variants in ``variants`` on the tasks in ``tasks``, built with ``tasks[0]``'s seed."""
+
+    variant: str
+    variants: tuple[str, ...]
+    tasks: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"variant {self.variant!r} on {', '.join(self.tasks)}"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    served: ServedPolicy
+    url: str
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where each served (task, variant) is answered; what the workers receive with the config."""
+
+    endpoints: tuple[Endpoint, ...]
+    timeout_s: float = 60.0
+
+    def url_for(self, task: str, variant: str) -> str | None:
+        for endpoint in self.endpoints:
+            if variant in endpoint.served.variants and task in endpoint.served.tasks:
+                return endpoint.url
+        return None
+
+    def to_json(self) -> str:
+        return json.dumps({"timeout_s": self.timeout_s, "endpoints": [asdict(e) for e in self.endpoints]})
+
+    @classmethod
+    def from_json(cls, text: str) -> Endpoints:
+        data = json.loads(text)
+        endpoints = tuple(
+            Endpoint(ServedPolicy(e["served"]["variant"], tuple(e["served"]["variants"]), tuple(e["served"]["tasks"])),
+                     e["url"])
+            for e in data["endpoints"]
+        )
+        return cls(endpoints, data["timeout_s"])
+
 
 
 def resolved_latency(config: EvalConfig, task: str, variant: str) -> ResolvedLatency:

@@ -1,5 +1,5 @@
 """``PolicyCache``: the base policy and its variants for one task, built once per worker (or
-reached as clients of the run's policy servers, ``evaluation.run.serving``)."""
+reached as clients of the run's policy servers, ``evaluation.backends.serving``)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from policies.base import Policy
 from policies.specs import build_policy, seed_everything, stable_seed
 
 if TYPE_CHECKING:
-    from evaluation.run.serving import Endpoints
+    from evaluation.run.plan import Endpoints
 
 
 class PolicyCache:
     """The base policy and its variants for one task, built once per worker and env.
 
-    ``endpoints`` (``evaluation.run.serving``): the variants served by the run's policy servers,
+    ``endpoints`` (``evaluation.backends.serving``): the variants served by the run's policy servers,
     which this cache reaches as clients instead of building them; ``env`` is ``None`` in a
     server, which builds its variant without a simulator."""
 

@@ -109,35 +109,35 @@ def _locked(out_dir: str | Path):
 def _iterate(config: EvalConfig, units: list[WorkUnit], backend: Backend, workers: int, ray_address: str | None,
              plan: RunPlan):
     if backend == "ray":
-        from evaluation.run.ray_backend import run_ray
+        from evaluation.backends.ray_backend import run_ray
 
         return run_ray(config, units, workers, ray_address, plan)
     if backend != "local":
         raise ValueError(f"backend={backend!r}: expected 'local' or 'ray'")
     if workers == 1:
-        from evaluation.run.workers import run_sequential
+        from evaluation.backends.workers import run_sequential
 
         return run_sequential(config, units, plan)
-    from evaluation.run.workers import run_processes
+    from evaluation.backends.workers import run_processes
 
     return run_processes(config, units, workers, plan)
 
 
 @contextmanager
 def _policy_servers(config: EvalConfig, backend: Backend, workers: int, ray_address: str | None, record: dict):
-    """The run's policy servers (``evaluation.run.serving``) while the block runs: ``None`` without
+    """The run's policy servers (``evaluation.backends.serving``) while the block runs: ``None`` without
     ``serving``, else their ``Endpoints``; ``record`` receives their URLs and final statistics."""
     if config.serving is None:
         yield None
         return
-    from evaluation.run import serving
+    from evaluation.backends import serving
 
     record.update(max_batch=config.serving.max_batch, max_wait_ms=config.serving.max_wait_ms, backend=backend)
     if backend != "ray":
         with serving.local_servers(config, record) as endpoints:
             yield endpoints
         return
-    from evaluation.run.ray_backend import import_ray, init_ray
+    from evaluation.backends.ray_backend import import_ray, init_ray
 
     cpus = config.serving.ray_resources.get("CPU", 1) * len(serving.plan_servers(config))
     started_here = init_ray(config, workers, ray_address, extra_cpus=cpus)
@@ -212,7 +212,7 @@ def run_episodes(
 
     ``max_episodes`` stops after that many (an interruption, for tests and for trying a config).
     With ``serving`` in the config, the policy servers run while the episodes do
-    (``evaluation.run.serving``), and each call's entry in run.json records their statistics.
+    (``evaluation.backends.serving``), and each call's entry in run.json records their statistics.
     """
     store = PartStore(out_dir)
     store.out_dir.mkdir(parents=True, exist_ok=True)

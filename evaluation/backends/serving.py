@@ -4,7 +4,7 @@ With ``serving``, the driver starts one policy server (``policies.serving.http_s
 served policy before the episodes, and every simulator worker reaches it as a ``RemotePolicy``
 client: the model is loaded once, not once per worker, and with ``max_batch`` > 1 concurrent
 workers' queries are stacked into one forward pass. Locally a server is a child process
-(``python -m evaluation.run.serving``); on Ray it is an actor (``ray_resources`` places it, e.g. on
+(``python -m evaluation.backends.serving``); on Ray it is an actor (``ray_resources`` places it, e.g. on
 the GPU node) and the workers are actors on the CPU nodes.
 
 Which servers: one per *policy*, not per variant. A variant that only changes execution or
@@ -32,9 +32,10 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from evaluation.run.config import EvalConfig, FactoryPolicySpec, ResidualPolicySpec
+from evaluation.run.plan import Endpoint, Endpoints, ServedPolicy
 from vla_envs.errors import VlaEnvsError
 
 STATS_TIMEOUT_S = 10.0
@@ -42,53 +43,6 @@ STATS_TIMEOUT_S = 10.0
 
 class ServingError(VlaEnvsError, RuntimeError):
     """A policy server of the run could not be planned or started."""
-
-
-@dataclass(frozen=True)
-class ServedPolicy:
-    """One server: the policy of ``variant`` (its owner, the variant it is built for), answering
-    for the variants in ``variants`` on the tasks in ``tasks``, built with ``tasks[0]``'s seed."""
-
-    variant: str
-    variants: tuple[str, ...]
-    tasks: tuple[str, ...]
-
-    @property
-    def name(self) -> str:
-        return f"variant {self.variant!r} on {', '.join(self.tasks)}"
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    served: ServedPolicy
-    url: str
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """Where each served (task, variant) is answered; what the workers receive with the config."""
-
-    endpoints: tuple[Endpoint, ...]
-    timeout_s: float = 60.0
-
-    def url_for(self, task: str, variant: str) -> str | None:
-        for endpoint in self.endpoints:
-            if variant in endpoint.served.variants and task in endpoint.served.tasks:
-                return endpoint.url
-        return None
-
-    def to_json(self) -> str:
-        return json.dumps({"timeout_s": self.timeout_s, "endpoints": [asdict(e) for e in self.endpoints]})
-
-    @classmethod
-    def from_json(cls, text: str) -> Endpoints:
-        data = json.loads(text)
-        endpoints = tuple(
-            Endpoint(ServedPolicy(e["served"]["variant"], tuple(e["served"]["variants"]), tuple(e["served"]["tasks"])),
-                     e["url"])
-            for e in data["endpoints"]
-        )
-        return cls(endpoints, data["timeout_s"])
 
 
 def _owner(config: EvalConfig, name: str) -> str:
@@ -173,7 +127,7 @@ def local_servers(config: EvalConfig, record: dict | None = None) -> Iterator[En
         for served in plan_servers(config):
             try:
                 proc, url = start_server_process(
-                    _server_args(config, served), f"the policy server for {served.name}", module="evaluation.run.serving",
+                    _server_args(config, served), f"the policy server for {served.name}", module="evaluation.backends.serving",
                     stdin_text=config.model_dump_json(), timeout_s=serving.start_timeout_s, new_session=True)
             except RuntimeError as exc:
                 raise ServingError(str(exc)) from None
@@ -199,7 +153,7 @@ class _ServerActor:
     """A policy server inside a Ray actor, placed by ``serving.ray_resources``."""
 
     def __init__(self, config_json: str, served: dict):
-        from evaluation.run.workers import set_threads
+        from evaluation.backends.workers import set_threads
         from policies.serving.http_server import PolicyServer
 
         config = EvalConfig.model_validate_json(config_json)
@@ -264,7 +218,7 @@ def ray_servers(config: EvalConfig, record: dict | None = None) -> Iterator[Endp
 
 # -- the server process --------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
-    """``python -m evaluation.run.serving --variant V --variants A,B --tasks T1,T2 ...`` with the
+    """``python -m evaluation.backends.serving --variant V --variants A,B --tasks T1,T2 ...`` with the
     evaluation config's JSON on stdin: build the variant's policy and serve it until stopped."""
     parser = argparse.ArgumentParser(description="Serve one variant's policy of an evaluation config (read from stdin).")
     parser.add_argument("--variant", required=True)
@@ -277,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--torch-threads", type=int, default=1)
     args = parser.parse_args(argv)
     import vla_envs  # noqa: F401  (first: sets MUJOCO_GL before anything imports mujoco)
-    from evaluation.run.workers import set_threads
+    from evaluation.backends.workers import set_threads
     from policies.serving.launch import serve
 
     config = EvalConfig.model_validate_json(sys.stdin.read())

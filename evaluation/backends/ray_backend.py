@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 class _EpisodeActor:
     def __init__(self, config_json: str, plan_json: str | None = None):
+        from evaluation.backends.workers import set_threads
         from evaluation.run.plan import RunPlan
-        from evaluation.run.workers import set_threads
 
         config = EvalConfig.model_validate_json(config_json)
         set_threads(config.torch_threads)
