@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 
 
@@ -19,3 +20,12 @@ def resolve_factory(spec: str) -> Callable:
     if not callable(value):
         raise ValueError(f"{spec!r}: module {module_name!r} has no callable {attribute!r}")
     return value
+
+
+def factory_parameters(factory: Callable) -> frozenset[str]:
+    """The names of ``factory``'s parameters: a config's factory is given ``env=`` and ``task=``
+    when it takes them (empty for builtins and C callables, which have no signature)."""
+    try:
+        return frozenset(inspect.signature(factory).parameters)
+    except (TypeError, ValueError):
+        return frozenset()

@@ -8,7 +8,6 @@ in every worker process.
 
 from __future__ import annotations
 
-import inspect
 import zlib
 from typing import Annotated, Any, Literal
 
@@ -16,7 +15,7 @@ from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from policies.base import Policy
 from policies.conventions import ConventionName
-from policies.factories import resolve_factory
+from policies.factories import factory_parameters, resolve_factory
 from vla_envs.config import ConfigError
 from vla_envs.strict_config import StrictConfig
 
@@ -173,10 +172,16 @@ PolicySpec = Annotated[
 ResidualPolicySpec.model_rebuild()
 
 
+def underlying_spec(spec: PolicySpec) -> PolicySpec:
+    """The policy a spec finally runs: through any residuals, the base they rest on (read from
+    the residual's header when the config does not give it)."""
+    while isinstance(spec, ResidualPolicySpec):
+        spec = spec.base_spec()
+    return spec
+
+
 def check_factory_importable(spec: FactoryPolicySpec) -> None:
     """Resolve ``module:callable`` now (``ConfigError`` naming it otherwise)."""
-    from policies.factories import resolve_factory
-
     try:
         resolve_factory(spec.factory)
     except ValueError as exc:
@@ -224,10 +229,7 @@ def build_policy(spec: PolicySpec, env, task: str, seed: int) -> Policy:
     assert isinstance(spec, FactoryPolicySpec)
     factory = resolve_factory(spec.factory)
     kwargs = dict(spec.kwargs)
-    try:
-        parameters = inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # builtins and some C callables have no signature
-        parameters = {}
+    parameters = factory_parameters(factory)
     if "env" in parameters:
         kwargs.setdefault("env", env)
     if "task" in parameters:

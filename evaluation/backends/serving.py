@@ -26,7 +26,6 @@ wait, forward time) and writes them to ``run.json`` under ``serving``.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import urllib.request
@@ -34,8 +33,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 
-from evaluation.run.config import EvalConfig, FactoryPolicySpec, ResidualPolicySpec
+from evaluation.run.config import EvalConfig
 from evaluation.run.plan import Endpoint, Endpoints, ServedPolicy
+from policies.factories import factory_parameters, resolve_factory
+from policies.specs import FactoryPolicySpec, underlying_spec
 from vla_envs.errors import VlaEnvsError
 
 STATS_TIMEOUT_S = 10.0
@@ -45,27 +46,10 @@ class ServingError(VlaEnvsError, RuntimeError):
     """A policy server of the run could not be planned or started."""
 
 
-def _owner(config: EvalConfig, name: str) -> str:
-    """The variant whose policy ``name`` runs: the base for a variant with neither its own policy
-    nor a compression (it changes only execution or latency), else itself."""
-    variant = config.variant(name)
-    if variant is not None and variant.policy is None and variant.compression is None:
-        return config.base.name
-    return name
-
-
-def _factory_parameters(config: EvalConfig, name: str) -> set[str]:
-    spec = config.policy_spec_of(name)
-    while isinstance(spec, ResidualPolicySpec):
-        spec = spec.base_spec()
-    if not isinstance(spec, FactoryPolicySpec):
-        return set()
-    from policies.factories import resolve_factory
-
-    try:
-        return set(inspect.signature(resolve_factory(spec.factory)).parameters)
-    except (TypeError, ValueError):
-        return set()
+def _factory_parameters(config: EvalConfig, name: str) -> frozenset[str]:
+    """The parameters of the factory the variant's policy is finally built by (none for other specs)."""
+    spec = underlying_spec(config.policy_spec_of(name))
+    return factory_parameters(resolve_factory(spec.factory)) if isinstance(spec, FactoryPolicySpec) else frozenset()
 
 
 def plan_servers(config: EvalConfig) -> list[ServedPolicy]:
@@ -74,7 +58,7 @@ def plan_servers(config: EvalConfig) -> list[ServedPolicy]:
     served = config.served_variants()
     by_owner: dict[str, list[str]] = {}
     for name in served:
-        by_owner.setdefault(_owner(config, name), []).append(name)
+        by_owner.setdefault(config.policy_owner(name), []).append(name)
     plans = []
     for owner, names in by_owner.items():
         parameters = _factory_parameters(config, owner)
@@ -105,6 +89,11 @@ def _server_args(config: EvalConfig, served: ServedPolicy) -> list[str]:
             "--torch-threads", str(serving.torch_threads or config.torch_threads)]
 
 
+def _record_servers(record: dict, endpoints: list[Endpoint], stats: list[dict | None]) -> None:
+    """What run.json holds of each server: what it served, where, and its final ``GET /stats``."""
+    record.update(servers=[{**asdict(e.served), "url": e.url, "stats": s} for e, s in zip(endpoints, stats)])
+
+
 def _fetch_stats(url: str) -> dict | None:
     try:
         with urllib.request.urlopen(f"{url}/stats", timeout=STATS_TIMEOUT_S) as response:
@@ -114,9 +103,9 @@ def _fetch_stats(url: str) -> dict | None:
 
 
 @contextmanager
-def local_servers(config: EvalConfig, record: dict | None = None) -> Iterator[Endpoints]:
-    """Start the run's servers as child processes, yield where they answer, and stop them;
-    ``record`` (a dict) receives each server's URL and final statistics."""
+def local_servers(config: EvalConfig, plans: list[ServedPolicy], record: dict | None = None) -> Iterator[Endpoints]:
+    """Start the servers ``plans`` lists (``plan_servers``) as child processes, yield where they
+    answer, and stop them; ``record`` (a dict) receives each server's URL and final statistics."""
     from policies.serving.launch import start_server_process
 
     serving = config.serving
@@ -124,7 +113,7 @@ def local_servers(config: EvalConfig, record: dict | None = None) -> Iterator[En
     processes = []
     endpoints = []
     try:
-        for served in plan_servers(config):
+        for served in plans:
             try:
                 proc, url = start_server_process(
                     _server_args(config, served), f"the policy server for {served.name}", module="evaluation.backends.serving",
@@ -136,8 +125,7 @@ def local_servers(config: EvalConfig, record: dict | None = None) -> Iterator[En
         yield Endpoints(tuple(endpoints))
     finally:
         if record is not None:
-            record.update(servers=[{**asdict(e.served), "url": e.url, "stats": _fetch_stats(e.url)}
-                                   for e in endpoints])
+            _record_servers(record, endpoints, [_fetch_stats(e.url) for e in endpoints])
         for proc in processes:
             proc.terminate()
         for proc in processes:
@@ -152,15 +140,14 @@ def local_servers(config: EvalConfig, record: dict | None = None) -> Iterator[En
 class _ServerActor:
     """A policy server inside a Ray actor, placed by ``serving.ray_resources``."""
 
-    def __init__(self, config_json: str, served: dict):
+    def __init__(self, config_json: str, served: ServedPolicy):
         from evaluation.backends.workers import set_threads
         from policies.serving.http_server import PolicyServer
 
         config = EvalConfig.model_validate_json(config_json)
         serving = config.serving
         set_threads(serving.torch_threads or config.torch_threads)
-        policy = build_served_policy(config, ServedPolicy(served["variant"], tuple(served["variants"]),
-                                                          tuple(served["tasks"])))
+        policy = build_served_policy(config, served)
         self.server = PolicyServer(policy, serving.host, 0, max_batch=serving.max_batch,
                                    max_wait_ms=serving.max_wait_ms).start()
 
@@ -175,13 +162,10 @@ class _ServerActor:
     def stats(self) -> dict:
         return self.server.stats_snapshot()
 
-    def close(self) -> None:
-        self.server.close()
-
 
 @contextmanager
-def ray_servers(config: EvalConfig, record: dict | None = None) -> Iterator[Endpoints]:
-    """The run's servers as Ray actors (Ray already initialised by the caller)."""
+def ray_servers(config: EvalConfig, plans: list[ServedPolicy], record: dict | None = None) -> Iterator[Endpoints]:
+    """The servers ``plans`` lists as Ray actors (Ray already initialised by the caller)."""
     import ray
 
     serving = config.serving
@@ -194,8 +178,8 @@ def ray_servers(config: EvalConfig, record: dict | None = None) -> Iterator[Endp
     config_json = config.model_dump_json()
     actors, endpoints = [], []
     try:
-        for served in plan_servers(config):
-            actor = actor_class.remote(config_json, asdict(served))
+        for served in plans:
+            actor = actor_class.remote(config_json, served)
             actors.append(actor)
             try:
                 url = ray.get(actor.url.remote(), timeout=serving.start_timeout_s)
@@ -211,7 +195,7 @@ def ray_servers(config: EvalConfig, record: dict | None = None) -> Iterator[Endp
                     stats.append(ray.get(actor.stats.remote(), timeout=STATS_TIMEOUT_S))
                 except Exception:  # noqa: BLE001 - the actor is gone: the episodes are recorded anyway
                     stats.append(None)
-            record.update(servers=[{**asdict(e.served), "url": e.url, "stats": s} for e, s in zip(endpoints, stats)])
+            _record_servers(record, endpoints, stats)
         for actor in actors:
             ray.kill(actor)
 

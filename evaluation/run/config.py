@@ -36,6 +36,7 @@ from policies.specs import (  # noqa: F401 - re-exported: configs' policy specs 
     ResidualPolicySpec,
     check_factory_importable,
     header_base_spec,
+    underlying_spec,
 )
 from vla_envs.config import ConfigError, ControlFreqHz, RobotName, load_config
 from vla_envs.libero.suites import SETTLE_STEPS
@@ -455,6 +456,14 @@ class EvalConfig(StrictConfig):
         """The variants whose latency is resolved once before the episodes (``profiled``, ``{device: NAME}``)."""
         return [name for name in self.variant_names if needs_resolved_latency(self.latency_for(name))]
 
+    def policy_owner(self, name: str) -> str:
+        """The variant whose policy ``name`` runs: the base for a variant with neither its own
+        policy nor a compression (it changes only execution or latency), else ``name`` itself."""
+        variant = self.variant(name)
+        if variant is not None and variant.policy is None and variant.compression is None:
+            return self.base.name
+        return name
+
     def policy_spec_of(self, name: str) -> PolicySpec:
         """The spec the variant's policy is built from (the base's, for a compressed variant or one
         that only changes execution or latency)."""
@@ -466,9 +475,7 @@ class EvalConfig(StrictConfig):
         spec = self.policy_spec_of(name)
         if isinstance(spec, (OpenPIPolicySpec, HttpPolicySpec)):
             return f"its policy is {{kind: {spec.kind}}}, served already"
-        while isinstance(spec, ResidualPolicySpec):
-            spec = spec.base_spec()
-        if isinstance(spec, ExpertPolicySpec):
+        if isinstance(underlying_spec(spec), ExpertPolicySpec):
             return "it is (or rests on) the scripted expert, which reads the worker's simulator, not the observation"
         return None
 

@@ -12,7 +12,7 @@ variant) -> the workers -> ``EpisodeRunner.executor``, which hands it to the exe
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 from evaluation.run.config import EvalConfig
 from evaluation.run.latency import ResolvedLatency
@@ -51,19 +51,17 @@ class Endpoints:
                 return endpoint.url
         return None
 
-    def to_json(self) -> str:
-        return json.dumps({"timeout_s": self.timeout_s, "endpoints": [asdict(e) for e in self.endpoints]})
+    def to_dict(self) -> dict:
+        return {"timeout_s": self.timeout_s, "endpoints": [asdict(e) for e in self.endpoints]}
 
     @classmethod
-    def from_json(cls, text: str) -> Endpoints:
-        data = json.loads(text)
+    def from_dict(cls, data: dict) -> Endpoints:
         endpoints = tuple(
             Endpoint(ServedPolicy(e["served"]["variant"], tuple(e["served"]["variants"]), tuple(e["served"]["tasks"])),
                      e["url"])
             for e in data["endpoints"]
         )
         return cls(endpoints, data["timeout_s"])
-
 
 
 def resolved_latency(config: EvalConfig, task: str, variant: str) -> ResolvedLatency:
@@ -88,9 +86,6 @@ class RunPlan:
                      for task in config.tasks for variant in config.variant_names}
         return cls(latencies, endpoints)
 
-    def with_endpoints(self, endpoints: Endpoints | None) -> RunPlan:
-        return replace(self, endpoints=endpoints)
-
     def latency(self, task: str, variant: str) -> ResolvedLatency:
         try:
             return self.latencies[(task, variant)]
@@ -101,12 +96,12 @@ class RunPlan:
     def to_json(self) -> str:
         return json.dumps({
             "latencies": [[task, variant, latency.to_dict()] for (task, variant), latency in self.latencies.items()],
-            "endpoints": json.loads(self.endpoints.to_json()) if self.endpoints is not None else None,
+            "endpoints": self.endpoints.to_dict() if self.endpoints is not None else None,
         })
 
     @classmethod
     def from_json(cls, text: str) -> RunPlan:
         data = json.loads(text)
         latencies = {(task, variant): ResolvedLatency(**latency) for task, variant, latency in data["latencies"]}
-        endpoints = Endpoints.from_json(json.dumps(data["endpoints"])) if data["endpoints"] is not None else None
+        endpoints = Endpoints.from_dict(data["endpoints"]) if data["endpoints"] is not None else None
         return cls(latencies, endpoints)

@@ -56,7 +56,7 @@ class PolicyCache:
             return build_policy(variant.policy, self.env, self.task, seed)
         # a compressed variant compresses the base built here, also when the base itself is served
         base = self.build_local(config.base.name)
-        if variant.compression is None:  # the base under other execution/latency settings
+        if config.policy_owner(name) != name:  # the base under other execution/latency settings
             return base
         from policies.compression import compress
 

@@ -133,16 +133,17 @@ def _policy_servers(config: EvalConfig, backend: Backend, workers: int, ray_addr
     from evaluation.backends import serving
 
     record.update(max_batch=config.serving.max_batch, max_wait_ms=config.serving.max_wait_ms, backend=backend)
+    plans = serving.plan_servers(config)
     if backend != "ray":
-        with serving.local_servers(config, record) as endpoints:
+        with serving.local_servers(config, plans, record) as endpoints:
             yield endpoints
         return
     from evaluation.backends.ray_backend import import_ray, init_ray
 
-    cpus = config.serving.ray_resources.get("CPU", 1) * len(serving.plan_servers(config))
+    cpus = config.serving.ray_resources.get("CPU", 1) * len(plans)
     started_here = init_ray(config, workers, ray_address, extra_cpus=cpus)
     try:
-        with serving.ray_servers(config, record) as endpoints:
+        with serving.ray_servers(config, plans, record) as endpoints:
             yield endpoints
     finally:
         if started_here:
