@@ -19,7 +19,7 @@ from pathlib import Path
 
 import vla_envs  # noqa: F401  (first: sets MUJOCO_GL before mujoco picks a GL backend)
 from evaluation.run.config import EvalConfig
-from evaluation.run.runner import run_episodes
+from evaluation.runner import run_episodes
 
 BASE = {
     "name": "eval scaling benchmark",
@@ -101,7 +101,7 @@ def main() -> None:
 
 
 def _video_ok() -> bool:
-    from evaluation.pages.video import check_video_support
+    from evaluation.run.video import check_video_support
 
     try:
         check_video_support()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import vla_envs  # noqa: F401  (first: sets MUJOCO_GL before mujoco picks a GL backend)
 from evaluation.run.config import EvalConfig
-from evaluation.run.runner import run_episodes
+from evaluation.runner import run_episodes
 
 POLICY = "policies.tinyvla:load_reference"
 

@@ -171,7 +171,7 @@ def eval_command(
     from evaluation import load_eval_config, run_eval
     from evaluation.backends.serving import ServingError
     from evaluation.run.config import ServingConfig
-    from evaluation.run.runner import OutputExistsError
+    from evaluation.runner import OutputExistsError
     from vla_envs.config import ConfigError
 
     if backend not in ("local", "ray"):
@@ -255,10 +255,10 @@ def export_command(
     """Re-render recorded episodes from seed + actions (checked bit for bit) into datasets, one per task."""
     from pathlib import Path
 
-    from evaluation.analysis.compare import RunFolderError
     from evaluation.export.lerobot_format import ExportError
     from evaluation.export.replay import ReplayError
     from evaluation.export.run import export_run
+    from evaluation.run.record import RunFolderError
 
     if obs_mode is not None and obs_mode not in ("state", "rgb", "state+rgb"):
         console.print(f"--obs-mode {obs_mode!r}: expected state, rgb or state+rgb", style="red", markup=False)
@@ -281,7 +281,8 @@ def report_command(
     run: str = typer.Argument(..., help="a finished run folder (holds run.json and episodes.parquet)"),
 ) -> None:
     """Rebuild a run's summary.md, summary.csv and report.html from its files (nothing re-runs)."""
-    from evaluation.analysis.compare import RunFolderError, rebuild_report
+    from evaluation.compare import rebuild_report
+    from evaluation.run.record import RunFolderError
 
     with _exit_on(RunFolderError):
         rows = rebuild_report(run)
@@ -298,8 +299,9 @@ def compare_command(
     and step by step: the first step where each episode's hashes differ, and why (divergence.csv)."""
     from pathlib import Path
 
-    from evaluation.analysis.compare import RunFolderError, compare_runs
     from evaluation.analysis.summary import metric_column
+    from evaluation.compare import compare_runs
+    from evaluation.run.record import RunFolderError
     from vla_envs.files import OutputFolderError
 
     out_dir = Path(out) if out is not None else Path("runs") / "compare" / f"{Path(run_a).name}_vs_{Path(run_b).name}"
@@ -361,8 +363,8 @@ def findings_command(
     output: str = typer.Option("docs/findings.md", "--output", help="the Markdown file to write"),
 ) -> None:
     """Re-test the paper's headline findings on a run's variants: a Markdown page with verdicts."""
-    from evaluation.analysis.compare import RunFolderError
     from evaluation.pages.findings_markdown import FindingsOutputError, write_findings
+    from evaluation.run.record import RunFolderError
 
     with _exit_on(RunFolderError, FindingsOutputError):
         path, results = write_findings(run, output)

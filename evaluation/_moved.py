@@ -1,5 +1,5 @@
-"""The evaluation wing's old module paths (before ``run/``, ``analysis/``, ``pages/``), kept for one
-release: importing one gives the module at its new path, with a ``DeprecationWarning`` that names
+"""The evaluation wing's old module paths (before ``run/``, ``backends/``, ``analysis/``, ``pages/``),
+kept for one release: importing one gives the module at its new path, with a ``DeprecationWarning`` that names
 it. ``evaluation/__init__.py`` installs the finder, so the old files need not exist.
 
 The old and the new name are one module object (``import evaluation.config`` *is*
@@ -17,14 +17,24 @@ import warnings
 
 MOVED: dict[str, str] = {
     **{f"evaluation.{name}": f"evaluation.run.{name}" for name in (
-        "config", "units", "runner", "parts", "run_info", "episode", "latency", "devices", "inference")},
+        "config", "parts", "episode", "latency", "devices", "inference", "video")},
     **{f"evaluation.{name}": f"evaluation.backends.{name}" for name in ("workers", "ray_backend", "serving")},
     **{f"evaluation.{name}": f"evaluation.analysis.{name}" for name in (
-        "stats", "summary", "findings", "compare", "divergence", "reproducibility")},
-    **{f"evaluation.{name}": f"evaluation.pages.{name}" for name in (
-        "report", "findings_figure", "findings_markdown", "video")},
+        "stats", "summary", "findings", "reproducibility")},
+    **{f"evaluation.{name}": f"evaluation.pages.{name}" for name in ("report", "findings_figure", "findings_markdown")},
+    "evaluation.units": "evaluation.run.plan",
+    "evaluation.run_info": "evaluation.run.record",
+    "evaluation.divergence": "evaluation.run.teacher_forcing",
     "evaluation.policy_specs": "evaluation.run.policy_cache",  # build_policy & co: policies.specs
     "evaluation.demo_policies": "policies.demo",
+    # paths of one earlier commit (the floors settled after): the runner and compare are the
+    # wing's top, what runs during an episode is under run/
+    "evaluation.run.runner": "evaluation.runner",
+    "evaluation.run.units": "evaluation.run.plan",
+    "evaluation.run.run_info": "evaluation.run.record",
+    "evaluation.analysis.compare": "evaluation.compare",
+    "evaluation.analysis.divergence": "evaluation.run.teacher_forcing",
+    "evaluation.pages.video": "evaluation.run.video",
 }
 REMOVAL = "the release after 0.6"
 

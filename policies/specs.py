@@ -206,6 +206,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_threads(threads: int) -> None:
+    """torch's intra-op thread count in this process (``EvalConfig.torch_threads``): one setting for
+    episodes, profiling and policy servers, so their latencies compare."""
+    import os
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+
+
 def build_policy(spec: PolicySpec, env, task: str, seed: int) -> Policy:
     """A policy for ``task`` on ``env`` from a spec (``ValueError`` naming what is missing)."""
     if isinstance(spec, ExpertPolicySpec):

@@ -6,7 +6,7 @@ import pytest
 from eval_helpers import deterministic_episodes, small_config
 
 from evaluation.run.parts import PartStore
-from evaluation.run.runner import run_episodes
+from evaluation.runner import run_episodes
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_a_stochastic_policy_gives_the_same_episodes_in_any_process_and_order(tm
     import numpy as np
 
     from evaluation.backends.workers import run_processes, run_sequential
-    from evaluation.run.units import plan_units
+    from evaluation.run.plan import plan_units
     from evaluation.schema import TIMING_COLUMNS
 
     _, config = small_config(tmp_path, STOCHASTIC)
@@ -70,7 +70,7 @@ def test_a_stochastic_policy_gives_the_same_episodes_in_any_process_and_order(tm
 
     def results(iterator):
         out = {unit.key: result for unit, result in iterator}
-        rows = {key: {k: v for k, v in r.row.items() if k not in TIMING_COLUMNS} for key, r in out.items()}
+        rows = {key: {k: v for k, v in r.row.to_record().items() if k not in TIMING_COLUMNS} for key, r in out.items()}
         actions = {key: np.stack(r.steps.column("action").to_numpy(zero_copy_only=False)[1:]) for key, r in out.items()}
         return rows, actions
 

@@ -13,8 +13,8 @@ import pytest
 from eval_helpers import small_config
 
 from evaluation import run_eval
-from evaluation.analysis.compare import RunFolderError, compare_runs, rebuild_report
 from evaluation.analysis.summary import SUMMARY_METRICS
+from evaluation.compare import RunFolderError, compare_runs, rebuild_report
 
 REPO = Path(__file__).resolve().parents[1]
 

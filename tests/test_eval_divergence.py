@@ -1,10 +1,10 @@
-"""Teacher-forced divergence (evaluation.analysis.divergence): per-step error apart from closed-loop drift."""
+"""Teacher-forced divergence (evaluation.run.teacher_forcing): per-step error apart from closed-loop drift."""
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from evaluation.analysis.divergence import plan_distance
+from evaluation.run.teacher_forcing import plan_distance
 
 
 def test_plan_distance_in_closed_form():

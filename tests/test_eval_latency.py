@@ -464,7 +464,7 @@ def test_run_eval_resolves_the_latencies_once(tmp_path, monkeypatch):
     used to resolve them again before the summary, reading run.json back)."""
     from eval_helpers import SMALL, small_config
 
-    import evaluation.run.runner as runner
+    import evaluation.runner as runner
 
     calls = []
     original = runner.resolve_latencies

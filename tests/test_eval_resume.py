@@ -11,8 +11,8 @@ from eval_helpers import deterministic_episodes, small_config
 from evaluation import run_eval
 from evaluation.run.episode import EpisodeRunner
 from evaluation.run.parts import PartStore
-from evaluation.run.runner import OutputExistsError, run_episodes
-from evaluation.run.units import plan_units
+from evaluation.run.plan import plan_units
+from evaluation.runner import OutputExistsError, run_episodes
 
 PROFILE_COLUMNS = ["latency_per_call_mean_ms", "inference_time_per_episode_ms"]
 

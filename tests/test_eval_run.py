@@ -11,9 +11,9 @@ from eval_helpers import SMALL, small_config
 from scipy.stats import binomtest
 from typer.testing import CliRunner
 
+from cli.app import app
 from evaluation.analysis.stats import bootstrap_ci
 from evaluation.analysis.summary import SUMMARY_METRICS
-from cli.app import app
 
 VARIANTS = ["perturbed", "int4_100ms", "expert"]
 
@@ -155,3 +155,17 @@ def test_seam_and_within_parts_sum_to_each_episodes_metrics(run_dir):
     summary = pd.read_csv(run_dir / "summary.csv").set_index("variant")
     assert summary.loc["perturbed", "jerk_ms_seam_mean"] > 0
     assert "Chunk seams" in (run_dir / "summary.md").read_text()
+
+
+def test_run_json_is_the_declared_record_and_reads_back_as_written(run_dir):
+    """run.json holds RunRecord's fields in their declared order (a fresh local run sets all but
+    none of them unset), and reading it back gives the very text again."""
+    from evaluation.run.record import read_run_record
+    from evaluation.schema import RunRecord
+
+    text = (run_dir / "run.json").read_text()
+    assert list(json.loads(text)) == list(RunRecord.model_fields)
+    record = read_run_record(run_dir / "run.json")
+    assert record.to_json() == text
+    assert [call.episodes_run for call in record.calls] == [6] and record.calls[0].status is None
+    assert set(record.profiles_by_key()) == {("Lift", variant) for variant in VARIANTS}

@@ -13,7 +13,7 @@ from eval_helpers import deterministic_episodes
 from evaluation.backends.serving import ServingError, plan_servers
 from evaluation.run.config import EvalConfig
 from evaluation.run.parts import PartStore
-from evaluation.run.runner import run_episodes
+from evaluation.runner import run_episodes
 
 # TinyVLA on short Lift episodes. `cached` is compressed in its server and reports per-episode
 # counters and its own open-loop steps through the protocol; `slow` only retimes the base, so it

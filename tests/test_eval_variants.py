@@ -12,7 +12,7 @@ from eval_helpers import small_config
 
 from evaluation.run.latency import delay_steps
 from evaluation.run.parts import PartStore
-from evaluation.run.runner import run_episodes
+from evaluation.runner import run_episodes
 
 # Lift, state mode: the perturbed expert (expert + a small torch MLP, chunks of 4) solves it in
 # ~35 steps. Every variant changes exactly one thing against the base.

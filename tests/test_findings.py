@@ -13,9 +13,8 @@ import pytest
 from eval_helpers import small_config
 from typer.testing import CliRunner
 
+from cli.app import app
 from evaluation import run_eval
-from evaluation.pages import findings_markdown
-from evaluation.analysis.compare import read_run
 from evaluation.analysis.findings import (
     FINDINGS,
     JERK,
@@ -35,10 +34,11 @@ from evaluation.analysis.findings import (
     verdict,
 )
 from evaluation.analysis.summary import metric_column
+from evaluation.pages import findings_markdown
 from evaluation.pages.findings_figure import findings_figure, is_findings_figure, paper_range
 from evaluation.run.config import StatsConfig
+from evaluation.run.record import read_run
 from evaluation.schema import SEAM_COLUMNS
-from cli.app import app
 
 # -- the verdict rule ---------------------------------------------------------------------------
 N = MIN_PAIRS

@@ -31,3 +31,36 @@ def test_no_import_runs_back_up():
                 if top in FLOORS and FLOORS.index(top) > FLOORS.index(floor):
                     upward.append(f"{path.relative_to(ROOT)} imports {name}")
     assert upward == []
+
+
+# Inside evaluation/, the folders are floors too: the contract, then what runs an episode, where
+# episodes run, numbers from finished runs, pages, exports; the commands' work (the runner,
+# compare) on top.
+EVALUATION_FLOORS = ("evaluation.schema", "evaluation.run", "evaluation.backends", "evaluation.analysis",
+                     "evaluation.pages", "evaluation.export", "evaluation")
+
+
+def _evaluation_floor(module: str) -> int:
+    """The floor of a module of evaluation/: its folder's (or the top's, for the runner, compare
+    and the package itself)."""
+    for index, floor in enumerate(EVALUATION_FLOORS[:-1]):
+        if module == floor or module.startswith(floor + "."):
+            return index
+    return len(EVALUATION_FLOORS) - 1
+
+
+def test_inside_evaluation_no_import_runs_back_up():
+    upward = []
+    for path in sorted((ROOT / "evaluation").rglob("*.py")):
+        relative = path.relative_to(ROOT).with_suffix("")
+        module = ".".join(relative.parts[:-1] if relative.name == "__init__" else relative.parts)
+        for name in _imports(path):
+            if name.split(".")[0] == "evaluation" and _evaluation_floor(name) > _evaluation_floor(module):
+                upward.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert upward == []
+
+
+def test_no_evaluation_folder_holds_more_than_a_dozen_modules():
+    crowded = {folder.name: n for folder in (ROOT / "evaluation").iterdir()
+               if folder.is_dir() and (n := len(list(folder.glob("*.py")))) > 13}
+    assert crowded == {}

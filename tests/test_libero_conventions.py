@@ -147,9 +147,9 @@ def test_an_openpi_libero_eval_sends_what_openpis_client_sends(tmp_path):
     from openpi_client.image_tools import resize_with_pad as openpi_resize
     from typer.testing import CliRunner
 
+    from cli.app import app
     from tests.libero_policies import ObservationEcho
     from tests.test_serving_openpi import _openpi_style_server
-    from cli.app import app
 
     received, replies, ports, stop = [], [], [], threading.Event()
     thread = threading.Thread(target=_openpi_style_server, args=(ObservationEcho(), ports, stop, received, replies),
@@ -172,7 +172,7 @@ def test_an_openpi_libero_eval_sends_what_openpis_client_sends(tmp_path):
         local, served = rows["local"][key], rows["served"][key]
         assert local == served or (local != local and served != served), key  # NaN equals NaN here
     # the served policy was also queried on the local episode's observations (teacher forcing,
-    # evaluation.analysis.divergence): the same episode, so the same three maps
+    # evaluation.run.teacher_forcing): the same episode, so the same three maps
     assert rows["served"]["n_steps"] == 11 and rows["served"]["inference_calls"] == 3 and len(received) == 6
     for forced, own in zip(received[:3], received[3:]):
         assert all(np.array_equal(forced[k], own[k]) for k in own)

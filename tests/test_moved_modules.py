@@ -51,3 +51,16 @@ def test_the_expert_success_script_keeps_its_old_path_for_a_release():
 
     with pytest.warns(DeprecationWarning, match=r"^vla_envs.libero.expert_success moved to policies.libero_expert_success"):
         assert old.main is main
+
+
+def test_the_step_hashing_names_keep_their_old_module_for_a_release():
+    """Hashing runs with the episode (evaluation.run.step_hashes); reproducibility compares."""
+    from evaluation.analysis import reproducibility
+    from evaluation.run import step_hashes
+
+    with pytest.warns(DeprecationWarning, match=r"^evaluation.analysis.reproducibility.StepHasher moved to "
+                                                r"evaluation.run.step_hashes.StepHasher"):
+        from evaluation.analysis.reproducibility import StepHasher
+    assert StepHasher is step_hashes.StepHasher
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        reproducibility.nothing  # noqa: B018

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.run.runner import OutputExistsError
+from evaluation.runner import OutputExistsError
 from vla_envs.config import ConfigError
 from vla_envs.errors import VlaEnvsError
 

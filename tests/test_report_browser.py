@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from evaluation.pages.report import write_report
+from evaluation.schema import RunRecord
 from tests.test_report_answer import ROWS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -26,8 +27,9 @@ def _chromium(tmp_path, *args: str) -> subprocess.CompletedProcess:
 def report(tmp_path_factory):
     folder = tmp_path_factory.mktemp("report")
     rows = [dict(r, profile_flops_per_call=172e6, profile_latency_median_ms=3.0) for r in ROWS]
-    info = {"config": {"name": "Browser check"}, "git": {"commit": "abc"}, "machine": {"platform": "test"}}
-    return write_report(folder / "report.html", rows, info)
+    record = RunRecord.model_validate({"config": {"name": "Browser check"}, "git": {"commit": "abc"},
+                                       "machine": {"platform": "test"}})
+    return write_report(folder / "report.html", rows, record)
 
 
 def test_the_browser_shows_the_answer_before_the_plots(report, tmp_path):

@@ -11,8 +11,9 @@ import pytest
 from eval_helpers import small_config
 
 from evaluation import run_eval
-from evaluation.analysis.compare import compare_runs
-from evaluation.analysis.reproducibility import array_hash, first_divergence, obs_hashes
+from evaluation.analysis.reproducibility import first_divergence
+from evaluation.compare import compare_runs
+from evaluation.run.step_hashes import array_hash, obs_hashes
 from evaluation.schema import HASH_COLUMNS, STEP_SOURCE_COLUMNS
 
 # -- the hash -------------------------------------------------------------------------------------

@@ -18,10 +18,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from evaluation.analysis.compare import RunFolderError, read_run
-from evaluation.run.config import ExpertPolicySpec, FactoryPolicySpec, load_eval_config
-from policies.residual import RESIDUAL_METADATA_KEY
 from cli.app import app
+from evaluation.run.config import ExpertPolicySpec, FactoryPolicySpec, load_eval_config
+from evaluation.run.record import RunFolderError, read_run
+from policies.residual import RESIDUAL_METADATA_KEY
 from vla_envs.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

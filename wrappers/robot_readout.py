@@ -315,26 +315,22 @@ def read_robot(
             f"{type(base).__name__} has no actuated joints: expected joint_names= with the arm's hinge joints, "
             f"e.g. joint_names={_hinges(model, [])}"
         )
-    qpos_index, dof_index = _joint_indices(model, names)
-    kind, ee_name, ee_id = _resolve_ee(model, ee_site, ee_body, _chain_end_body(model, names))
     dt = float(model.opt.timestep)
     # a gymnasium MujocoEnv steps through _step_mujoco_simulation (hooked with one compiled call);
     # anything else that calls mujoco.mj_step itself is caught at that function
     source = "mujoco_env" if isinstance(owner, MujocoEnv) else "mujoco"
-    return RobotReadout(
-        source=source,
-        joint_names=tuple(names),
-        qpos_index=qpos_index,
-        dof_index=dof_index,
-        ee_kind=kind,
-        ee_name=ee_name,
-        ee_id=ee_id,
-        control_freq_hz=1.0 / (dt * n_substeps),
-        physics_dt_s=dt,
-        n_substeps=n_substeps,
-        get_model_data=lambda: (owner.model, owner.data),
-        sim_owner=owner,
-    )
+    return _readout(source, model, names, _joint_indices(model, names), (ee_site, ee_body, _chain_end_body(model, names)),
+                    control_freq_hz=1.0 / (dt * n_substeps), physics_dt_s=dt, n_substeps=n_substeps,
+                    get_model_data=lambda: (owner.model, owner.data), sim_owner=owner)
+
+
+def _readout(source: str, model: mujoco.MjModel, names: list[str], indices: tuple[np.ndarray, np.ndarray],
+             ee: tuple[str | None, str | None, int], **rates_and_access) -> RobotReadout:
+    """The readout of joints ``names`` at (qpos, dof) ``indices``, the end effector ``ee`` =
+    (site, body, default body) resolved in ``model``; the rest (rates, model access, owners) as given."""
+    kind, ee_name, ee_id = _resolve_ee(model, *ee)
+    return RobotReadout(source=source, joint_names=tuple(names), qpos_index=indices[0], dof_index=indices[1],
+                        ee_kind=kind, ee_name=ee_name, ee_id=ee_id, **rates_and_access)
 
 
 def _find_simulation(base) -> tuple[object, mujoco.MjModel, mujoco.MjData] | None:
@@ -382,28 +378,16 @@ def _read_robosuite(rs, joint_names, ee_site, ee_body) -> RobotReadout:
 
     if joint_names is None:
         names = list(robot.robot_joints)
-        qpos_index = np.asarray(robot._ref_joint_pos_indexes, dtype=np.intp)
-        dof_index = np.asarray(robot._ref_joint_vel_indexes, dtype=np.intp)
+        indices = (np.asarray(robot._ref_joint_pos_indexes, dtype=np.intp),
+                   np.asarray(robot._ref_joint_vel_indexes, dtype=np.intp))
     else:
         names = list(joint_names)
-        qpos_index, dof_index = _joint_indices(model, names)
+        indices = _joint_indices(model, names)
     if ee_site is None and ee_body is None:
         arm = robot.arms[0]
         ee_site = robot.gripper[arm].important_sites["grip_site"]
-    kind, ee_name, ee_id = _resolve_ee(model, ee_site, ee_body, default_body=0)
-    n_substeps = int(round(rs.control_timestep / rs.model_timestep))
-    return RobotReadout(
-        source="robosuite",
-        joint_names=tuple(names),
-        qpos_index=qpos_index,
-        dof_index=dof_index,
-        ee_kind=kind,
-        ee_name=ee_name,
-        ee_id=ee_id,
-        control_freq_hz=float(rs.control_freq),
-        physics_dt_s=float(rs.model_timestep),
-        n_substeps=n_substeps,
-        get_model_data=model_data,
-        # the arm's own velocity limits apply to its own joints, not to a joint_names= choice
-        robot_name=arm_name(robot.name) if joint_names is None else None,
-    )
+    return _readout("robosuite", model, names, indices, (ee_site, ee_body, 0),
+                    control_freq_hz=float(rs.control_freq), physics_dt_s=float(rs.model_timestep),
+                    n_substeps=int(round(rs.control_timestep / rs.model_timestep)), get_model_data=model_data,
+                    # the arm's own velocity limits apply to its own joints, not to a joint_names= choice
+                    robot_name=arm_name(robot.name) if joint_names is None else None)

@@ -50,7 +50,7 @@ COMPLETION_TIME, EE_PATH, JOINT_PATH, JERK, ACTION_RATE = PAPER_METRICS
 # what the paper could not measure: true mechanical energy and effort, then the actuator ledger
 ENERGY_METRICS: tuple[str, ...] = ("energy_j", "effort_nm2s")
 SUITE_METRICS: tuple[str, ...] = ENERGY_METRICS + LEDGER_KEYS
-# teacher-forced per-step error (evaluation.analysis.divergence), in action units
+# teacher-forced per-step error (evaluation.run.teacher_forcing), in action units
 TEACHER_FORCED_DISTANCES: tuple[str, ...] = ("action_distance", "first_action_distance")
 
 
@@ -455,7 +455,7 @@ def trend_statements(result: FindingResult, min_pairs: int = MIN_PAIRS) -> list[
 # -- what the paper could not measure -----------------------------------------------------------
 @dataclass(frozen=True)
 class TeacherForcedError:
-    """The variant queried on its reference's episodes (evaluation.analysis.divergence), action units."""
+    """The variant queried on its reference's episodes (evaluation.run.teacher_forcing), action units."""
 
     episodes: int  # reference episodes with an entry for the variant
     queries_mean: float

@@ -22,6 +22,8 @@ from statistics import NormalDist
 
 import numpy as np
 
+from evaluation.schema import INTERVAL_METHODS
+
 
 def _z(confidence: float) -> float:
     if not 0.0 < confidence < 1.0:
@@ -48,13 +50,6 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     high = 1.0 if successes == n else min(1.0, centre + half)
     return (low, high)
 
-
-# bootstrap interval methods -> their name in words (the findings page's method line)
-INTERVAL_METHODS: dict[str, str] = {
-    "expanded_bca": "BCa (bias-corrected and accelerated) at the small-sample expanded level",
-    "bca": "BCa (bias-corrected and accelerated)",
-    "percentile": "percentile",
-}
 
 
 def expanded_confidence(confidence: float, n: int) -> float:

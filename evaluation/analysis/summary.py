@@ -123,7 +123,7 @@ def summarize(
                 row.update({metric_column(metric, stat): value for stat, value in zip(METRIC_STATS, values, strict=True)})
             for column in SEAM_COLUMNS:  # means over successful episodes, like the metrics
                 row[f"{column}_mean"] = _mean([e.get(column) for e in solved.values()])
-            # teacher-forced: this variant queried on its reference's episodes (evaluation.analysis.divergence)
+            # teacher-forced: this variant queried on its reference's episodes (evaluation.run.teacher_forcing)
             forced = [t for e in by_variant.get(reference, []) if variant != reference
                       for t in (e.get("teacher_forced") or []) if t["variant"] == variant]
             row["tf_action_distance_mean"] = _mean([t["action_distance"] for t in forced])

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from evaluation.run.config import EvalConfig
 from evaluation.run.episode import EpisodeResult, EpisodeRunner
-from evaluation.run.units import WorkUnit
+from evaluation.run.plan import WorkUnit
 
 if TYPE_CHECKING:
     from evaluation.run.plan import RunPlan
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 class _EpisodeActor:
     def __init__(self, config_json: str, plan_json: str | None = None):
-        from evaluation.backends.workers import set_threads
         from evaluation.run.plan import RunPlan
+        from policies.specs import set_threads
 
         config = EvalConfig.model_validate_json(config_json)
         set_threads(config.torch_threads)

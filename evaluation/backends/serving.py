@@ -141,8 +141,8 @@ class _ServerActor:
     """A policy server inside a Ray actor, placed by ``serving.ray_resources``."""
 
     def __init__(self, config_json: str, served: ServedPolicy):
-        from evaluation.backends.workers import set_threads
         from policies.serving.http_server import PolicyServer
+        from policies.specs import set_threads
 
         config = EvalConfig.model_validate_json(config_json)
         serving = config.serving
@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--torch-threads", type=int, default=1)
     args = parser.parse_args(argv)
     import vla_envs  # noqa: F401  (first: sets MUJOCO_GL before anything imports mujoco)
-    from evaluation.backends.workers import set_threads
     from policies.serving.launch import serve
+    from policies.specs import set_threads
 
     config = EvalConfig.model_validate_json(sys.stdin.read())
     set_threads(args.torch_threads)

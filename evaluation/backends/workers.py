@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
-import os
 import signal
 import threading
 from collections.abc import Iterator
 
 from evaluation.run.config import EvalConfig
 from evaluation.run.episode import EpisodeResult, EpisodeRunner
-from evaluation.run.plan import RunPlan
-from evaluation.run.units import WorkUnit
+from evaluation.run.plan import RunPlan, WorkUnit
+from policies.specs import set_threads
 
 _RUNNER: EpisodeRunner | None = None
 
@@ -66,17 +65,6 @@ def _deferred_interrupt():
         yield state
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def set_threads(threads: int) -> None:
-    """torch's intra-op thread count (``EvalConfig.torch_threads``)."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:
-        pass
 
 
 def _init_worker(config_json: str, plan_json: str | None) -> None:

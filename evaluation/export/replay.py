@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from evaluation.analysis.compare import read_run
+from evaluation.run.record import read_run
 from evaluation.schema import RUNNING_COLUMNS
 from vla_envs.errors import VlaEnvsError
 

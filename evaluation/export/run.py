@@ -7,10 +7,10 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal
 
-from evaluation.analysis.compare import read_run
 from evaluation.export.lerobot_format import ExportError, write_lerobot
 from evaluation.export.minari_format import write_minari
 from evaluation.export.replay import recording_files, replay_recordings, replay_run
+from evaluation.run.record import read_run
 from vla_envs.progress import episode_progress
 
 Format = Literal["lerobot", "minari"]
@@ -42,7 +42,7 @@ def export_run(source: str | Path, fmt: Format, out: str | Path, obs_mode: str |
         raise ExportError(f"format {fmt!r}: expected 'lerobot' or 'minari'")
     source, out = Path(source), Path(out)
     if (source / "run.json").is_file():
-        config, info, episodes, _ = read_run(source)
+        config, record, episodes, _ = read_run(source)
         chosen = [e for e in episodes if not variants or e["variant"] in variants]
         if not chosen:
             raise ExportError(f"no episodes of variants {variants} in {source}: expected some of {config.variant_names}")
@@ -50,7 +50,7 @@ def export_run(source: str | Path, fmt: Format, out: str | Path, obs_mode: str |
         minari_name = _run_name(config.name, source.resolve())
         groups = [task for task in config.tasks if any(e["task"] == task for e in chosen)]
         total = len(chosen)
-        commit = (info.get("git") or {}).get("commit")
+        commit = record.git.commit if record.git is not None else None
 
         def stream(group):
             return replay_run(source, obs_mode, variants, tasks=[group])
@@ -64,7 +64,7 @@ def export_run(source: str | Path, fmt: Format, out: str | Path, obs_mode: str |
                     f"variants {variants_here}")
 
         def episode_metadata(episode) -> dict:
-            return {"run": source.resolve().name, "run_started": info.get("started"), "task": episode.record["task"],
+            return {"run": source.resolve().name, "run_started": record.started, "task": episode.record["task"],
                     "variant": episode.record["variant"]}
     else:
         if variants:

@@ -20,7 +20,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from evaluation.analysis.compare import RunFolderError, read_run
 from evaluation.analysis.findings import (
     ACTION_RATE,
     DIRECTION_WORDS,
@@ -50,11 +49,11 @@ from evaluation.analysis.findings import (
     teacher_forced_error,
     trend_statements,
 )
-from evaluation.analysis.stats import INTERVAL_METHODS
 from evaluation.analysis.summary import format_number
 from evaluation.pages.findings_figure import FIGURE_MARKER, figure_link, findings_figure, is_findings_figure
 from evaluation.run.config import EvalConfig
-from evaluation.schema import SEAM_COLUMNS
+from evaluation.run.record import RunFolderError, read_run
+from evaluation.schema import INTERVAL_METHODS, SEAM_COLUMNS, GitRecord, RunRecord
 from vla_envs.errors import VlaEnvsError
 from vla_envs.files import atomic_path
 from wrappers.metrics import METRIC_LABELS
@@ -86,7 +85,7 @@ _SUITE_INTRO = (
     "torque and speed limits (the peak fraction; the share of substeps at >= 98 % of the torque limit). Chunk seams "
     "split jerk and action change into the steps where a new chunk's first action ran and the rest. Drift: the "
     "per-step error is the variant queried on its reference's observations (teacher forcing, "
-    "`evaluation.analysis.divergence`); a large closed-loop change with a small per-step error is drift, a per-step error "
+    "`evaluation.run.teacher_forcing`); a large closed-loop change with a small per-step error is drift, a per-step error "
     "that explains the change is the compression itself."
 )
 
@@ -178,15 +177,15 @@ def _latency_text(latency) -> str:
     return latency if isinstance(latency, str) else ", ".join(f"{k} {v}" for k, v in latency.model_dump().items())
 
 
-def _timing_rows(info: dict, episodes: list[dict]) -> list[tuple[str, str]]:
+def _timing_rows(record: RunRecord, episodes: list[dict]) -> list[tuple[str, str]]:
     """When and how long: run.json's start and episode wall time are the last call's, its ``calls``
     list has every call (runs from before it was recorded lack it); the episodes' own ``wall_s``
     cover every part of a run filled over several ``--resume`` calls."""
-    started, finished = info.get("started"), info.get("finished")
+    started, finished = record.started, record.finished
     start, end = _timestamp(started), _timestamp(finished)
     elapsed = (end - start).total_seconds() if start and end else math.nan
-    workers, backend = info.get("workers"), info.get("backend")
-    last_wall = info.get("episodes_wall_s")
+    workers, backend = record.workers, record.backend
+    last_wall = record.episodes_wall_s
     summed = sum(float(row["wall_s"]) for row in episodes if is_finite(row.get("wall_s")))
     span = f"; {_duration(elapsed)} from start to finish, profiling and report included" if is_finite(elapsed) else ""
     rows = [
@@ -196,12 +195,12 @@ def _timing_rows(info: dict, episodes: list[dict]) -> list[tuple[str, str]]:
         ("episode time, summed", (f"{_duration(summed)} over {len(episodes)} episodes (each episode's own wall_s, "
                                   "every --resume part included)")),
     ]
-    calls = info.get("calls") or []
+    calls = record.calls
     if len(calls) > 1:
-        parts = "; ".join(f"{c.get('started')}: {c.get('episodes_run')} episodes in {_duration(c.get('episodes_wall_s'))} "
-                          f"on {c.get('hostname')} ({plural(int(c.get('workers') or 1), 'worker')}, {c.get('backend')})"
+        parts = "; ".join(f"{c.started}: {c.episodes_run} episodes in {_duration(c.episodes_wall_s)} "
+                          f"on {c.hostname} ({plural(c.workers or 1, 'worker')}, {c.backend})"
                           for c in calls)
-        total = sum(float(c.get("episodes_wall_s") or 0.0) for c in calls)
+        total = sum(c.episodes_wall_s for c in calls)
         rows.append(("calls", f"{len(calls)} `vla-envs eval` calls, {_duration(total)} of episodes in all: {parts}"))
     elif is_finite(last_wall) and is_finite(workers) and summed > 1.05 * last_wall * max(int(workers), 1):
         rows.append(("note", (f"the episodes' own times add up to more than the last `vla-envs eval` call could hold "
@@ -210,7 +209,7 @@ def _timing_rows(info: dict, episodes: list[dict]) -> list[tuple[str, str]]:
     return rows
 
 
-def run_facts(run_dir: Path, config: EvalConfig, info: dict, episodes: list[dict]) -> list[tuple[str, str]]:
+def run_facts(run_dir: Path, config: EvalConfig, record: RunRecord, episodes: list[dict]) -> list[tuple[str, str]]:
     """(label, value) rows of the header: what the run was, what it took and where, from run.json
     and the episode rows."""
     counts = sorted({len(rows) for rows in episodes_by_cell(episodes).values()})
@@ -221,13 +220,13 @@ def run_facts(run_dir: Path, config: EvalConfig, info: dict, episodes: list[dict
     total = str(len(episodes))
     if len(counts) == 1:
         total += f" ({plural(len(config.tasks), 'task')} × {plural(len(variants), 'variant')} × {per_cell})"
-    git = info.get("git") or {}
-    commit = (git.get("commit") or "not recorded") + (" (with uncommitted changes)" if git.get("dirty") else "")
+    git = record.git or GitRecord()
+    commit = (git.commit or "not recorded") + (" (with uncommitted changes)" if git.dirty else "")
     images = f", {config.env.image_size} px images" if "rgb" in config.env.obs_mode else ""
     execution = config.execution
     rows = [
         ("run", f"{config.name or run_dir.name} (folder `{run_dir}`)"),
-        ("config", f"`{info['config_path']}`" if info.get("config_path") else "not recorded"),
+        ("config", f"`{record.config_path}`" if record.config_path else "not recorded"),
         ("tasks", f"{len(config.tasks)}: {', '.join(config.tasks)}"),
         ("variants", f"{len(variants)}: {variants[0]} (base)" + (f", {listed}" if listed else "")),
         ("episodes per task and variant", per_cell),
@@ -240,19 +239,18 @@ def run_facts(run_dir: Path, config: EvalConfig, info: dict, episodes: list[dict
                         f"{config.stats.bootstrap_resamples} bootstrap "
                         f"resamples, seed {config.stats.bootstrap_seed}; verdicts need {MIN_PAIRS} paired successes")),
         ("git commit", commit),
-        ("status", str(info.get("status", "not recorded"))),
-        *_timing_rows(info, episodes),
+        ("status", record.status or "not recorded"),
+        *_timing_rows(record, episodes),
     ]
-    machine = info.get("machine") or {}
-    if machine:
-        rows.append(("machine", (f"{machine.get('hostname')}: {machine.get('platform')}, {machine.get('processor')}, "
-                                 f"{machine.get('cpu_count')} CPUs, Python {machine.get('python')}")))
-    packages = info.get("packages") or {}
-    if packages:
-        rows.append(("packages", ", ".join(f"{k} {v}" for k, v in packages.items() if v)))
-    renderer = info.get("renderer") or {}
-    if renderer.get("used"):
-        rows.append(("renderer", f"MUJOCO_GL={renderer.get('MUJOCO_GL')}, {renderer.get('render_quality')} quality"))
+    machine = record.machine
+    if machine is not None:
+        rows.append(("machine", (f"{machine.hostname}: {machine.platform}, {machine.processor}, "
+                                 f"{machine.cpu_count} CPUs, Python {machine.python}")))
+    if record.packages:
+        rows.append(("packages", ", ".join(f"{k} {v}" for k, v in record.packages.items() if v)))
+    renderer = record.renderer
+    if renderer is not None and renderer.used:
+        rows.append(("renderer", f"MUJOCO_GL={renderer.MUJOCO_GL}, {renderer.render_quality} quality"))
     return rows
 
 
@@ -398,7 +396,7 @@ def _suite_section(config: EvalConfig, episodes: list[dict], variants: list[str]
     return lines
 
 
-def render(run_dir: Path, config: EvalConfig, info: dict, episodes: list[dict], results: list[FindingResult],
+def render(run_dir: Path, config: EvalConfig, record: RunRecord, episodes: list[dict], results: list[FindingResult],
            command: str, generated: str, min_pairs: int = MIN_PAIRS, figure: str | None = None) -> str:
     """The whole page: header, method, one summary row per finding (after ``figure``, the name of
     the figure beside the page, when there is one), a section per finding, then what the paper
@@ -417,7 +415,7 @@ def render(run_dir: Path, config: EvalConfig, info: dict, episodes: list[dict], 
     lines = [f"{PAGE_HEADING}{config.name or run_dir.name}", "",
              f"Generated on {generated} from the run in `{run_dir}`. Regenerate with:", "", f"    {command}", "",
              intro, "", "## The run", "",
-             *_table(["", ""], [[k, v] for k, v in run_facts(run_dir, config, info, episodes)]),
+             *_table(["", ""], [[k, v] for k, v in run_facts(run_dir, config, record, episodes)]),
              "## In short", "", *_in_short(results), "",
              "## Method", "", method, "", _VERDICT_RULE, "", "## Summary", "",
              *(figure_link(figure, config.stats.confidence, min_pairs) if figure else []),
@@ -446,7 +444,7 @@ def write_findings(run_dir: str | Path, output: str | Path = DEFAULT_OUTPUT, com
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir} is not a folder: expected the folder of a finished `vla-envs eval` run "
                              "(holding run.json and episodes.parquet)")
-    config, info, episodes, _ = read_run(run_dir)
+    config, record, episodes, _ = read_run(run_dir)
     if not episodes:
         raise RunFolderError(f"{run_dir / 'episodes.parquet'} has no rows: expected the episodes of a finished run")
     results = evaluate(config, episodes, FINDINGS)
@@ -455,7 +453,7 @@ def write_findings(run_dir: str | Path, output: str | Path = DEFAULT_OUTPUT, com
     drawn = findings_figure(results, list(config.tasks), config.variant_names[0], config.stats.confidence, figure)
     if not drawn:
         figure.unlink(missing_ok=True)
-    text = PAGE_MARKER + "\n" + render(run_dir, config, info, episodes, results, command, generated,
+    text = PAGE_MARKER + "\n" + render(run_dir, config, record, episodes, results, command, generated,
                                       figure=figure.name if drawn else None)
     with atomic_path(output) as tmp:
         tmp.write_text(text, encoding="utf-8")

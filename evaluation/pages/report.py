@@ -37,6 +37,7 @@ import numpy as np
 from evaluation.analysis.findings import MIN_PAIRS, Verdict, metric_words, verdict
 from evaluation.analysis.stats import is_finite
 from evaluation.analysis.summary import SUMMARY_METRICS, metric_column
+from evaluation.schema import GitRecord, RunRecord
 from policies.base import EPISODE_COUNTERS
 from wrappers.metrics import METRIC_LABELS
 
@@ -412,7 +413,7 @@ def _img(data: str | None, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">' if data else ""
 
 
-def write_report(path: Path, rows: list[dict], info: dict, episodes: list[dict] | None = None,
+def write_report(path: Path, rows: list[dict], record: RunRecord, episodes: list[dict] | None = None,
                  traces: dict[str, tuple] | None = None) -> Path:
     """``traces``: task -> (base steps, variant steps, base title, variant title)."""
     episodes = episodes or []
@@ -438,9 +439,9 @@ def write_report(path: Path, rows: list[dict], info: dict, episodes: list[dict] 
         sections.append("\n".join(p for p in parts if p))
     answers = "".join(f"<p>{html.escape(answer_sentence([r for r in rows if r['task'] == task]))}</p>"
                       for task in dict.fromkeys(r["task"] for r in rows))
-    git = info.get("git", {})
-    packages = ", ".join(f"{k} {v}" for k, v in info.get("packages", {}).items() if v)
-    title = html.escape(info.get("config", {}).get("name") or "vla-envs evaluation")
+    git = record.git or GitRecord()
+    packages = ", ".join(f"{k} {v}" for k, v in (record.packages or {}).items() if v)
+    title = html.escape(record.config.get("name") or "vla-envs evaluation")
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <style>
@@ -460,8 +461,8 @@ details {{ overflow-x: auto; }}
 <p>Changes are paired: each variant against its reference (the base, or the variant it names
 with <code>compare_to</code>) over the seeds both solved, with bootstrap intervals; success
 rates have Wilson intervals; MDE is the smallest change this run's number of pairs could detect
-(95 % confidence, 80 % power); with fewer than {MIN_PAIRS} pairs an interval is not read. Commit {html.escape(str(git.get("commit")))}{" (uncommitted changes)" if git.get("dirty") else ""};
-{html.escape(packages)}; machine {html.escape(str(info.get("machine", {}).get("platform")))}.</p>
+(95 % confidence, 80 % power); with fewer than {MIN_PAIRS} pairs an interval is not read. Commit {html.escape(str(git.commit))}{" (uncommitted changes)" if git.dirty else ""};
+{html.escape(packages)}; machine {html.escape(str(record.machine.platform if record.machine is not None else None))}.</p>
 {"".join(sections)}
 </body></html>
 """

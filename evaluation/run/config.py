@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from evaluation.analysis.stats import INTERVAL_METHODS
 from evaluation.run.devices import DeviceModel
+from evaluation.schema import INTERVAL_METHODS
 from policies.specs import (  # noqa: F401 - re-exported: configs' policy specs were declared here
     ExpertPolicySpec,
     FactoryPolicySpec,
@@ -540,7 +540,7 @@ def validate_runtime(config: EvalConfig, check_imports: bool = True) -> None:
                 except ConfigError as exc:
                     raise ConfigError(f"field '{field}': {exc}") from None
     if config.recording.videos is not None:
-        from evaluation.pages.video import check_video_support
+        from evaluation.run.video import check_video_support
 
         try:
             check_video_support()

@@ -15,12 +15,10 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
-from evaluation.analysis.reproducibility import StepHasher
 from evaluation.run.config import EvalConfig
 from evaluation.run.latency import (
     AsyncChunkExecutor,
@@ -29,26 +27,23 @@ from evaluation.run.latency import (
     TimedChunkExecutor,
     seam_mask,
 )
-from evaluation.run.plan import resolved_latency
+from evaluation.run.plan import RunPlan, WorkUnit, resolved_latency
 from evaluation.run.policy_cache import PolicyCache
-from evaluation.run.units import WorkUnit
+from evaluation.run.step_hashes import StepHasher
 from evaluation.schema import (
     HASH_COLUMNS,
     RUNNING_COLUMNS,
     SEAM_COLUMNS,
     STEP_SOURCE_COLUMNS,
+    EpisodeRow,
 )
 from policies.specs import seed_everything
 from wrappers.metrics import METRIC_KEYS
 
-if TYPE_CHECKING:
-    from evaluation.run.plan import RunPlan
-
-
 
 @dataclass
 class EpisodeResult:
-    row: dict
+    row: EpisodeRow
     steps: pa.Table | None = None
     video: bytes | None = None
 
@@ -143,8 +138,8 @@ class EpisodeRunner:
 
     def teacher_forcing(self, task: str, variant: str):
         """The variants compared with ``variant`` (its followers), to be queried on its episodes'
-        observations (``evaluation.analysis.divergence``); ``None`` when no variant is compared with it."""
-        from evaluation.analysis.divergence import TeacherForcing
+        observations (``evaluation.run.teacher_forcing``); ``None`` when no variant is compared with it."""
+        from evaluation.run.teacher_forcing import TeacherForcing
 
         config = self.config
         followers = [v for v in config.variant_names if v != variant and config.reference_of(v) == variant]
@@ -174,7 +169,7 @@ class EpisodeRunner:
         running = [info["embodied"]]
         sources = [StepSource(queried=False, waiting=False)]  # the reset row
         frames = [env.render()] if film else []
-        # per-step hashes of what each step acted on (evaluation.analysis.reproducibility), for steps.parquet
+        # per-step hashes of what each step acted on (evaluation.run.step_hashes), for steps.parquet
         hasher = StepHasher() if self.config.recording.record_steps else None
         total_reward, success, terminated, truncated = 0.0, bool(info.get("is_success", False)), False, False
         while not (terminated or truncated):
@@ -193,30 +188,33 @@ class EpisodeRunner:
             if film:
                 frames.append(env.render())
         latencies_ms = np.asarray(executor.latencies_s) * 1e3
-        row = {
-            **unit.to_dict(),
-            "success": success,
-            "terminated": bool(terminated),
-            "truncated": bool(truncated),
-            "sim_unstable": bool(info.get("sim_unstable", False)),
-            **{key: float(info["embodied"][key]) for key in METRIC_KEYS},
-            "episode_return": total_reward,
-            "inference_calls": int(executor.inference_calls),
-            "waiting_steps": int(executor.waiting_steps),
-            "stale_actions": int(executor.stale_actions),
-            **executor.executor.policy.episode_counters(),
-            "latency_model": executor.latency.label,
-            "latency_mean_ms": float(latencies_ms.mean()) if len(latencies_ms) else float("nan"),
-            "latency_p90_ms": float(np.percentile(latencies_ms, 90)) if len(latencies_ms) else float("nan"),
-            "initial_state": fingerprint,
-            "wall_s": time.perf_counter() - start,
-            **seam_columns(env.last_episode, sources, env.unwrapped.control_freq),
-            "teacher_forced": [] if forcing is None else forcing.entries(),
-        }
+        row = EpisodeRow(
+            task=unit.task,
+            variant=unit.variant,
+            seed=unit.seed,
+            episode=unit.episode,
+            success=success,
+            terminated=bool(terminated),
+            truncated=bool(truncated),
+            sim_unstable=bool(info.get("sim_unstable", False)),
+            metrics={key: float(info["embodied"][key]) for key in METRIC_KEYS},
+            episode_return=total_reward,
+            inference_calls=int(executor.inference_calls),
+            waiting_steps=int(executor.waiting_steps),
+            stale_actions=int(executor.stale_actions),
+            counters=executor.executor.policy.episode_counters(),
+            latency_model=executor.latency.label,
+            latency_mean_ms=float(latencies_ms.mean()) if len(latencies_ms) else float("nan"),
+            latency_p90_ms=float(np.percentile(latencies_ms, 90)) if len(latencies_ms) else float("nan"),
+            initial_state=fingerprint,
+            wall_s=time.perf_counter() - start,
+            seams=seam_columns(env.last_episode, sources, env.unwrapped.control_freq),
+            teacher_forced=[] if forcing is None else forcing.entries(),
+        )
         steps = self._steps_table(env, unit, running, sources, hasher) if hasher is not None else None
         video = None
         if film:
-            from evaluation.pages.video import encode_mp4
+            from evaluation.run.video import encode_mp4
 
             video = encode_mp4(frames, fps=env.unwrapped.control_freq)
         return EpisodeResult(row, steps, video)

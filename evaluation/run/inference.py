@@ -13,8 +13,8 @@ from evaluation.run.episode import EpisodeRunner
 
 def _profile_each(config: EvalConfig, variants: list[str]) -> Iterator[tuple[str, str, object]]:
     """(task, variant, InferenceProfile) on the first seed's initial observation."""
-    from evaluation.backends.workers import set_threads
     from policies.profiling import profile
+    from policies.specs import set_threads
 
     settings = config.profile
     set_threads(config.torch_threads)  # the episodes' setting, so the latencies are comparable

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from evaluation.run.episode import EpisodeResult
-from evaluation.run.units import WorkUnit
+from evaluation.run.plan import WorkUnit
 from evaluation.schema import episode_record
 from vla_envs.files import atomic_path
 
@@ -116,7 +116,7 @@ class PartStore:
             atomic_write_table(result.steps, self.steps_path(unit))
         if result.video is not None:
             atomic_write_bytes(result.video, self.video_path(unit))
-        atomic_write_table(episode_record(result.row), self.episode_path(unit))
+        atomic_write_table(episode_record(result.row.to_record()), self.episode_path(unit))
 
     def consolidate(self, units: list[WorkUnit]) -> tuple[pa.Table, int]:
         """Write ``episodes.parquet`` and ``steps.parquet`` from the parts of ``units`` (in that

@@ -1,12 +1,16 @@
-"""``RunPlan``: what the driver resolves once for a run and hands, with the config, to every
-worker: each (task, variant)'s latency model (``ResolvedLatency``) and where the run's policy
-servers answer (``Endpoints``, which ``evaluation.backends.serving`` fills in as it starts them).
+"""What a run will do: its work units (``WorkUnit``, ``plan_units``), and the ``RunPlan`` the
+driver resolves once and hands, with the config, to every worker: each (task, variant)'s latency
+model (``ResolvedLatency``) and where the run's policy servers answer (``Endpoints``, which
+``evaluation.backends.serving`` fills in as it starts them).
 
 The path of a variant's latency, in full: the config's ``latency`` (or the variant's) ->
 ``runner.resolve_latencies`` (``profiled`` and ``{device: NAME}`` measured or computed once, or
 taken from the run being resumed or from the config's pins; recorded in run.json as
 ``config.resolved_latency_ms``) -> ``RunPlan.for_config`` (one ``ResolvedLatency`` per task and
 variant) -> the workers -> ``EpisodeRunner.executor``, which hands it to the executor as it is.
+
+Work units: one episode = (task, variant, seed). Units are independent of each other, so they
+run in any order and any process with identical results (``evaluation.run.episode``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,30 @@ from dataclasses import asdict, dataclass, field
 
 from evaluation.run.config import EvalConfig
 from evaluation.run.latency import ResolvedLatency
+
+
+@dataclass(frozen=True, order=True)
+class WorkUnit:
+    task: str
+    variant: str
+    seed: int
+    episode: int  # index of the seed in the config's seed list (the same for every variant)
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe identifier, unique within a run."""
+        return f"{self.task}__{self.variant}__seed{self.seed:06d}"
+
+
+def plan_units(config: EvalConfig) -> list[WorkUnit]:
+    """Every (task, variant, seed) of the config, grouped by task then seed then variant, so a
+    worker that takes them in order reuses its environment and meets paired episodes together."""
+    return [
+        WorkUnit(task, variant, seed, index)
+        for task in config.tasks
+        for index, seed in enumerate(config.seed_list)
+        for variant in config.variant_names
+    ]
 
 
 @dataclass(frozen=True)

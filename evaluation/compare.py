@@ -25,10 +25,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pyarrow.parquet as pq
-
-from evaluation.run.config import EvalConfig
-from vla_envs.errors import VlaEnvsError
+from evaluation.run.record import RunFolderError, read_run
+from evaluation.runner import write_summary_and_report
 from vla_envs.files import claim_output_folder, lock_output_folder
 
 if TYPE_CHECKING:
@@ -38,86 +36,10 @@ if TYPE_CHECKING:
 COMPARE_FILES = ("summary.csv", "summary.md", "report.html", "divergence.csv")
 
 
-class RunFolderError(VlaEnvsError, ValueError):
-    """A folder that is not a finished evaluation run (the message says what is missing)."""
-
-
-def read_run(run_dir: str | Path) -> tuple[EvalConfig, dict, list[dict], dict]:
-    """(config, run.json, episode rows, profiles keyed by (task, variant)) of a finished run;
-    ``RunFolderError`` naming the file and what is wrong with it otherwise (unreadable JSON or
-    Parquet, a config that does not validate, missing key columns, an episode held twice)."""
-    run_dir = Path(run_dir)
-    for name in ("run.json", "episodes.parquet"):
-        if not (run_dir / name).is_file():
-            raise RunFolderError(f"{run_dir} has no {name}: expected the folder of a finished `vla-envs eval` run")
-    info, config = _read_run_json(run_dir / "run.json")
-    episodes = _read_episode_rows(run_dir / "episodes.parquet")
-    profiles = {tuple(key.split("/", 1)): value for key, value in (info.get("profiles") or {}).items()}
-    return config, info, episodes, profiles
-
-
-def _read_run_json(path: Path) -> tuple[dict, EvalConfig]:
-    from pydantic import ValidationError
-
-    try:
-        info = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunFolderError(f"{path} is not JSON ({type(exc).__name__} at byte {getattr(exc, 'pos', getattr(exc, 'start', '?'))}): "
-                             "expected the run.json a `vla-envs eval` run writes") from None
-    if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
-        raise RunFolderError(f"{path} holds no 'config' mapping: expected the run.json a `vla-envs eval` run writes")
-    try:
-        config = EvalConfig.model_validate(info["config"])
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "config"
-        raise RunFolderError(f"{path}: its config is not valid (field 'config.{where}': {first['msg']}; "
-                             f"{exc.error_count()} error(s)): expected the config of a `vla-envs eval` run") from None
-    return info, config
-
-
-def _read_episode_rows(path: Path) -> list[dict]:
-    """The rows of ``episodes.parquet``, with its key columns of the declared types and each
-    (task, variant, seed) once: a row held twice would be counted twice in every success rate."""
-    import pyarrow as pa
-
-    from evaluation.schema import EPISODE_SCHEMA, KEY_FIELDS
-
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise RunFolderError(f"{path} is not a readable Parquet file ({type(exc).__name__}): expected the "
-                             "episodes.parquet a `vla-envs eval` run writes") from None
-    for name in [field.name for field in KEY_FIELDS] + ["success"]:
-        expected = EPISODE_SCHEMA.field(name).type
-        if name not in table.column_names:
-            raise RunFolderError(f"{path} has no column {name!r}: expected the columns of evaluation.schema.EPISODE_SCHEMA")
-        if table.schema.field(name).type != expected:
-            raise RunFolderError(f"{path}: column {name!r} is {table.schema.field(name).type}, expected {expected}")
-        if table.column(name).null_count:
-            raise RunFolderError(f"{path}: column {name!r} has {table.column(name).null_count} empty values, "
-                                 "expected one in every row")
-    rows = table.to_pylist()
-    seen: set[tuple] = set()
-    repeated: list[tuple] = []
-    for row in rows:
-        key = (row["task"], row["variant"], row["seed"])
-        if key in seen:
-            repeated.append(key)
-        seen.add(key)
-    if repeated:
-        task, variant, seed = repeated[0]
-        raise RunFolderError(f"{path} holds {len(repeated)} episode(s) more than once (e.g. {task}/{variant} seed {seed}): "
-                             "expected one row per (task, variant, seed)")
-    return rows
-
-
 def rebuild_report(run_dir: str | Path) -> list[dict]:
     """Rewrite a run's summary.csv, summary.md and report.html from its files."""
-    from evaluation.run.runner import write_summary_and_report
-
-    config, info, episodes, profiles = read_run(run_dir)
-    return write_summary_and_report(config, Path(run_dir), episodes, profiles, info)
+    run = read_run(run_dir)
+    return write_summary_and_report(run.config, Path(run_dir), run.episodes, run.profiles, run.record)
 
 
 def _labels(run_a: Path, run_b: Path) -> tuple[str, str]:
@@ -135,7 +57,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path) -> tuple
     from evaluation.pages.report import write_report
 
     run_a, run_b, out = Path(run_a), Path(run_b), Path(out)
-    config_a, info_a, episodes_a, profiles_a = read_run(run_a)
+    config_a, record_a, episodes_a, profiles_a = read_run(run_a)
     config_b, _, episodes_b, profiles_b = read_run(run_b)
     label_a, label_b = _labels(run_a, run_b)
     tasks = [t for t in config_a.tasks if t in config_b.tasks]
@@ -170,7 +92,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, out: str | Path) -> tuple
         claim_output_folder(out, "compare", COMPARE_FILES)
         write_csv(rows, out / "summary.csv")
         (out / "summary.md").write_text(markdown(rows, stats.confidence, title, notes_md), encoding="utf-8")
-        write_report(out / "report.html", rows, {**info_a, "config": {**info_a["config"], "name": title}}, episodes)
+        write_report(out / "report.html", rows, record_a.model_copy(update={"config": {**record_a.config, "name": title}}),
+                     episodes)
         if divergence.rows:
             write_divergence_csv(divergence.rows, out / "divergence.csv")
         else:  # an earlier comparison's table in this folder is not these runs'

@@ -18,7 +18,6 @@ runs only the missing ones, and the consolidated tables never hold a row twice.
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -29,9 +28,10 @@ from typing import Literal
 import pyarrow.parquet as pq
 
 from evaluation.run.config import EvalConfig
-from evaluation.run.parts import PartStore, atomic_write_bytes
-from evaluation.run.plan import RunPlan
-from evaluation.run.units import WorkUnit, plan_units
+from evaluation.run.parts import PartStore
+from evaluation.run.plan import RunPlan, WorkUnit, plan_units
+from evaluation.run.record import read_run_record, write_run_record
+from evaluation.schema import CallRecord, RunRecord
 from vla_envs.errors import VlaEnvsError
 from vla_envs.files import OutputFolderError, claim_output_folder, folder_entries, lock_output_folder
 
@@ -51,10 +51,6 @@ class EvalOutcome:
     summary: list[dict]
 
 
-def _write_json(data: dict, path: Path) -> None:
-    atomic_write_bytes((json.dumps(data, indent=2, default=str) + "\n").encode(), path)
-
-
 def _check_output(store: PartStore, config: EvalConfig, resume: bool) -> None:
     """The output folder must be new, empty, or a run of this config (``--resume``): a run never
     overwrites files it did not write, nor mixes two experiments' episodes."""
@@ -70,7 +66,7 @@ def _check_output(store: PartStore, config: EvalConfig, resume: bool) -> None:
     if not run_json.exists() and folder_entries(store.out_dir):
         raise OutputExistsError(f"--resume: {store.out_dir} holds no run.json, so it is not an evaluation run to resume")
     if run_json.exists():
-        previous = json.loads(run_json.read_text()).get("episode_settings")
+        previous = read_run_record(run_json).episode_settings
         current = config.episode_settings()
         if previous is not None and previous != current:
             changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
@@ -150,7 +146,7 @@ def _policy_servers(config: EvalConfig, backend: Backend, workers: int, ray_addr
             import_ray().shutdown()
 
 
-def resolve_latencies(config: EvalConfig, previous_run_json: Path | None = None) -> EvalConfig:
+def resolve_latencies(config: EvalConfig, previous: RunRecord | None = None) -> EvalConfig:
     """The config with ``resolved_latency_ms`` filled in for its ``latency: profiled`` and
     ``{device: NAME}`` variants: the values of the run being resumed, else those the config
     pins, else computed now (``evaluation.run.inference.resolve_latency_ms``: ``profile()`` on the
@@ -160,8 +156,8 @@ def resolve_latencies(config: EvalConfig, previous_run_json: Path | None = None)
     if not names:
         return config
     wanted = [f"{task}/{name}" for task in config.tasks for name in names]
-    if previous_run_json is not None and previous_run_json.is_file():
-        recorded = json.loads(previous_run_json.read_text()).get("config", {}).get("resolved_latency_ms") or {}
+    if previous is not None:
+        recorded = previous.resolved_latency_ms()
         if all(key in recorded for key in wanted):
             return config.model_copy(update={"resolved_latency_ms": {k: recorded[k] for k in wanted}})
     pinned = config.resolved_latency_ms or {}
@@ -217,7 +213,8 @@ def run_episodes(
     """
     store = PartStore(out_dir)
     store.out_dir.mkdir(parents=True, exist_ok=True)
-    config = resolve_latencies(config, store.out_dir / "run.json" if resume else None)
+    previous = _previous_record(store.out_dir / "run.json", resume)
+    config = resolve_latencies(config, previous)
     _check_output(store, config, resume)
     with ExitStack() as stack:
         serving: dict = {}
@@ -225,17 +222,18 @@ def run_episodes(
         # every variant's latency and server, resolved once here; the workers receive them as they are
         plan = RunPlan.for_config(config, endpoints)
         check_policies(config, plan)
-        return _run_units(config, store, stack, serving, plan, workers=workers, backend=backend, resume=resume,
+        return _run_units(config, store, stack, serving, plan, previous, workers=workers, backend=backend, resume=resume,
                           ray_address=ray_address, config_path=config_path, progress=progress, console=console,
                           max_episodes=max_episodes)
 
 
-def _run_units(config: EvalConfig, store: PartStore, servers: ExitStack, serving: dict, plan: RunPlan, *, workers: int,
+def _run_units(config: EvalConfig, store: PartStore, servers: ExitStack, serving: dict, plan: RunPlan,
+               previous: RunRecord | None, *, workers: int,
                backend: Backend, resume: bool, ray_address: str | None, config_path: str | None, progress: bool,
                console, max_episodes: int | None) -> tuple[list[WorkUnit], int]:
     """``run_episodes`` once the policy servers run (``servers`` stops them; ``serving`` then
     holds their statistics, which run.json records)."""
-    from evaluation.run.run_info import run_info
+    from evaluation.run.record import run_record
     from vla_envs.progress import episode_progress
 
     units = plan_units(config)
@@ -247,16 +245,17 @@ def _run_units(config: EvalConfig, store: PartStore, servers: ExitStack, serving
     todo = [u for u in units if u.key not in done]
     if max_episodes is not None:
         todo = todo[:max_episodes]
-    info = run_info(config, config_path, backend, workers)
-    info["episode_settings"] = config.episode_settings()
-    info.update(status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"), episodes_planned=len(units))
+    record = run_record(config, config_path, backend, workers)
+    record.episode_settings = config.episode_settings()
+    record.status, record.started, record.episodes_planned = "running", time.strftime("%Y-%m-%dT%H:%M:%S%z"), len(units)
     # Every `vla-envs eval` call on the folder keeps its own record: a run filled over several
     # --resume calls (or machines) can then say how long it took and where.
-    call = {"started": info["started"], "backend": backend, "workers": workers,
-            "hostname": info["machine"]["hostname"], "cpu_count": info["machine"]["cpu_count"],
-            "episodes_run": 0, "episodes_wall_s": 0.0}
-    info["calls"] = [*_previous_calls(store.out_dir / "run.json", resume), call]
-    _write_json(info, store.out_dir / "run.json")
+    call = CallRecord(started=record.started, backend=backend, workers=workers, hostname=record.machine.hostname,
+                      cpu_count=record.machine.cpu_count, episodes_run=0, episodes_wall_s=0.0)
+    record.calls = [*(previous.calls if previous is not None else []), call]
+    call = record.calls[-1]  # the record's own copy, which the assignment validated
+    run_json = store.out_dir / "run.json"
+    write_run_record(record, run_json)
     ran = 0
     start = time.perf_counter()
     try:
@@ -269,39 +268,38 @@ def _run_units(config: EvalConfig, store: PartStore, servers: ExitStack, serving
                 store.write(unit, result)
                 ran += 1
                 if bar is not None:
-                    mark = "ok" if result.row["success"] else "fail"
+                    mark = "ok" if result.row.success else "fail"
                     bar.update(task_id, advance=1, last=f"{unit.task} {unit.variant} seed {unit.seed}: {mark}")
     except BaseException as exc:
-        info.update(status="interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {exc!r}")
-        info.update(episodes_done=len(store.done_keys()), episodes_wall_s=time.perf_counter() - start)
-        call.update(episodes_run=ran, episodes_wall_s=info["episodes_wall_s"], status=info["status"])
+        record.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {exc!r}"
+        record.episodes_done, record.episodes_wall_s = len(store.done_keys()), time.perf_counter() - start
+        call.episodes_run, call.episodes_wall_s, call.status = ran, record.episodes_wall_s, record.status
         _stop_servers(servers, serving, call)
-        _write_json(info, store.out_dir / "run.json")
+        write_run_record(record, run_json)
         raise
-    info.update(episodes_done=len(store.done_keys()), episodes_wall_s=time.perf_counter() - start)
-    call.update(episodes_run=ran, episodes_wall_s=info["episodes_wall_s"])
+    record.episodes_done, record.episodes_wall_s = len(store.done_keys()), time.perf_counter() - start
+    call.episodes_run, call.episodes_wall_s = ran, record.episodes_wall_s
     _stop_servers(servers, serving, call)
-    info["status"] = "episodes complete" if info["episodes_done"] >= len(units) else "partial"
-    _write_json(info, store.out_dir / "run.json")
+    record.status = "episodes complete" if record.episodes_done >= len(units) else "partial"
+    write_run_record(record, run_json)
     return units, ran
 
 
-def _stop_servers(servers: ExitStack, serving: dict, call: dict) -> None:
+def _stop_servers(servers: ExitStack, serving: dict, call: CallRecord) -> None:
     """Stop the run's policy servers, and record in this call's entry of run.json how they were
     set and what they served (``GET /stats`` of each, taken before it stopped)."""
     try:
         servers.close()
     finally:
         if serving:
-            call["serving"] = serving
+            call.serving = serving
 
 
-def _previous_calls(run_json: Path, resume: bool) -> list[dict]:
-    """The call records of the run.json being resumed (none for a fresh run, or a run.json from
-    before calls were recorded)."""
+def _previous_record(run_json: Path, resume: bool) -> RunRecord | None:
+    """The record of the run being resumed (None for a fresh run)."""
     if not resume or not run_json.is_file():
-        return []
-    return list(json.loads(run_json.read_text()).get("calls") or [])
+        return None
+    return read_run_record(run_json)
 
 
 def finalize(config: EvalConfig, out_dir: str | Path, units: list[WorkUnit]) -> tuple[list[dict], int]:
@@ -315,15 +313,16 @@ def finalize(config: EvalConfig, out_dir: str | Path, units: list[WorkUnit]) -> 
     episodes, step_rows = store.consolidate(units)
     profiles = profile_variants(config)
     out = store.out_dir
-    info = json.loads((out / "run.json").read_text())
-    info["profiles"] = {f"{task}/{variant}": p for (task, variant), p in profiles.items()}
-    info.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), step_rows=step_rows)
-    _write_json(info, out / "run.json")
-    rows = write_summary_and_report(config, out, episodes.to_pylist(), profiles, info)
+    record = read_run_record(out / "run.json")
+    record.profiles = {f"{task}/{variant}": p for (task, variant), p in profiles.items()}
+    record.status, record.finished, record.step_rows = "complete", time.strftime("%Y-%m-%dT%H:%M:%S%z"), step_rows
+    write_run_record(record, out / "run.json")
+    rows = write_summary_and_report(config, out, episodes.to_pylist(), profiles, record)
     return rows, step_rows
 
 
-def write_summary_and_report(config: EvalConfig, out: Path, episodes: list[dict], profiles: dict, info: dict) -> list[dict]:
+def write_summary_and_report(config: EvalConfig, out: Path, episodes: list[dict], profiles: dict,
+                             record: RunRecord) -> list[dict]:
     """summary.csv, summary.md and report.html of a run folder, from its episode rows and
     profiles (the same for a fresh run and for ``vla-envs report``)."""
     from evaluation.analysis.summary import markdown, summarize, write_csv
@@ -344,7 +343,7 @@ def write_summary_and_report(config: EvalConfig, out: Path, episodes: list[dict]
     )
     write_csv(rows, out / "summary.csv")
     (out / "summary.md").write_text(markdown(rows, stats.confidence, config.name or "Evaluation summary"), encoding="utf-8")
-    write_report(out / "report.html", rows, info, episodes, _traces(config, out, episodes, rows))
+    write_report(out / "report.html", rows, record, episodes, _traces(config, out, episodes, rows))
     return rows
 
 
