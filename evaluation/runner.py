@@ -51,9 +51,9 @@ class EvalOutcome:
     summary: list[dict]
 
 
-def _check_output(store: PartStore, config: EvalConfig, resume: bool) -> None:
-    """The output folder must be new, empty, or a run of this config (``--resume``): a run never
-    overwrites files it did not write, nor mixes two experiments' episodes."""
+def _check_output(store: PartStore, config: EvalConfig, resume: bool, previous: RunRecord | None) -> None:
+    """The output folder must be new, empty, or a run of this config (``--resume``; ``previous``:
+    its record): a run never overwrites files it did not write, nor mixes two experiments' episodes."""
     run_json = store.out_dir / "run.json"
     if not resume:
         if store.done_keys():
@@ -63,13 +63,12 @@ def _check_output(store: PartStore, config: EvalConfig, resume: bool) -> None:
             )
         _claim(store.out_dir)
         return
-    if not run_json.exists() and folder_entries(store.out_dir):
+    if previous is None and folder_entries(store.out_dir):
         raise OutputExistsError(f"--resume: {store.out_dir} holds no run.json, so it is not an evaluation run to resume")
-    if run_json.exists():
-        previous = read_run_record(run_json).episode_settings
-        current = config.episode_settings()
-        if previous is not None and previous != current:
-            changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+    if previous is not None and previous.episode_settings is not None:
+        settings, current = previous.episode_settings, config.episode_settings()
+        if settings != current:
+            changed = sorted(k for k in set(settings) | set(current) if settings.get(k) != current.get(k))
             raise OutputExistsError(
                 f"--resume: the config differs from the one in {run_json} in {changed}; expected the same "
                 "episode settings (resuming with others would mix episodes of two experiments)"
@@ -215,22 +214,21 @@ def run_episodes(
     store.out_dir.mkdir(parents=True, exist_ok=True)
     previous = _previous_record(store.out_dir / "run.json", resume)
     config = resolve_latencies(config, previous)
-    _check_output(store, config, resume)
+    _check_output(store, config, resume, previous)
     with ExitStack() as stack:
         serving: dict = {}
         endpoints = stack.enter_context(_policy_servers(config, backend, workers, ray_address, serving))
         # every variant's latency and server, resolved once here; the workers receive them as they are
         plan = RunPlan.for_config(config, endpoints)
         check_policies(config, plan)
-        return _run_units(config, store, stack, serving, plan, previous, workers=workers, backend=backend, resume=resume,
+        return _run_units(config, store, stack, serving, plan, previous, workers=workers, backend=backend,
                           ray_address=ray_address, config_path=config_path, progress=progress, console=console,
                           max_episodes=max_episodes)
 
 
 def _run_units(config: EvalConfig, store: PartStore, servers: ExitStack, serving: dict, plan: RunPlan,
-               previous: RunRecord | None, *, workers: int,
-               backend: Backend, resume: bool, ray_address: str | None, config_path: str | None, progress: bool,
-               console, max_episodes: int | None) -> tuple[list[WorkUnit], int]:
+               previous: RunRecord | None, *, workers: int, backend: Backend, ray_address: str | None,
+               config_path: str | None, progress: bool, console, max_episodes: int | None) -> tuple[list[WorkUnit], int]:
     """``run_episodes`` once the policy servers run (``servers`` stops them; ``serving`` then
     holds their statistics, which run.json records)."""
     from evaluation.run.record import run_record
@@ -253,7 +251,6 @@ def _run_units(config: EvalConfig, store: PartStore, servers: ExitStack, serving
     call = CallRecord(started=record.started, backend=backend, workers=workers, hostname=record.machine.hostname,
                       cpu_count=record.machine.cpu_count, episodes_run=0, episodes_wall_s=0.0)
     record.calls = [*(previous.calls if previous is not None else []), call]
-    call = record.calls[-1]  # the record's own copy, which the assignment validated
     run_json = store.out_dir / "run.json"
     write_run_record(record, run_json)
     ran = 0
