@@ -35,7 +35,7 @@ def package_versions() -> dict[str, str | None]:
 
 def git_commit(repo: Path | None = None) -> GitRecord:
     """The checkout's commit and whether it has uncommitted changes (read-only git calls)."""
-    repo = repo or Path(__file__).resolve().parent.parent
+    repo = repo or Path(__file__).resolve().parents[2]  # the checkout holding evaluation/
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10, check=True
@@ -127,7 +127,9 @@ def read_run_record(path: str | Path) -> RunRecord:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise RunFolderError(f"{path}: field {where!r} is {first['input']!r}: {first['msg']} "
+        value = repr(first["input"])
+        value = value if len(value) <= 80 else value[:77] + "..."
+        raise RunFolderError(f"{path}: field {where!r} is {value}: {first['msg']} "
                              f"({exc.error_count()} error(s)); expected the run.json a `vla-envs eval` run writes") from None
 
 
