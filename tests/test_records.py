@@ -106,3 +106,13 @@ def test_an_episode_row_whose_mapping_lacks_a_column_is_refused_naming_it():
     metrics = {key: 0.0 for key in METRIC_KEYS if key != "energy_j"} | {"energy": 0.0}
     with pytest.raises(ValueError, match=r"Lift/int4/seed 3: field 'metrics' has keys .*'energy'.*expected .*'energy_j'"):
         _row(metrics=metrics).to_record()
+
+
+def test_the_episodes_file_keeps_its_column_order():
+    """The on-disk order of episodes.parquet, pinned: reordering EpisodeRow's fields would change
+    every file written after it (readers of older files index by name, other tools may not)."""
+    expected = ["task", "variant", "seed", "episode", "success", "terminated", "truncated", "sim_unstable",
+                *METRIC_KEYS, "episode_return", "inference_calls", "waiting_steps", "stale_actions",
+                *EPISODE_COUNTERS, "latency_model", "latency_mean_ms", "latency_p90_ms", "initial_state", "wall_s",
+                *SEAM_COLUMNS, "teacher_forced"]
+    assert EPISODE_SCHEMA.names == expected
