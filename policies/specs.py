@@ -8,6 +8,7 @@ in every worker process.
 
 from __future__ import annotations
 
+import os
 import zlib
 from typing import Annotated, Any, Literal
 
@@ -209,8 +210,6 @@ def seed_everything(seed: int) -> None:
 def set_threads(threads: int) -> None:
     """torch's intra-op thread count in this process (``EvalConfig.torch_threads``): one setting for
     episodes, profiling and policy servers, so their latencies compare."""
-    import os
-
     os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
         import torch

@@ -71,7 +71,7 @@ def test_a_record_writes_only_what_was_set():
 ])
 def test_a_value_of_the_wrong_type_is_refused_naming_the_field(tmp_path, change, field):
     _write(tmp_path / "run.json", {**OLD, **change})
-    with pytest.raises(RunFolderError, match=rf"run.json: field {field} is .*expected the run.json"):
+    with pytest.raises(RunFolderError, match=rf"invalid run record .*run.json:\n  .*run.json: field {field} = .*: expected "):
         read_run_record(tmp_path / "run.json")
 
 

@@ -98,9 +98,10 @@ def config_dir() -> Path:
     return Path(os.environ.get(CONFIG_DIR_ENV, shipped_config_dir()))
 
 
-def format_validation_error(source: str | Path, error: ValidationError) -> str:
-    """One line per problem: ``<file>: field '<a.b>' = <value>: <what was expected>``."""
-    lines = [f"invalid config {source}:"]
+def format_validation_error(source: str | Path, error: ValidationError, what: str = "config") -> str:
+    """One line per problem: ``<file>: field '<a.b>' = <value>: <what was expected>``, under
+    ``invalid <what> <file>:``."""
+    lines = [f"invalid {what} {source}:"]
     for problem in error.errors():
         field = ".".join(str(part) for part in problem["loc"]) or "<root>"
         value = problem.get("input")

@@ -18,7 +18,9 @@ import pyarrow.parquet as pq
 
 from evaluation.run.config import EvalConfig
 from evaluation.schema import GitRecord, MachineRecord, RendererRecord, RunRecord
+from vla_envs.config import format_validation_error
 from vla_envs.errors import VlaEnvsError
+from vla_envs.files import atomic_path
 
 _PACKAGES = ("vla-envs", "mujoco", "robosuite", "torch", "gymnasium", "numpy", "pyarrow", "ray")
 
@@ -78,9 +80,8 @@ def run_record(config: EvalConfig, config_path: str | None, backend: str, worker
 
 
 def write_run_record(record: RunRecord, path: Path) -> None:
-    from evaluation.run.parts import atomic_write_bytes
-
-    atomic_write_bytes(record.to_json().encode(), path)
+    with atomic_path(path) as tmp:  # never a half-written run.json
+        tmp.write_text(record.to_json(), encoding="utf-8")
 
 
 class RunFolderError(VlaEnvsError, ValueError):
@@ -125,12 +126,7 @@ def read_run_record(path: str | Path) -> RunRecord:
     try:
         return RunRecord.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        value = repr(first["input"])
-        value = value if len(value) <= 80 else value[:77] + "..."
-        raise RunFolderError(f"{path}: field {where!r} is {value}: {first['msg']} "
-                             f"({exc.error_count()} error(s)); expected the run.json a `vla-envs eval` run writes") from None
+        raise RunFolderError(format_validation_error(path, exc, what="run record")) from None
 
 
 def _config_of(record: RunRecord, path: Path) -> EvalConfig:
